@@ -1,0 +1,226 @@
+"""Calibration and evaluation image sets: disjoint, deterministic, stored as preprocessed uint8 pixels.
+
+The default draws on the real photographs that ship inside scikit-image's wheel, so nothing is
+downloaded; the source photographs are split between the two sets before any crop is taken, so an
+evaluation image is never a crop of a calibration photograph. A user's ImageFolder directory
+(one sub-folder per class) replaces them; where class names map to the model's labels the
+evaluation set carries labels and validate reports accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.preprocessing import Preprocessing, normalize
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+# Photographs (not synthetic patterns) in skimage/data; grayscale ones are expanded to RGB.
+SAMPLE_PHOTOGRAPHS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+    "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
+    "microaneurysms.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png",
+    "retina.jpg", "rocket.jpg", "text.png",
+)  # fmt: skip
+NO_LABEL = -1
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed pixels plus where each came from; labels are NO_LABEL where unknown."""
+
+    pixels: np.ndarray  # uint8, N x H x W x 3
+    labels: np.ndarray  # int64, N
+    sources: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(len(self.labels)) and bool((self.labels >= 0).all())
+
+    def tensors(self, layout: str = "NCHW") -> np.ndarray:
+        return normalize(self.pixels, self.mean, self.std, layout)
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(
+                f,
+                pixels=self.pixels,
+                labels=self.labels,
+                sources=np.asarray(self.sources),
+                mean=np.asarray(self.mean, dtype=np.float64),
+                std=np.asarray(self.std, dtype=np.float64),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ImageSet":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                pixels=data["pixels"],
+                labels=data["labels"],
+                sources=[str(s) for s in data["sources"]],
+                mean=tuple(data["mean"].tolist()),
+                std=tuple(data["std"].tolist()),
+            )
+
+
+def sample_photograph_paths() -> list[Path]:
+    try:
+        root = importlib.resources.files("skimage") / "data"
+    except ModuleNotFoundError:
+        raise CrossdeployError("scikit-image is not installed; install crossdeploy's dependencies or set data.images to an image folder.") from None
+    return [Path(str(root / name)) for name in SAMPLE_PHOTOGRAPHS if (root / name).is_file()]
+
+
+def _rng(seed: int, *parts: object) -> np.random.Generator:
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _random_view(image, rng: np.random.Generator):
+    """A deterministic random-resized-crop and optional flip of a PIL image."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = rng.uniform(0.3, 1.0)
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    w = int(round(min(width, np.sqrt(scale * width * height * ratio))))
+    h = int(round(min(height, np.sqrt(scale * width * height / ratio))))
+    left = int(rng.integers(0, width - w + 1))
+    top = int(rng.integers(0, height - h + 1))
+    view = image.crop((left, top, left + w, top + h))
+    if rng.random() < 0.5:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return view
+
+
+def expand_photographs(paths: list[Path], count: int, preprocessing: Preprocessing, seed: int, split: str) -> ImageSet:
+    """`count` images from `paths`: each photograph once as it is, then deterministic crops and flips."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in paths]
+    pixels, sources = [], []
+    for k in range(count):
+        index = k % len(images)
+        image = images[index]
+        if k >= len(images):
+            image = _random_view(image, _rng(seed, split, k))
+        pixels.append(preprocessing.crop(image))
+        sources.append(f"{paths[index].name}#{k}")
+    return ImageSet(
+        pixels=np.stack(pixels),
+        labels=np.full(count, NO_LABEL, dtype=np.int64),
+        sources=sources,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+
+
+def default_image_sets(calibration_size: int, evaluation_size: int, preprocessing: Preprocessing, seed: int):
+    paths = sample_photograph_paths()
+    # Every third photograph is held out for evaluation before anything is cropped.
+    evaluation_paths = paths[2::3]
+    calibration_paths = [p for p in paths if p not in evaluation_paths]
+    return (
+        expand_photographs(calibration_paths, calibration_size, preprocessing, seed, "calibration"),
+        expand_photographs(evaluation_paths, evaluation_size, preprocessing, seed, "evaluation"),
+    )
+
+
+def _normalize_class_name(name: str) -> str:
+    return name.replace("_", " ").replace("-", " ").strip().lower()
+
+
+def class_index_map(class_names: list[str], categories: list[str] | None, num_classes: int) -> dict[str, int] | None:
+    """Map ImageFolder class names to the model's output indices, or None where they cannot be mapped.
+
+    Names match the weights' category names (case and '_' insensitive); folders named by integer
+    index map directly; otherwise, with exactly num_classes folders, torchvision ImageFolder's
+    sorted order is the training order the user most likely had.
+    """
+    if categories:
+        lookup = {_normalize_class_name(c): i for i, c in enumerate(categories)}
+        mapped = {name: lookup.get(_normalize_class_name(name)) for name in class_names}
+        if all(v is not None for v in mapped.values()):
+            return mapped
+    if all(n.isdigit() and int(n) < num_classes for n in class_names):
+        return {n: int(n) for n in class_names}
+    if len(class_names) == num_classes:
+        return {n: i for i, n in enumerate(sorted(class_names))}
+    return None
+
+
+def folder_image_sets(
+    root: Path,
+    calibration_size: int,
+    evaluation_size: int,
+    preprocessing: Preprocessing,
+    seed: int,
+    categories: list[str] | None,
+    num_classes: int,
+):
+    from PIL import Image
+
+    if not root.is_dir():
+        raise CrossdeployError(f"data.images {root} is not a directory; set data.images to an ImageFolder directory, or null for the built-in photographs.")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files: list[tuple[Path, str | None]] = []
+    for class_dir in class_dirs:
+        files += [(f, class_dir.name) for f in sorted(class_dir.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    files += [(f, None) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise CrossdeployError(f"data.images {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images in one sub-folder per class.")
+    needed = calibration_size + evaluation_size
+    if needed > len(files):
+        raise CrossdeployError(
+            f"data.images {root} has {len(files)} images but data.calibration_size + data.evaluation_size is {needed}, "
+            f"so the two sets would overlap; lower them to at most {len(files)} together."
+        )
+
+    labelled = all(label is not None for _, label in files)
+    index = class_index_map(sorted({c for _, c in files}), categories, num_classes) if labelled else None
+    order = _rng(seed, "folder").permutation(len(files))
+    chosen = [files[i] for i in order[:needed]]
+
+    def build(entries) -> ImageSet:
+        pixels = []
+        for path, _ in entries:
+            try:
+                with Image.open(path) as image:
+                    pixels.append(preprocessing.crop(image))
+            except OSError as exc:
+                raise CrossdeployError(f"{path} in data.images is not a readable image ({exc}); remove it or replace it.") from None
+        labels = [index[label] if index else NO_LABEL for _, label in entries]
+        return ImageSet(
+            pixels=np.stack(pixels),
+            labels=np.asarray(labels, dtype=np.int64),
+            sources=[str(p.relative_to(root)) for p, _ in entries],
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+        )
+
+    return build(chosen[:calibration_size]), build(chosen[calibration_size:])
+
+
+def make_image_sets(
+    *,
+    images: str | None,
+    calibration_size: int,
+    evaluation_size: int,
+    preprocessing: Preprocessing,
+    seed: int,
+    categories: list[str] | None,
+    num_classes: int,
+):
+    if calibration_size < 1 or evaluation_size < 1:
+        raise CrossdeployError("data.calibration_size and data.evaluation_size must both be at least 1.")
+    if images:
+        return folder_image_sets(Path(images), calibration_size, evaluation_size, preprocessing, seed, categories, num_classes)
+    return default_image_sets(calibration_size, evaluation_size, preprocessing, seed)

@@ -1,0 +1,80 @@
+"""PyTorch exported program -> ONNX at the requested opset, with a dynamic batch axis, checked and shape-inferred."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.source_model import MAX_BATCH
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+# The oldest opset whose Conv/BatchNorm/Gemm/Resize semantics every target here (onnx2tf, TensorRT 10) accepts.
+MIN_OPSET = 13
+# torch's dynamo exporter emits this opset or newer only.
+DYNAMO_MIN_OPSET = 18
+
+
+def _name_batch_axis(model) -> None:
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = BATCH_DIM
+
+
+def _convert_below_18(model, opset: int):
+    """Bring a dynamo-exported graph down to `opset` with the ONNX version converter.
+
+    The converter moves Reduce* axes back to attributes but leaves opset-18's
+    `noop_with_empty_axes`; at its default (0) dropping it changes nothing, otherwise the graph
+    cannot be expressed in the older opset.
+    """
+    import onnx.version_converter
+
+    converted = onnx.version_converter.convert_version(model, opset)
+    for node in converted.graph.node:
+        if not node.op_type.startswith("Reduce"):
+            continue
+        for attribute in list(node.attribute):
+            if attribute.name == "noop_with_empty_axes":
+                if attribute.i:
+                    raise ValueError(f"{node.name} needs noop_with_empty_axes=1, which exists from opset 18")
+                node.attribute.remove(attribute)
+    return converted
+
+
+def export_onnx(program_path: Path, output: Path, *, opset: int, input_size: int) -> None:
+    import onnx
+    import torch
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET or opset > newest:
+        raise CrossdeployError(f"export.opset {opset} cannot be produced; set export.opset between {MIN_OPSET} and {newest}.")
+    program = torch.export.load(str(program_path))
+    example = torch.zeros(2, 3, input_size, input_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                (example,),
+                dynamo=True,
+                opset_version=max(opset, DYNAMO_MIN_OPSET),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},),
+                external_data=False,
+                verbose=False,
+            )
+        model = onnx_program.model_proto
+        if opset < DYNAMO_MIN_OPSET:
+            model = _convert_below_18(model, opset)
+    except Exception as exc:
+        raise CrossdeployError(f"torch.onnx.export could not produce opset {opset} for this model ({exc}); set export.opset to another version.") from None
+    _name_batch_axis(model)
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(output))

@@ -1,0 +1,107 @@
+"""Static post-training INT8 quantization in QDQ format, calibrated on real images.
+
+Two flavours of the same calibrated model, because the hardware differs:
+- cpu: unsigned 8-bit activations, signed 8-bit per-channel weights: the U8S8 layout that x86 VNNI
+  kernels accelerate (signed activations run no faster than FP32 on ONNX Runtime's CPU provider).
+- tensorrt: signed 8-bit, symmetric, zero-point 0 for activations and weights, which TensorRT's
+  explicit quantization requires.
+Dynamic quantization (weights only; it does not accelerate convolutions) stays available for the
+cpu flavour as `quantize.method: dynamic`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.onnx_export import INPUT_NAME
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+FLAVOURS = ("cpu", "tensorrt")
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    method: str = "static"  # static | dynamic
+    calibration_method: str = "minmax"
+    calibration_size: int = 100
+    calibration_batch: int = 8
+    per_channel: bool = True
+    percentile: float = 99.999
+
+    def check(self, available: int) -> None:
+        if self.method not in ("static", "dynamic"):
+            raise CrossdeployError(f"quantize.method '{self.method}' is unknown; set quantize.method to static or dynamic.")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise CrossdeployError(
+                f"quantize.calibration_method '{self.calibration_method}' is unknown; set it to one of {', '.join(CALIBRATION_METHODS)}."
+            )
+        if not 1 <= self.calibration_size <= available:
+            raise CrossdeployError(
+                f"quantize.calibration_size {self.calibration_size} is outside the {available} calibration images the data stage made; "
+                f"set quantize.calibration_size between 1 and {available}, or raise data.calibration_size."
+            )
+
+
+class ArrayCalibrationReader:
+    """Feeds ONNX Runtime's calibrator fixed batches of preprocessed NCHW images."""
+
+    def __init__(self, tensors: np.ndarray, batch: int):
+        self._batches = [tensors[i : i + batch] for i in range(0, len(tensors), batch)]
+        self._next = 0
+
+    def get_next(self):
+        if self._next >= len(self._batches):
+            return None
+        batch = self._batches[self._next]
+        self._next += 1
+        return {INPUT_NAME: batch}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _calibrate_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[name]
+
+
+def quantize_onnx(source: Path, output: Path, calibration: np.ndarray, settings: QuantizeSettings, flavour: str) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
+
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour}")
+    settings.check(len(calibration))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference only: the graph was already optimized by the optimize stage.
+        quant_pre_process(str(source), str(prepared), skip_optimization=True)
+        if flavour == "cpu" and settings.method == "dynamic":
+            quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8, per_channel=settings.per_channel)
+            return
+        symmetric = flavour == "tensorrt"
+        extra = {
+            "ActivationSymmetric": symmetric,
+            "WeightSymmetric": True,
+            "CalibTensorRangeSymmetric": symmetric,
+            # Each consumer gets its own Q/DQ pair: TensorRT fuses per edge.
+            "DedicatedQDQPair": symmetric,
+        }
+        if settings.calibration_method == "percentile":
+            extra["CalibPercentile"] = settings.percentile
+        quantize_static(
+            str(prepared),
+            str(output),
+            ArrayCalibrationReader(calibration[: settings.calibration_size], settings.calibration_batch),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=settings.per_channel,
+            calibrate_method=_calibrate_method(settings.calibration_method),
+            extra_options=extra,
+        )

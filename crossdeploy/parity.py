@@ -1,0 +1,56 @@
+"""Compare a variant's logits with the PyTorch FP32 reference, and judge them against thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, logits.shape[1])
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logits shape {candidate.shape} differs from the reference {reference.shape}")
+    reference = reference.astype(np.float64)
+    candidate = candidate.astype(np.float64)
+    error = np.abs(candidate - reference)
+    top5_ref, top5_cand = _top_k(reference, 5), _top_k(candidate, 5)
+    overlap = [len(set(a) & set(b)) / top5_ref.shape[1] for a, b in zip(top5_ref, top5_cand)]
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    cosine = np.sum(reference * candidate, axis=1) / np.where(norms == 0, 1.0, norms)
+    metrics = {
+        "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))),
+        "top5_overlap": float(np.mean(overlap)),
+        "max_abs_err": float(error.max()),
+        "mean_abs_err": float(error.mean()),
+        "cosine_min": float(cosine.min()),
+        # Errors mean little without the scale of the logits they are made on.
+        "max_abs_err_rel": float(error.max() / max(np.abs(reference).max(), 1e-12)),
+    }
+    if labels is not None and len(labels) and (labels >= 0).all():
+        metrics["accuracy_top1"] = float(np.mean(candidate.argmax(1) == labels))
+        metrics["accuracy_top5"] = float(np.mean([label in row for label, row in zip(labels, top5_cand)]))
+    return {k: round(v, 6) if k in ("top1_agreement", "top5_overlap", "cosine_min") else v for k, v in metrics.items()}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Minimums (agreement, overlap, cosine) and maximum (relative error) one precision must meet."""
+
+    top1_agreement: float
+    top5_overlap: float = 0.0
+    cosine_min: float = 0.0
+    max_abs_err_rel: float | None = None
+
+    def misses(self, metrics: dict[str, float]) -> list[str]:
+        missed = []
+        for key in ("top1_agreement", "top5_overlap", "cosine_min"):
+            if metrics[key] < getattr(self, key):
+                missed.append(f"{key} {metrics[key]:.4f} < {getattr(self, key)}")
+        if self.max_abs_err_rel is not None and metrics["max_abs_err_rel"] > self.max_abs_err_rel:
+            missed.append(f"max_abs_err_rel {metrics['max_abs_err_rel']:.2e} > {self.max_abs_err_rel:.0e}")
+        return missed

@@ -1,0 +1,64 @@
+"""The human-readable parity report: a Markdown table and, above it, what the weights mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossdeploy.source_model import RANDOM_WEIGHTS_NOTE, SWITCH_TO_REAL_WEIGHTS, ModelCard
+
+COLUMNS = (
+    ("status", "status", "{}"),
+    ("precision", "precision", "{}"),
+    ("size_mb", "size MB", "{:.1f}"),
+    ("top1_agreement", "top-1 agree", "{:.4f}"),
+    ("top5_overlap", "top-5 overlap", "{:.4f}"),
+    ("max_abs_err", "max abs err", "{:.2e}"),
+    ("mean_abs_err", "mean abs err", "{:.2e}"),
+    ("cosine_min", "min cosine", "{:.6f}"),
+    ("accuracy_top1", "acc@1", "{:.4f}"),
+    ("accuracy_top5", "acc@5", "{:.4f}"),
+)
+
+
+def weights_statement(card: ModelCard) -> str:
+    if card.random_weights:
+        return (
+            f"**{card.arch} with seeded random weights — {RANDOM_WEIGHTS_NOTE}.** "
+            f"To measure a real model, {SWITCH_TO_REAL_WEIGHTS}."
+        )
+    origin = f"torchvision weights {card.weights}" if card.weights else f"checkpoint {card.checkpoint}"
+    return f"**{card.arch}, {origin}.**"
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "" if value is None else fmt.format(value)
+
+
+def parity_markdown(results: dict[str, dict[str, Any]], card: ModelCard, images: int, labelled: bool) -> str:
+    lines = [
+        f"# Parity of every variant with PyTorch FP32 — {card.name}",
+        "",
+        weights_statement(card),
+        "",
+        f"Evaluation images: {images}" + ("" if labelled else " (no labels: accuracy is not computed)") + ".",
+    ]
+    reference = next(iter(results.values()))
+    if "distinct_top1_classes" in reference:
+        lines.append(
+            f"The reference predicts {reference['distinct_top1_classes']} distinct top-1 classes on them"
+            + ("; with so few, top-1 agreement says little and the error and cosine columns carry the fidelity."
+               if reference["distinct_top1_classes"] < max(2, images // 10) else ".")
+        )
+    lines += ["", "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " | reason |"]
+    lines.append("|" + "---|" * (len(COLUMNS) + 2))
+    for name, row in results.items():
+        cells = [_cell(row, key, fmt) for key, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('reason', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def misses_table(results: dict[str, dict[str, Any]]) -> str:
+    failed = {name: row for name, row in results.items() if row["status"] == "failed"}
+    width = max(len(n) for n in failed)
+    return "\n".join(f"  {name:<{width}}  {row['reason']}" for name, row in failed.items())

@@ -1,0 +1,44 @@
+"""ONNX Runtime with the CPU execution provider (GPU providers join with the GPU issue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from crossdeploy.runtimes.base import Runner, ThreadSettings
+
+
+class OnnxRuntimeRunner(Runner):
+    layout = "NCHW"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        name: str,
+        threads: ThreadSettings | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ):
+        super().__init__(name, threads)
+        self.model_path = Path(model_path)
+        self.providers = providers
+
+    def _activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads.intra_op
+        options.inter_op_num_threads = self.threads.inter_op
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(self.model_path), options, providers=list(self.providers))
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
+        self._output_name = self._session.get_outputs()[0].name
+        if all(isinstance(d, int) for d in model_input.shape[1:]):
+            self._input_shape = tuple(model_input.shape[1:])
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output_name], {self._input_name: batch})[0]
+
+    def _deactivate_impl(self) -> None:
+        del self._session

@@ -1,0 +1,259 @@
+"""Resolve the user's classifier (torchvision architecture, weights, checkpoint) into one exported program.
+
+Every later step (ONNX export, the PyTorch reference in validate and benchmark) starts from the
+`torch.export` program written here, so they all see exactly the same weights and the same graph.
+"""
+
+from __future__ import annotations
+
+import difflib
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.preprocessing import Preprocessing
+
+RANDOM_WEIGHTS_NOTE = "random weights: fidelity figures only, no accuracy"
+SWITCH_TO_REAL_WEIGHTS = (
+    "set `model.weights: IMAGENET1K_V2` (torchvision weights, from the local torch hub cache or downloaded) "
+    "or `model.checkpoint: path/to/your_state_dict.pt` in conf/config.yaml"
+)
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the pipeline knows about the source model; written beside the exported program."""
+
+    name: str
+    arch: str
+    num_classes: int
+    source: str  # "random", "torchvision-weights" or "checkpoint"
+    weights: str | None
+    checkpoint: str | None
+    random_weights: bool
+    preprocessing: Preprocessing
+    categories: list[str] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["preprocessing"] = self.preprocessing.to_dict()
+        data["note"] = RANDOM_WEIGHTS_NOTE if self.random_weights else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["preprocessing"] = Preprocessing.from_dict(data["preprocessing"])
+        return cls(**fields)
+
+
+def classification_architectures() -> list[str]:
+    import torchvision
+
+    # module= keeps detection, segmentation, video and optical-flow models out.
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_architecture(arch: str) -> None:
+    known = classification_architectures()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise CrossdeployError(
+            f"model.arch '{arch}' is not a torchvision classification architecture{hint}; "
+            f"set model.arch to one of torchvision.models.list_models(module=torchvision.models)."
+        )
+
+
+def _weights_enum(arch: str, weights: str):
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch)
+    try:
+        return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(w.name for w in enum)
+        raise CrossdeployError(
+            f"model.weights '{weights}' does not exist for {arch}; set model.weights to one of {names}, or none."
+        ) from None
+
+
+def _load_torchvision_weights(arch: str, weights_enum) -> dict:
+    try:
+        return weights_enum.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # network, hash or file errors all mean the same thing to the user
+        raise CrossdeployError(
+            f"could not read {arch} weights {weights_enum.name} from the torch hub cache or download them ({exc}); "
+            f"put {Path(weights_enum.url).name} in $TORCH_HOME/hub/checkpoints or set model.weights: none."
+        ) from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict:
+    # Training scripts often save {"state_dict": ...} or {"model": ...}, and DDP prefixes "module.".
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise CrossdeployError(f"model.checkpoint {path} holds no state_dict; save it with torch.save(model.state_dict(), path).")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _read_checkpoint(path: Path, trust: bool):
+    """Return a state_dict, or an nn.Module when the file is a whole pickled model and the user trusts it."""
+    import torch
+
+    if not path.is_file():
+        raise CrossdeployError(f"model.checkpoint {path} does not exist; set model.checkpoint to your state_dict file, or null.")
+    if _is_torchscript(path):
+        # TorchScript code never runs here: its weights are loaded into the torchvision architecture.
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    try:
+        return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    except CrossdeployError:
+        raise
+    except Exception as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CrossdeployError(f"model.checkpoint {path} is not a PyTorch checkpoint torch.load can read ({exc}).") from None
+        if not trust:
+            raise CrossdeployError(
+                f"model.checkpoint {path} is a whole pickled model and unpickling runs arbitrary code; "
+                f"save a state_dict instead, or set model.trust_checkpoint: true if you trust the file."
+            ) from None
+    module = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(module, dict):
+        return _unwrap_state_dict(module, path)
+    if not isinstance(module, torch.nn.Module):
+        raise CrossdeployError(f"model.checkpoint {path} holds a {type(module).__name__}, not a state_dict or nn.Module.")
+    return module
+
+
+def _checkpoint_mismatch_message(model, state_dict: dict, arch: str, num_classes: int, path: Path) -> str | None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        (k, tuple(state_dict[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or wrong_shape):
+        return None
+    if not missing and not unexpected and wrong_shape:
+        # The usual case: a fine-tuned head with another number of classes.
+        key, got, want = wrong_shape[-1]
+        if len(wrong_shape) <= 2 and got[0] != want[0]:
+            return (
+                f"model.checkpoint {path} has {got[0]} output classes but model.num_classes is {num_classes}; "
+                f"set model.num_classes: {got[0]}."
+            )
+    detail = "; ".join(
+        part
+        for part in (
+            f"missing {len(missing)} keys (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[0][0]}: {wrong_shape[0][1]} vs {wrong_shape[0][2]})"
+            if wrong_shape
+            else "",
+        )
+        if part
+    )
+    return f"model.checkpoint {path} does not fit model.arch {arch} ({detail}); set model.arch to the architecture it was trained with."
+
+
+def build_source_model(
+    *,
+    name: str,
+    arch: str,
+    num_classes: int,
+    weights: str | None,
+    checkpoint: str | None,
+    trust_checkpoint: bool,
+    seed: int,
+    input_size: int | None,
+    resize_size: int | None,
+    mean: list[float] | None,
+    std: list[float] | None,
+):
+    """Return (eval-mode nn.Module, ModelCard) for the configured source."""
+    import torch
+    import torchvision
+
+    check_architecture(arch)
+    if weights and checkpoint:
+        raise CrossdeployError("model.weights and model.checkpoint are both set; set one of them to null.")
+    weights_enum = _weights_enum(arch, weights) if weights else None
+    categories = list(weights_enum.meta["categories"]) if weights_enum else None
+    if categories is not None and len(categories) != num_classes:
+        raise CrossdeployError(
+            f"model.weights {weights} has {len(categories)} classes but model.num_classes is {num_classes}; "
+            f"set model.num_classes: {len(categories)}."
+        )
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    source = "random"
+    if weights_enum is not None:
+        model.load_state_dict(_load_torchvision_weights(arch, weights_enum))
+        source = "torchvision-weights"
+    elif checkpoint:
+        path = Path(checkpoint)
+        loaded = _read_checkpoint(path, trust_checkpoint)
+        if isinstance(loaded, torch.nn.Module):
+            model = loaded
+        else:
+            problem = _checkpoint_mismatch_message(model, loaded, arch, num_classes, path)
+            if problem:
+                raise CrossdeployError(problem)
+            model.load_state_dict(loaded)
+        source = "checkpoint"
+    model.eval()
+
+    preprocessing = Preprocessing.resolve(
+        weights_transforms=weights_enum.transforms() if weights_enum else None,
+        input_size=input_size,
+        resize_size=resize_size,
+        mean=mean,
+        std=std,
+    )
+    card = ModelCard(
+        name=name,
+        arch=arch,
+        num_classes=num_classes,
+        source=source,
+        weights=weights_enum.name if weights_enum else None,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        random_weights=source == "random",
+        preprocessing=preprocessing,
+        categories=categories,
+    )
+    return model, card
+
+
+def export_program(model, input_size: int):
+    """torch.export the model with a dynamic batch axis, so every runtime can take any batch size."""
+    import torch
+
+    example = torch.zeros(2, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def load_program(path: str | Path):
+    """Load the exported program as a callable eval-mode module."""
+    import torch
+
+    return torch.export.load(str(path)).module()

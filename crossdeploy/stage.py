@@ -1,0 +1,31 @@
+"""What every stage script shares: logging, params, and turning a user error into one clear line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.errors import CrossdeployError
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except CrossdeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,79 @@
+"""Run every variant on the evaluation set and judge it against the PyTorch FP32 reference."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+import numpy as np
+
+from crossdeploy.datasets import ImageSet
+from crossdeploy.onnx_graph import size_mb
+from crossdeploy.parity import Thresholds, compare_logits
+from crossdeploy.preprocessing import to_layout
+from crossdeploy.runtimes.base import RuntimeUnavailable, ThreadSettings
+from crossdeploy.variants import REFERENCE, Variant
+
+log = logging.getLogger(__name__)
+
+
+def run_variant(variant: Variant, tensors_nchw: np.ndarray, batch_size: int, threads: ThreadSettings) -> np.ndarray:
+    with variant.runner(threads) as runner:
+        return runner.infer_all(to_layout(tensors_nchw, runner.layout), batch_size)
+
+
+def _unavailable_reason(variant: Variant, exc: BaseException) -> str | None:
+    if isinstance(exc, RuntimeUnavailable):
+        return str(exc)
+    if isinstance(exc, ImportError):
+        return f"{variant.runtime} is not installed here ({exc.name or exc})"
+    return None
+
+
+def validate_variants(
+    variants: list[Variant],
+    evaluation: ImageSet,
+    thresholds: dict[str, Thresholds],
+    *,
+    batch_size: int,
+    threads: ThreadSettings,
+) -> dict[str, dict[str, Any]]:
+    """Return the parity table, one row per variant, with status ok, failed or skipped."""
+    tensors = evaluation.tensors("NCHW")
+    labels = evaluation.labels if evaluation.has_labels else None
+    by_name = {v.name: v for v in variants}
+    reference = run_variant(by_name[REFERENCE], tensors, batch_size, threads)
+    results: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
+        if not variant.artifact.exists():
+            row.update(status="skipped", reason=f"{variant.artifact} was not built")
+            results[variant.name] = row
+            continue
+        row["size_mb"] = size_mb(variant.artifact)
+        if variant.name == REFERENCE:
+            logits = reference
+            row["reason"] = "reference: every other variant is compared with it"
+            # With random weights a network often predicts one class for everything, which makes
+            # top-1 agreement trivially perfect; this number tells the reader whether it is.
+            row["distinct_top1_classes"] = int(len(np.unique(reference.argmax(1))))
+        else:
+            log.info("validating %s", variant.name)
+            try:
+                logits = run_variant(variant, tensors, batch_size, threads)
+            except Exception as exc:
+                reason = _unavailable_reason(variant, exc)
+                if reason is None:
+                    raise
+                row.update(status="skipped", reason=reason)
+                results[variant.name] = row
+                continue
+            finally:
+                gc.collect()
+        row.update(compare_logits(reference, logits, labels))
+        missed = thresholds[variant.precision].misses(row)
+        if missed:
+            row.update(status="failed", reason="; ".join(missed))
+        results[variant.name] = row
+    return results

@@ -1,0 +1,33 @@
+"""Stage data: disjoint calibration and evaluation image sets, preprocessed once for every runtime."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.datasets import make_image_sets
+from crossdeploy.params import load_params
+from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.stage import read_json, run_stage
+
+
+def main() -> None:
+    params = load_params()
+    cfg, paths = params["data"], params["paths"]
+    spec = read_json(Path(paths["source"]) / "preprocessing.json")
+    calibration, evaluation = make_image_sets(
+        images=cfg.get("images"),
+        calibration_size=int(cfg["calibration_size"]),
+        evaluation_size=int(cfg["evaluation_size"]),
+        preprocessing=Preprocessing.from_dict(spec["preprocessing"]),
+        seed=int(cfg.get("seed", 0)),
+        categories=spec.get("categories"),
+        num_classes=int(spec["num_classes"]),
+    )
+    for name, image_set in (("calibration", calibration), ("evaluation", evaluation)):
+        with atomic_path(Path(paths["data"]) / f"{name}.npz") as tmp:
+            image_set.save(tmp)
+    labels = "labelled" if evaluation.has_labels else "unlabelled"
+    print(f"data: {len(calibration.pixels)} calibration and {len(evaluation.pixels)} {labels} evaluation images")
+
+
+if __name__ == "__main__":
+    run_stage(main)

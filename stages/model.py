@@ -1,0 +1,42 @@
+"""Stage model: resolve the configured classifier into an exported program plus its model card."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.params import load_params
+from crossdeploy.source_model import build_source_model, export_program
+from crossdeploy.stage import run_stage, write_json
+
+
+def main() -> None:
+    import torch
+
+    params = load_params()
+    cfg = params["model"]
+    model, card = build_source_model(
+        name=cfg["name"],
+        arch=cfg["arch"],
+        num_classes=int(cfg["num_classes"]),
+        weights=cfg.get("weights"),
+        checkpoint=cfg.get("checkpoint"),
+        trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
+        seed=int(cfg.get("seed", 0)),
+        input_size=cfg.get("input_size"),
+        resize_size=cfg.get("resize_size"),
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+    )
+    program = export_program(model, card.preprocessing.crop_size)
+    out = Path(params["paths"]["source"])
+    with atomic_path(out / "model.pt2") as tmp:
+        torch.export.save(program, tmp)
+    write_json(out / "model.json", card.to_dict())
+    write_json(
+        out / "preprocessing.json",
+        {"preprocessing": card.preprocessing.to_dict(), "categories": card.categories, "num_classes": card.num_classes},
+    )
+    print(f"model: {card.arch} ({card.source}), input {card.preprocessing.crop_size}px -> {params['paths']['source']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,72 @@
+"""Shared fixtures: one tiny real model carried through the real frameworks, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_ARCH = "resnet18"
+TINY_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory):
+    """(program path, ModelCard) for a seeded random resnet18 at 64 px."""
+    import torch
+
+    from crossdeploy.source_model import build_source_model, export_program
+
+    model, card = build_source_model(
+        name="tiny", arch=TINY_ARCH, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
+        seed=0, input_size=TINY_SIZE, resize_size=None, mean=None, std=None,
+    )
+    path = tmp_path_factory.mktemp("source") / "model.pt2"
+    torch.export.save(export_program(model, TINY_SIZE), path)
+    return path, card
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tiny_source):
+    from crossdeploy.datasets import default_image_sets
+
+    return default_image_sets(12, 10, tiny_source[1].preprocessing, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_source, tmp_path_factory):
+    from crossdeploy.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(tiny_source[0], path, opset=17, input_size=TINY_SIZE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_optimized(tiny_onnx):
+    from crossdeploy.onnx_optimize import optimize_onnx
+
+    path = tiny_onnx.with_name("model.optimized.onnx")
+    counts = optimize_onnx(tiny_onnx, path)
+    return path, counts
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_source, tiny_images):
+    """PyTorch FP32 logits of the evaluation images: what every variant is compared with."""
+    from crossdeploy.runtimes.torch_runtime import TorchRunner
+
+    with TorchRunner(tiny_source[0]) as runner:
+        return runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
+
+
+def run_onnx(path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]

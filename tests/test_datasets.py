@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossdeploy.datasets import ImageSet, class_index_map, default_image_sets, make_image_sets
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.preprocessing import Preprocessing
+
+P = Preprocessing.resolve(input_size=32)
+
+
+def photo_names(image_set):
+    return {s.split("#")[0] for s in image_set.sources}
+
+
+def test_default_sets_are_real_disjoint_and_deterministic():
+    calibration, evaluation = default_image_sets(30, 12, P, seed=0)
+    assert calibration.pixels.shape == (30, 32, 32, 3) and evaluation.pixels.shape == (12, 32, 32, 3)
+    assert photo_names(calibration).isdisjoint(photo_names(evaluation))
+    again, _ = default_image_sets(30, 12, P, seed=0)
+    assert np.array_equal(calibration.pixels, again.pixels)
+    other, _ = default_image_sets(30, 12, P, seed=1)
+    assert not np.array_equal(calibration.pixels, other.pixels)
+    # Expanded crops differ from each other, not copies of the same photograph.
+    assert len({p.tobytes() for p in calibration.pixels}) == 30
+    assert not evaluation.has_labels
+
+
+def test_image_set_round_trip(tmp_path):
+    calibration, _ = default_image_sets(4, 2, P, seed=0)
+    calibration.save(tmp_path / "c.npz")
+    loaded = ImageSet.load(tmp_path / "c.npz")
+    assert np.array_equal(loaded.pixels, calibration.pixels) and loaded.sources == calibration.sources
+    assert loaded.tensors("NHWC").shape == (4, 32, 32, 3)
+
+
+def make_folder(root, classes, per_class):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+
+
+def test_image_folder_with_category_names_is_labelled(tmp_path):
+    make_folder(tmp_path, ["tench", "goldfish", "great_white_shark"], 4)
+    categories = ["tench", "goldfish", "great white shark", "tiger shark"]
+    calibration, evaluation = make_image_sets(
+        images=str(tmp_path), calibration_size=6, evaluation_size=6, preprocessing=P, seed=0, categories=categories, num_classes=4
+    )
+    assert evaluation.has_labels
+    assert set(np.concatenate([calibration.labels, evaluation.labels])) == {0, 1, 2}
+    assert set(calibration.sources).isdisjoint(evaluation.sources)
+    for source, label in zip(evaluation.sources, evaluation.labels):
+        assert categories[label].replace(" ", "_") == source.split("/")[0]
+
+
+def test_class_index_mapping_rules():
+    assert class_index_map(["3", "0"], None, 10) == {"3": 3, "0": 0}
+    assert class_index_map(["dog", "cat"], None, 2) == {"cat": 0, "dog": 1}
+    assert class_index_map(["dog", "cat"], None, 5) is None
+
+
+def test_empty_missing_and_overlapping_folders(tmp_path):
+    kwargs = dict(calibration_size=4, evaluation_size=4, preprocessing=P, seed=0, categories=None, num_classes=2)
+    with pytest.raises(CrossdeployError, match=r"data\.images .* is not a directory"):
+        make_image_sets(images=str(tmp_path / "missing"), **kwargs)
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(CrossdeployError, match="holds no images"):
+        make_image_sets(images=str(tmp_path / "empty"), **kwargs)
+    make_folder(tmp_path / "small", ["a", "b"], 3)
+    with pytest.raises(CrossdeployError, match=r"would overlap.*at most 6"):
+        make_image_sets(images=str(tmp_path / "small"), **kwargs)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    make_folder(tmp_path, ["a"], 3)
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CrossdeployError, match="broken.jpg"):
+        make_image_sets(images=str(tmp_path), calibration_size=2, evaluation_size=2, preprocessing=P, seed=0, categories=None, num_classes=1)

@@ -1,0 +1,83 @@
+"""The whole pipeline through real `dvc repro` and `dvc exp run`, in a throwaway copy of the repository."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from crossdeploy.compose import compose
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model=resnet18-tiny", "data.calibration_size=16", "data.evaluation_size=16", "quantize.calibration_size=16"]
+VARIANTS = {
+    "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
+    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8",
+}
+
+
+def sh(cwd, *args, timeout=900):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def stages_run(output):
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    tracked = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").split()
+    for name in tracked:
+        if (ROOT / name).is_file() and not name.startswith(("metrics/", "models/")) and name != "dvc.lock":
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(compose(TINY, config_dir=ROOT / "conf"), sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    return repo
+
+
+def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
+    first = sh(repo, "dvc", "repro")
+    assert stages_run(first) == {"model", "data", "export", "optimize", "quantize", "to_tensorflow", "validate"}
+    parity = json.loads((repo / "metrics" / "parity.json").read_text())
+    assert set(parity) == VARIANTS
+    assert {name: row["status"] for name, row in parity.items()} == {name: "ok" for name in VARIANTS}
+    assert "random weights: fidelity figures only" in (repo / "metrics" / "parity.md").read_text()
+    assert json.loads((repo / "metrics" / "optimize.json").read_text())["nodes"]["exported"] > 0
+    assert (repo / "models" / "tensorflow" / "savedmodel" / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
+
+    second = sh(repo, "dvc", "repro")
+    assert stages_run(second) == set()
+    assert "up to date" in sh(repo, "dvc", "status")
+
+
+def test_quantize_param_reruns_only_quantize_and_validate(repo):
+    sh(repo, "dvc", "repro")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["quantize"]["calibration_method"] = "entropy"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "validate"}
+    parity = json.loads((repo / "metrics" / "parity.json").read_text())
+    assert parity["onnxruntime-int8"]["status"] == "ok"
+
+
+def test_exp_run_composes_params_with_hydra(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    # Hydra composes conf/ with this override; the tiny sizes ride along as overrides too.
+    overrides = [f"-S{o}" for o in TINY] + ["-Squantize.calibration_method=percentile"]
+    output = sh(repo, "dvc", "exp", "run", *overrides)
+    assert stages_run(output) == {"quantize", "validate"}
+    assert yaml.safe_load((repo / "params.yaml").read_text())["quantize"]["calibration_method"] == "percentile"
+    diff = sh(repo, "dvc", "metrics", "diff", "--json")
+    assert "onnxruntime-int8" in diff

@@ -1,0 +1,122 @@
+import pytest
+import torch
+import torchvision
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.source_model import build_source_model, export_program, load_program
+
+BASE = dict(name="m", arch="resnet18", num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
+            seed=0, input_size=64, resize_size=None, mean=None, std=None)
+
+
+def build(**overrides):
+    return build_source_model(**{**BASE, **overrides})
+
+
+def reference_model(num_classes=10, arch="resnet18"):
+    torch.manual_seed(123)
+    return torchvision.models.get_model(arch, num_classes=num_classes).eval()
+
+
+def test_random_weights_are_seeded_and_said_so():
+    a, card = build()
+    b, _ = build()
+    c, _ = build(seed=1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+        assert not torch.equal(a(x), c(x))
+    assert card.random_weights and card.source == "random"
+    assert "random weights" in card.to_dict()["note"]
+
+
+def test_unknown_architecture_names_the_param():
+    with pytest.raises(CrossdeployError, match=r"model\.arch 'resnet51'.*did you mean.*resnet50"):
+        build(arch="resnet51")
+
+
+def test_detection_models_are_not_classifiers():
+    with pytest.raises(CrossdeployError, match="model.arch"):
+        build(arch="fasterrcnn_resnet50_fpn")
+
+
+def test_state_dict_checkpoint_loads_exactly(tmp_path):
+    reference = reference_model()
+    path = tmp_path / "resnet18.pt"
+    torch.save(reference.state_dict(), path)
+    model, card = build(checkpoint=str(path))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    assert card.source == "checkpoint" and not card.random_weights
+
+
+def test_wrapped_ddp_checkpoint_loads(tmp_path):
+    reference = reference_model()
+    path = tmp_path / "ddp.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+    model, _ = build(checkpoint=str(path))
+    assert torch.equal(model.fc.weight, reference.fc.weight)
+
+
+def test_checkpoint_with_other_class_count_says_which(tmp_path):
+    path = tmp_path / "five.pt"
+    torch.save(reference_model(num_classes=5).state_dict(), path)
+    with pytest.raises(CrossdeployError, match=r"5 output classes.*set model\.num_classes: 5"):
+        build(checkpoint=str(path))
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    path = tmp_path / "mobilenet.pt"
+    torch.save(reference_model(arch="mobilenet_v3_small").state_dict(), path)
+    with pytest.raises(CrossdeployError, match=r"does not fit model\.arch resnet18.*set model\.arch"):
+        build(checkpoint=str(path))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CrossdeployError, match=r"model\.checkpoint .*does not exist"):
+        build(checkpoint=str(tmp_path / "nope.pt"))
+
+
+def test_whole_pickled_model_needs_explicit_trust(tmp_path):
+    reference = reference_model()
+    path = tmp_path / "whole.pt"
+    torch.save(reference, path)
+    with pytest.raises(CrossdeployError, match=r"arbitrary code.*model\.trust_checkpoint: true"):
+        build(checkpoint=str(path))
+    model, _ = build(checkpoint=str(path), trust_checkpoint=True)
+    assert torch.equal(model.fc.weight, reference.fc.weight)
+
+
+def test_torchscript_archive_weights_load_into_the_architecture(tmp_path):
+    reference = reference_model()
+    path = tmp_path / "scripted.pt"
+    torch.jit.trace(reference, torch.randn(1, 3, 64, 64)).save(str(path))
+    model, _ = build(checkpoint=str(path))
+    assert torch.equal(model.fc.weight, reference.fc.weight)
+
+
+def test_weights_and_checkpoint_are_exclusive(tmp_path):
+    with pytest.raises(CrossdeployError, match="set one of them to null"):
+        build(weights="IMAGENET1K_V1", checkpoint=str(tmp_path / "x.pt"))
+
+
+def test_unknown_weights_name_lists_the_real_ones():
+    with pytest.raises(CrossdeployError, match=r"model\.weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+        build(weights="IMAGENET9K", num_classes=1000)
+
+
+def test_weights_class_count_must_match():
+    with pytest.raises(CrossdeployError, match=r"1000 classes.*model\.num_classes: 1000"):
+        build(weights="IMAGENET1K_V1", num_classes=10)
+
+
+def test_exported_program_takes_any_batch(tmp_path):
+    model, _ = build()
+    path = tmp_path / "m.pt2"
+    torch.export.save(export_program(model, 64), path)
+    loaded = load_program(path)
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,49 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from crossdeploy.parity import Thresholds
+from crossdeploy.report import misses_table
+from crossdeploy.runtimes.base import ThreadSettings
+from crossdeploy.validation import validate_variants
+from crossdeploy.variants import Variant
+
+THRESHOLDS = {
+    "fp32": Thresholds(top1_agreement=1.0, top5_overlap=0.99, cosine_min=0.99999, max_abs_err_rel=1e-3),
+    "int8": Thresholds(top1_agreement=0.98, top5_overlap=0.8, cosine_min=0.98),
+}
+
+
+def damage(source, target):
+    """Scramble the classifier head: a conversion bug that still runs and still has the right shape."""
+    model = onnx.load(str(source))
+    head = max(model.graph.initializer, key=lambda t: (len(t.dims) == 2, numpy_helper.to_array(t).size))
+    weights = numpy_helper.to_array(head)
+    scrambled = np.random.default_rng(0).permutation(weights.reshape(-1)).reshape(weights.shape)
+    head.CopyFrom(numpy_helper.from_array(scrambled.astype(weights.dtype), head.name))
+    onnx.save(model, str(target))
+
+
+def test_damaged_variant_fails_and_missing_one_is_skipped(tiny_source, tiny_optimized, tiny_images, tmp_path):
+    damaged = tmp_path / "damaged.onnx"
+    damage(tiny_optimized[0], damaged)
+    variants = [
+        Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
+        Variant("onnxruntime-fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        Variant("onnxruntime-damaged", "fp32", "onnxruntime", damaged),
+        Variant("onnxruntime-int8", "int8", "onnxruntime", tmp_path / "never-built.onnx"),
+    ]
+    results = validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
+    assert results["torch-fp32"]["status"] == "ok" and "reference" in results["torch-fp32"]["reason"]
+    assert results["onnxruntime-fp32"]["status"] == "ok"
+    assert results["onnxruntime-fp32"]["max_abs_err_rel"] < 1e-4
+    assert results["onnxruntime-damaged"]["status"] == "failed"
+    assert "cosine_min" in results["onnxruntime-damaged"]["reason"]
+    assert results["onnxruntime-int8"] == {
+        "status": "skipped", "reason": f"{tmp_path / 'never-built.onnx'} was not built", "precision": "int8"
+    }
+    assert "onnxruntime-damaged" in misses_table(results)
+    for row in results.values():
+        if row["status"] != "skipped":
+            assert {"top1_agreement", "top5_overlap", "max_abs_err", "mean_abs_err", "cosine_min", "size_mb"} <= set(row)

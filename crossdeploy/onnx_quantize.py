@@ -47,10 +47,20 @@ class QuantizeSettings:
             )
 
 
+def even_batch_size(count: int, largest: int) -> int:
+    """The largest batch size <= `largest` that divides `count`.
+
+    ONNX Runtime's histogram calibrators (entropy, percentile) stack every batch's activations
+    and fail on a short last batch, so all batches must be the same size.
+    """
+    return next(b for b in range(min(largest, count), 0, -1) if count % b == 0)
+
+
 class ArrayCalibrationReader:
-    """Feeds ONNX Runtime's calibrator fixed batches of preprocessed NCHW images."""
+    """Feeds ONNX Runtime's calibrator equal batches of preprocessed NCHW images."""
 
     def __init__(self, tensors: np.ndarray, batch: int):
+        batch = even_batch_size(len(tensors), batch)
         self._batches = [tensors[i : i + batch] for i in range(0, len(tensors), batch)]
         self._next = 0
 

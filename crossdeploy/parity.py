@@ -46,9 +46,11 @@ class Thresholds:
     cosine_min: float = 0.0
     max_abs_err_rel: float | None = None
 
-    def misses(self, metrics: dict[str, float]) -> list[str]:
+    def misses(self, metrics: dict[str, float], judge_agreement: bool = True) -> list[str]:
+        """What the metrics miss; judge_agreement=False leaves top-1/top-5 out of the verdict."""
         missed = []
-        for key in ("top1_agreement", "top5_overlap", "cosine_min"):
+        keys = ("top1_agreement", "top5_overlap", "cosine_min") if judge_agreement else ("cosine_min",)
+        for key in keys:
             if metrics[key] < getattr(self, key):
                 missed.append(f"{key} {metrics[key]:.4f} < {getattr(self, key)}")
         if self.max_abs_err_rel is not None and metrics["max_abs_err_rel"] > self.max_abs_err_rel:

@@ -20,17 +20,19 @@ def main() -> None:
     paths, cfg = params["paths"], params["validate"]
     card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
     evaluation = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
+    judge_agreement = not card.random_weights or bool(cfg["judge_agreement_with_random_weights"])
     results = validate_variants(
         pipeline_variants(paths, params["model"]["name"]),
         evaluation,
         {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()},
         batch_size=int(cfg["batch_size"]),
         threads=ThreadSettings(**cfg["threads"]),
+        judge_agreement=judge_agreement,
     )
     metrics = Path(paths["metrics"])
     write_json(metrics / "parity.json", results)
     with atomic_path(metrics / "parity.md") as out:
-        out.write_text(parity_markdown(results, card, len(evaluation.pixels), evaluation.has_labels))
+        out.write_text(parity_markdown(results, card, len(evaluation.pixels), evaluation.has_labels, judge_agreement))
     print((metrics / "parity.md").read_text())
     if any(row["status"] == "failed" for row in results.values()):
         message = "variants outside their parity thresholds (validate.thresholds):\n" + misses_table(results)

@@ -105,6 +105,16 @@ def test_bad_quantize_params(tiny_optimized, tiny_images, tmp_path):
         quantize_onnx(tiny_optimized[0], tmp_path / "q.onnx", calibration, QuantizeSettings(calibration_method="kl", calibration_size=4), "cpu")
 
 
+def test_histogram_calibration_with_uneven_count(tiny_optimized, tiny_images, tmp_path):
+    from crossdeploy.onnx_quantize import even_batch_size
+
+    assert (even_batch_size(12, 8), even_batch_size(128, 8), even_batch_size(13, 8)) == (6, 8, 1)
+    path = tmp_path / "entropy.onnx"
+    settings = QuantizeSettings(calibration_method="entropy", calibration_size=10, calibration_batch=4)
+    quantize_onnx(tiny_optimized[0], path, tiny_images[0].tensors(), settings, "cpu")
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
 def test_dynamic_quantization_stays_available(tiny_optimized, tiny_images, tmp_path):
     path = tmp_path / "dyn.onnx"
     quantize_onnx(tiny_optimized[0], path, tiny_images[0].tensors(), QuantizeSettings(method="dynamic", calibration_size=4), "cpu")

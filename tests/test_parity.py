@@ -32,3 +32,11 @@ def test_thresholds_report_every_miss():
     misses = t.misses(metrics)
     assert len(misses) == 3 and "top1_agreement 0.5000 < 0.99" in misses[0]
     assert t.misses({"top1_agreement": 1.0, "top5_overlap": 1.0, "cosine_min": 1.0, "max_abs_err_rel": 0.0}) == []
+
+
+def test_agreement_can_be_left_out_of_the_verdict():
+    t = Thresholds(top1_agreement=0.98, top5_overlap=0.8, cosine_min=0.98)
+    near_tie_flip = {"top1_agreement": 0.9, "top5_overlap": 0.7, "cosine_min": 0.999, "max_abs_err_rel": 0.01}
+    assert len(t.misses(near_tie_flip)) == 2
+    assert t.misses(near_tie_flip, judge_agreement=False) == []
+    assert t.misses({**near_tie_flip, "cosine_min": 0.5}, judge_agreement=False) == ["cosine_min 0.5000 < 0.98"]

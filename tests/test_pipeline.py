@@ -62,7 +62,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
 def test_quantize_param_reruns_only_quantize_and_validate(repo):
     sh(repo, "dvc", "repro")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["quantize"]["calibration_method"] = "entropy"
+    params["quantize"]["calibration_method"] = "percentile"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "validate"}
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
@@ -75,9 +75,11 @@ def test_exp_run_composes_params_with_hydra(repo):
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
     # Hydra composes conf/ with this override; the tiny sizes ride along as overrides too.
-    overrides = [f"-S{o}" for o in TINY] + ["-Squantize.calibration_method=percentile"]
+    overrides = [f"-S{o}" for o in TINY] + ["-Squantize.calibration_method=entropy", "-Squantize.calibration_size=12"]
     output = sh(repo, "dvc", "exp", "run", *overrides)
-    assert stages_run(output) == {"quantize", "validate"}
-    assert yaml.safe_load((repo / "params.yaml").read_text())["quantize"]["calibration_method"] == "percentile"
-    diff = sh(repo, "dvc", "metrics", "diff", "--json")
-    assert "onnxruntime-int8" in diff
+    # calibration_size feeds both INT8 paths (ONNX QDQ and TFLite); nothing upstream re-runs.
+    assert stages_run(output) == {"quantize", "to_tensorflow", "validate"}
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["quantize"]["calibration_method"] == "entropy" and params["quantize"]["calibration_size"] == 12
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
+    assert any("onnxruntime-int8" in key for changes in diff.values() for key in changes)

@@ -12,7 +12,7 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.parity import Thresholds, compare_logits
 from crossdeploy.preprocessing import to_layout
-from crossdeploy.runtimes.base import RuntimeUnavailable, ThreadSettings
+from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)
@@ -21,14 +21,6 @@ log = logging.getLogger(__name__)
 def run_variant(variant: Variant, tensors_nchw: np.ndarray, batch_size: int, threads: ThreadSettings) -> np.ndarray:
     with variant.runner(threads) as runner:
         return runner.infer_all(to_layout(tensors_nchw, runner.layout), batch_size)
-
-
-def _unavailable_reason(variant: Variant, exc: BaseException) -> str | None:
-    if isinstance(exc, RuntimeUnavailable):
-        return str(exc)
-    if isinstance(exc, ImportError):
-        return f"{variant.runtime} is not installed here ({exc.name or exc})"
-    return None
 
 
 def validate_variants(
@@ -68,7 +60,7 @@ def validate_variants(
             try:
                 logits = run_variant(variant, tensors, batch_size, threads)
             except Exception as exc:
-                reason = _unavailable_reason(variant, exc)
+                reason = unavailable_reason(variant.runtime, exc)
                 if reason is None:
                     raise
                 row.update(status="skipped", reason=reason)

@@ -17,7 +17,7 @@ from crossdeploy.runtimes.base import Runner, ThreadSettings
 class Variant:
     name: str
     precision: str  # fp32 | fp16 | int8: picks the parity thresholds
-    runtime: str  # torch | onnxruntime | tensorflow | tflite
+    runtime: str  # a key of RUNNER_FACTORIES
     artifact: Path
 
     def runner(self, threads: ThreadSettings) -> Runner:
@@ -30,10 +30,29 @@ def _torch(v: Variant, threads: ThreadSettings) -> Runner:
     return TorchRunner(v.artifact, v.name, threads)
 
 
+def _torch_compile(v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.torch_runtime import TorchRunner
+
+    return TorchRunner(v.artifact, v.name, threads, compile=True)
+
+
 def _onnxruntime(v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(v.artifact, v.name, threads)
+
+
+def _onnxruntime_cuda(v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=("CUDAExecutionProvider",))
+
+
+def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+
+    # CUDA behind TensorRT runs whatever TensorRT declines
+    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=("TensorrtExecutionProvider", "CUDAExecutionProvider"))
 
 
 def _tensorflow(v: Variant, threads: ThreadSettings) -> Runner:
@@ -50,7 +69,10 @@ def _tflite(v: Variant, threads: ThreadSettings) -> Runner:
 
 RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
     "torch": _torch,
+    "torch-compile": _torch_compile,
     "onnxruntime": _onnxruntime,
+    "onnxruntime-cuda": _onnxruntime_cuda,
+    "onnxruntime-tensorrt": _onnxruntime_tensorrt,
     "tensorflow": _tensorflow,
     "tflite": _tflite,
 }
@@ -75,3 +97,11 @@ def pipeline_variants(paths: dict[str, Any], model_name: str) -> list[Variant]:
         Variant("tflite-fp16", "fp16", "tflite", tflite / "model.fp16.tflite"),
         Variant("tflite-int8", "int8", "tflite", tflite / "model.int8.tflite"),
     ]
+
+
+TORCH_COMPILE = "torch-compile-fp32"
+
+
+def benchmark_variants(paths: dict[str, Any], model_name: str) -> list[Variant]:
+    """Every pipeline variant, plus the reference program run through torch.compile."""
+    return [*pipeline_variants(paths, model_name), Variant(TORCH_COMPILE, "fp32", "torch-compile", Path(paths["source"]) / "model.pt2")]

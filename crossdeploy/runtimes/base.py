@@ -25,9 +25,21 @@ class RuntimeUnavailable(Exception):
     """The runtime cannot run on this machine (package or device missing); the reason says which."""
 
 
+def unavailable_reason(runtime: str, exc: BaseException) -> str | None:
+    """Why a runtime cannot run here, if `exc` says it is missing rather than broken; None otherwise."""
+    if isinstance(exc, RuntimeUnavailable):
+        return str(exc)
+    if isinstance(exc, ImportError):
+        return f"{runtime} is not installed here ({exc.name or exc})"
+    return None
+
+
 class Runner(ABC):
     #: The layout `infer` expects: NCHW (PyTorch, ONNX, TensorRT) or NHWC (TensorFlow, TFLite).
     layout: str = "NCHW"
+    #: Whether several threads may call `infer` on one activated runner at once; if not, concurrent
+    #: clients each open their own runner.
+    concurrent_infer: bool = True
 
     def __init__(self, name: str, threads: ThreadSettings | None = None):
         self.name = name
@@ -35,6 +47,8 @@ class Runner(ABC):
         self.is_active = False
         self.last_inference_s: float | None = None
         self._input_shape: tuple[int, int, int] | None = None
+        #: The only batch size the model takes, for artifacts exported with a fixed batch dimension.
+        self.fixed_batch: int | None = None
 
     def __enter__(self) -> "Runner":
         self.activate()
@@ -62,6 +76,8 @@ class Runner(ABC):
         sample_shape = tuple(batch.shape[1:])
         if self._input_shape is not None and sample_shape != self._input_shape:
             raise ValueError(f"{self.name}: expected {self.layout} samples of shape {self._input_shape}, got {sample_shape}.")
+        if self.fixed_batch is not None and len(batch) != self.fixed_batch:
+            raise ValueError(f"{self.name}: the model takes batches of exactly {self.fixed_batch}, got {len(batch)}.")
         start = time.perf_counter()
         logits = self._infer_impl(batch)
         self.last_inference_s = time.perf_counter() - start
@@ -69,6 +85,7 @@ class Runner(ABC):
 
     def infer_all(self, tensors: np.ndarray, batch_size: int) -> np.ndarray:
         """Run a whole set in batches and concatenate the logits."""
+        batch_size = self.fixed_batch or batch_size
         return np.concatenate([self.infer(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
 
     @abstractmethod

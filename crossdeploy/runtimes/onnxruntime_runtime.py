@@ -1,4 +1,4 @@
-"""ONNX Runtime with the CPU execution provider (GPU providers join with the GPU issue)."""
+"""ONNX Runtime: the CPU execution provider, or CUDA / TensorRT providers where onnxruntime-gpu and a GPU exist."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
 
 
 class OnnxRuntimeRunner(Runner):
@@ -26,6 +26,12 @@ class OnnxRuntimeRunner(Runner):
     def _activate_impl(self) -> None:
         import onnxruntime as ort
 
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeUnavailable(
+                f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())}); "
+                "install onnxruntime-gpu on a machine with a GPU."
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads.intra_op
         options.inter_op_num_threads = self.threads.inter_op
@@ -36,6 +42,17 @@ class OnnxRuntimeRunner(Runner):
         self._output_name = self._session.get_outputs()[0].name
         if all(isinstance(d, int) for d in model_input.shape[1:]):
             self._input_shape = tuple(model_input.shape[1:])
+        if isinstance(model_input.shape[0], int):
+            self.fixed_batch = model_input.shape[0]
+
+    @property
+    def session(self):
+        """The ONNX Runtime session, for callers that measure a bare `session.run` against this wrapper."""
+        return self._session
+
+    @property
+    def input_name(self) -> str:
+        return self._input_name
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run([self._output_name], {self._input_name: batch})[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ def _interpreter_class():
 
 class TFLiteRunner(Runner):
     layout = "NHWC"
+    concurrent_infer = False  # an interpreter holds its tensors; concurrent clients need one each
 
     def __init__(self, model_path: str | Path, name: str, threads: ThreadSettings | None = None):
         super().__init__(name, threads)
@@ -28,7 +30,9 @@ class TFLiteRunner(Runner):
 
     def _activate_impl(self) -> None:
         Interpreter, resolvers = _interpreter_class()
-        options = {"model_path": str(self.model_path), "num_threads": self.threads.intra_op or None}
+        # TFLite's own default is one thread; every other runtime uses all cores by default, so match them.
+        threads = self.threads.intra_op or len(os.sched_getaffinity(0))
+        options = {"model_path": str(self.model_path), "num_threads": threads}
         self._interpreter = Interpreter(**options)
         self.kernels = "xnnpack"
         try:

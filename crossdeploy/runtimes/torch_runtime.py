@@ -1,4 +1,4 @@
-"""PyTorch eager, running the exported program written by the model stage."""
+"""PyTorch, running the exported program written by the model stage: eager, or through torch.compile."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from crossdeploy.runtimes.base import Runner, ThreadSettings
 class TorchRunner(Runner):
     layout = "NCHW"
 
-    def __init__(self, program_path: str | Path, name: str = "torch-fp32", threads: ThreadSettings | None = None):
+    def __init__(
+        self,
+        program_path: str | Path,
+        name: str = "torch-fp32",
+        threads: ThreadSettings | None = None,
+        compile: bool = False,
+    ):
         super().__init__(name, threads)
         self.program_path = Path(program_path)
+        self.compile = compile
 
     def _activate_impl(self) -> None:
         import torch
@@ -25,6 +32,9 @@ class TorchRunner(Runner):
             torch.set_num_threads(self.threads.intra_op)
         self._torch = torch
         self._module = load_program(self.program_path)
+        if self.compile:
+            # dynamic=True: one compiled graph for every batch size instead of a recompile per size
+            self._module = torch.compile(self._module, dynamic=True)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():

@@ -7,7 +7,7 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import ParityError
 from crossdeploy.params import load_params
 from crossdeploy.parity import Thresholds
-from crossdeploy.report import misses_table, parity_markdown
+from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json

@@ -57,6 +57,16 @@ def tiny_optimized(tiny_onnx):
 
 
 @pytest.fixture(scope="session")
+def tiny_saved_model(tiny_optimized, tmp_path_factory):
+    """The tiny model as a SavedModel in TF Serving's layout (<base>/tiny/1)."""
+    from crossdeploy.tensorflow_convert import onnx_to_keras, save_serving_model
+
+    export_dir = tmp_path_factory.mktemp("tf") / "tiny" / "1"
+    save_serving_model(onnx_to_keras(tiny_optimized[0]), export_dir, TINY_SIZE)
+    return export_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_reference(tiny_source, tiny_images):
     """PyTorch FP32 logits of the evaluation images: what every variant is compared with."""
     from crossdeploy.runtimes.torch_runtime import TorchRunner

@@ -6,7 +6,7 @@ import pytest
 
 from crossdeploy.onnx_rewrite import pad_maxpools_after_relu
 from crossdeploy.parity import compare_logits
-from crossdeploy.tensorflow_convert import convert_tflite, onnx_to_keras, save_serving_model
+from crossdeploy.tensorflow_convert import convert_tflite
 from tests.conftest import TINY_SIZE, run_onnx
 
 
@@ -20,40 +20,33 @@ def test_maxpool_padding_rewrite_is_exact(tiny_optimized, tmp_path):
     np.testing.assert_array_equal(run_onnx(path, x), run_onnx(tiny_optimized[0], x))
 
 
-@pytest.fixture(scope="module")
-def saved_model(tiny_optimized, tmp_path_factory):
-    export_dir = tmp_path_factory.mktemp("tf") / "tiny" / "1"
-    save_serving_model(onnx_to_keras(tiny_optimized[0]), export_dir, TINY_SIZE)
-    return export_dir
-
-
-def test_saved_model_has_a_named_nhwc_serving_signature(saved_model):
+def test_saved_model_has_a_named_nhwc_serving_signature(tiny_saved_model):
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"]
     (name, spec), = signature.structured_input_signature[1].items()
     assert name == "images" and spec.shape.as_list() == [None, TINY_SIZE, TINY_SIZE, 3]
     assert list(signature.structured_outputs) == ["logits"]
-    assert (saved_model / "saved_model.pb").is_file() and saved_model.name == "1"
+    assert (tiny_saved_model / "saved_model.pb").is_file() and tiny_saved_model.name == "1"
 
 
-def test_saved_model_matches_onnx(saved_model, tiny_optimized, tiny_images):
+def test_saved_model_matches_onnx(tiny_saved_model, tiny_optimized, tiny_images):
     from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 
     images = tiny_images[1]
-    with TensorFlowRunner(saved_model) as runner:
+    with TensorFlowRunner(tiny_saved_model) as runner:
         logits = runner.infer_all(images.tensors("NHWC"), 4)
     metrics = compare_logits(run_onnx(tiny_optimized[0], images.tensors("NCHW")), logits)
     assert metrics["max_abs_err_rel"] < 1e-4 and metrics["top1_agreement"] == 1.0
 
 
 @pytest.mark.parametrize("precision,min_cosine", [("fp32", 0.99999), ("fp16", 0.999), ("int8", 0.98)])
-def test_tflite_variants_run_at_any_batch(saved_model, tiny_images, tiny_optimized, tmp_path, precision, min_cosine):
+def test_tflite_variants_run_at_any_batch(tiny_saved_model, tiny_images, tiny_optimized, tmp_path, precision, min_cosine):
     from crossdeploy.runtimes.tflite_runtime import TFLiteRunner
 
     calibration, evaluation = tiny_images
     path = tmp_path / f"model.{precision}.tflite"
-    convert_tflite(saved_model, path, precision, calibration.tensors("NHWC"))
+    convert_tflite(tiny_saved_model, path, precision, calibration.tensors("NHWC"))
     with TFLiteRunner(path, precision) as runner:
         logits = np.concatenate([runner.infer(evaluation.tensors("NHWC")[:3]), runner.infer(evaluation.tensors("NHWC")[3:])])
     metrics = compare_logits(run_onnx(tiny_optimized[0], evaluation.tensors("NCHW")), logits)

@@ -1,10 +1,9 @@
 import numpy as np
 import onnx
-import pytest
 from onnx import numpy_helper
 
 from crossdeploy.parity import Thresholds
-from crossdeploy.report import misses_table
+from crossdeploy.parity_report import misses_table
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.validation import validate_variants
 from crossdeploy.variants import Variant

@@ -1,0 +1,1 @@
+"""Latency and throughput of every variant: a closed-loop batch x concurrency sweep and MLPerf LoadGen scenarios."""

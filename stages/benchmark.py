@@ -1,0 +1,54 @@
+"""Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json, plots and a report."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.benchmark.report import benchmark_markdown, plot_data, write_chart
+from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
+from crossdeploy.datasets import ImageSet
+from crossdeploy.device_info import describe_device
+from crossdeploy.onnx_graph import size_mb
+from crossdeploy.params import load_params
+from crossdeploy.source_model import ModelCard
+from crossdeploy.stage import read_json, run_stage, write_json
+from crossdeploy.variants import benchmark_variants
+
+
+def main() -> None:
+    params = load_params()
+    paths, cfg = params["paths"], params["benchmark"]
+    metrics = Path(paths["metrics"])
+    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
+    every = benchmark_variants(paths, params["model"]["name"])
+    plan = BenchmarkPlan.from_params(cfg, [v.name for v in every])
+    variants = select_variants(every, cfg["variants"])
+    images = ImageSet.load(Path(paths["data"]) / "evaluation.npz").tensors("NCHW")
+
+    with atomic_path(paths["benchmark"], directory=True) as artifacts:
+        results = run_benchmark(variants, images, plan, artifacts / "mlperf")
+        results["device"] = describe_device()
+        results["setup"] = {
+            "profile": cfg["profile"],
+            "weights": "random" if card.random_weights else (card.weights or card.checkpoint),
+            "threads": cfg["threads"],
+            "batch_sizes": plan.batch_sizes,
+            "concurrency": plan.concurrencies,
+            "stability_pct": plan.windows.stability_pct,
+            "mlperf_min_duration_ms": plan.mlperf.min_duration_ms if plan.mlperf else None,
+            "server_latency_ms": plan.mlperf.server_latency_ms if plan.mlperf else None,
+        }
+
+    write_json(metrics / "benchmark.json", results)
+    for name, rows in plot_data(results).items():
+        write_json(metrics / "plots" / name, rows)
+    with atomic_path(metrics / "benchmark.png") as chart:
+        write_chart(results, chart)
+    parity = read_json(metrics / "parity.json")
+    sizes = {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()}
+    with atomic_path(metrics / "benchmark.md") as report:
+        report.write_text(benchmark_markdown(results, parity, sizes, card, "benchmark.png"))
+    print((metrics / "benchmark.md").read_text())
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,153 @@
+"""The benchmark on the tiny model with real runtimes: the closed loop, MLPerf LoadGen, skipped rows."""
+
+import json
+import time
+
+import pytest
+
+from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
+from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.benchmark.report import benchmark_markdown, plot_data, write_chart
+from crossdeploy.benchmark.suite import (
+    BenchmarkPlan,
+    Targets,
+    run_benchmark,
+    select_variants,
+)
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.runtimes.base import ThreadSettings
+from crossdeploy.variants import Variant
+
+QUICK = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=4, stability_pct=50, cell_cap_s=0.5)
+CELL_KEYS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "requests", "status"}
+
+
+def test_closed_loop_counts_every_client_and_times_each_request():
+    calls = []
+
+    def request():
+        calls.append(1)
+        time.sleep(0.01)
+
+    row = measure_closed_loop([request] * 3, batch_size=2, settings=QUICK)
+    assert row["requests"] >= 3 and len(calls) >= row["requests"] + 3  # three warm-up calls are not counted
+    assert row["p50_ms"] >= 10.0  # each request sleeps 10 ms: the harness never under-reports
+    assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+
+
+def test_closed_loop_reports_a_client_error():
+    def broken():
+        raise RuntimeError("runtime exploded")
+
+    with pytest.raises(RuntimeError, match="runtime exploded"):
+        measure_closed_loop([broken, broken], batch_size=1, settings=QUICK)
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tiny_saved_model, tiny_images, tmp_path_factory):
+    from crossdeploy.tensorflow_convert import convert_tflite
+
+    path = tmp_path_factory.mktemp("tflite") / "model.fp32.tflite"
+    convert_tflite(tiny_saved_model, path, "fp32", tiny_images[0].tensors("NHWC"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_images, tmp_path_factory):
+    missing = tmp_path_factory.mktemp("none") / "absent.onnx"
+    variants = [
+        Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
+        Variant("onnxruntime-fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        Variant("tflite-fp32", "fp32", "tflite", tiny_tflite),
+        Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", tiny_optimized[0]),
+        Variant("never-built", "int8", "onnxruntime", missing),
+        Variant("torch-compile-fp32", "fp32", "torch-compile", tiny_source[0]),
+    ]
+    plan = BenchmarkPlan(
+        batch_sizes=[1, 4],
+        concurrencies=[1, 2],
+        threads=ThreadSettings(),
+        windows=QUICK,
+        mlperf=MlperfSettings(min_duration_ms=200, min_query_count={"singlestream": 8, "offline": 16, "server": 8}),
+        mlperf_variants=["onnxruntime-fp32", "never-built"],
+        harness_check=True,
+        targets=Targets(int8_variant="onnxruntime-fp32", harness_variant="onnxruntime-fp32", int8_speedup_batch=4, harness_batch=4),
+        disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
+    )
+    logs = tmp_path_factory.mktemp("mlperf")
+    return run_benchmark(variants, tiny_images[1].tensors("NCHW"), plan, logs), logs
+
+
+def test_every_cell_of_a_runnable_variant_is_measured(benchmark_run):
+    results, _ = benchmark_run
+    for variant in ("torch-fp32", "onnxruntime-fp32", "tflite-fp32"):
+        assert set(results[variant]) == {"b1_c1", "b1_c2", "b4_c1", "b4_c2"}
+        for cell in results[variant].values():
+            assert cell["status"] == "ok" and CELL_KEYS <= set(cell)
+            assert 0 < cell["p50_ms"] <= cell["p90_ms"] <= cell["p99_ms"] and cell["throughput_ips"] > 0
+    json.dumps(results)  # the metrics file DVC reads must be plain JSON
+
+
+def test_rows_that_cannot_be_measured_say_why(benchmark_run):
+    results, _ = benchmark_run
+    reasons = {
+        "onnxruntime-cuda-fp32": "CUDAExecutionProvider",
+        "never-built": "was not built",
+        "torch-compile-fp32": "benchmark.torch_compile is false",
+    }
+    for variant, reason in reasons.items():
+        assert {row["status"] for row in results[variant].values()} == {"skipped"}
+        assert all(reason in row["reason"] for row in results[variant].values())
+    assert results["mlperf"]["never-built"]["status"] == "skipped"
+
+
+def test_mlperf_scenarios_run_through_loadgen(benchmark_run):
+    results, logs = benchmark_run
+    row = results["mlperf"]["onnxruntime-fp32"]
+    assert row["status"] == "ok" and row["singlestream_p90_ms"] > 0 and row["offline_ips"] > 0
+    assert row["server_ips"] >= 0 and isinstance(row["server_valid"], bool)
+    summary = (logs / "onnxruntime-fp32" / "offline" / "mlperf_log_summary.txt").read_text()
+    assert "Scenario : Offline" in summary
+    assert set(results["mlperf"]) == {"onnxruntime-fp32", "never-built"}
+
+
+def test_harness_overhead_and_checks_are_recorded(benchmark_run):
+    results, _ = benchmark_run
+    harness = results["harness"]
+    assert harness["variant"] == "onnxruntime-fp32" and harness["batch"] == 4
+    assert harness["bare_ips"] > 0 and harness["harness_ips"] > 0
+    assert set(results["checks"]) == {"int8_over_fp32", "harness_overhead"}
+    assert results["checks"]["int8_over_fp32"]["ratio"] == pytest.approx(1.0)  # a variant against itself
+
+
+def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
+    results, _ = benchmark_run
+    results = {**results, "device": {"cpu": "test cpu", "usable_cores": 2, "gpus": []}}
+    results["setup"] = {"profile": "quick", "threads": {"intra_op": 0, "inter_op": 0}, "stability_pct": 50,
+                        "mlperf_min_duration_ms": 200, "server_latency_ms": 15}
+    parity = {"torch-fp32": {"status": "ok", "precision": "fp32", "size_mb": 1.0}}
+    text = benchmark_markdown(results, parity, {}, tiny_source[1], "benchmark.png")
+    assert "random weights: fidelity figures only" in text and "not official MLPerf results" in text
+    assert "| torch-fp32 | fp32 | 1.0 | ok |" in text and "1.00x" in text
+    assert "| never-built |" in text and "was not built" in text
+    data = plot_data(results)
+    assert {r["variant"] for r in data["latency_vs_batch.json"]} == {"torch-fp32", "onnxruntime-fp32", "tflite-fp32"}
+    assert {r["concurrency"] for r in data["latency_vs_batch.json"]} == {1}
+    assert {r["batch"] for r in data["throughput_vs_concurrency.json"]} == {4}
+    write_chart(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_names_the_param_to_fix():
+    from crossdeploy.compose import compose
+    from tests.conftest import ROOT
+
+    cfg = compose([], config_dir=ROOT / "conf")["benchmark"]
+    with pytest.raises(CrossdeployError, match="benchmark.profile 'fast' is unknown"):
+        BenchmarkPlan.from_params({**cfg, "profile": "fast"}, ["torch-fp32"])
+    with pytest.raises(CrossdeployError, match="benchmark.batch_sizes must be"):
+        BenchmarkPlan.from_params({**cfg, "batch_sizes": [0]}, ["torch-fp32"])
+    with pytest.raises(CrossdeployError, match="benchmark.variants names unknown variants tensorrt-int9"):
+        select_variants([Variant("torch-fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
+    plan = BenchmarkPlan.from_params(cfg, ["torch-fp32"])
+    assert plan.windows.stability_pct == cfg["profiles"][cfg["profile"]]["stability_pct"]

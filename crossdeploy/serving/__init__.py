@@ -1,0 +1,1 @@
+"""Serving the SavedModel: the TF Serving repository the package stage writes."""

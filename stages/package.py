@@ -1,0 +1,27 @@
+"""Stage package: the SavedModel as a TF Serving repository with float and encoded-image signatures."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.params import load_params
+from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.serving.repository import BatchingParameters, write_repository_files
+from crossdeploy.serving.signatures import export_with_bytes_signature
+from crossdeploy.stage import read_json, run_stage
+from crossdeploy.variants import saved_model_version_dir
+
+
+def main() -> None:
+    params = load_params()
+    paths, cfg = params["paths"], params["package"]
+    name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
+    prep = Preprocessing.from_dict(read_json(Path(paths["source"]) / "preprocessing.json")["preprocessing"])
+    batching = BatchingParameters(**cfg["batching"])
+    with atomic_path(paths["serving"], directory=True) as repository:
+        write_repository_files(repository, name, cfg["base_path"], batching)
+        export_with_bytes_signature(saved_model_version_dir(paths, name, version), repository / name / str(version), prep)
+    print(f"package: TF Serving repository -> {paths['serving']} (model {name}, version {version})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

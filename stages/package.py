@@ -1,11 +1,15 @@
-"""Stage package: the SavedModel as a TF Serving repository with float and encoded-image signatures."""
+"""Stage package: the SavedModel as a TF Serving repository with float and encoded-image signatures,
+plus KServe InferenceService manifests beside it."""
+
+import shutil
 
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.params import load_params
 from crossdeploy.preprocessing import Preprocessing
-from crossdeploy.serving.repository import BatchingParameters, write_repository_files
+from crossdeploy.serving.manifests import write_manifests
+from crossdeploy.serving.repository import BATCHING_PARAMETERS, BatchingParameters, write_repository_files
 from crossdeploy.serving.signatures import export_with_bytes_signature
 from crossdeploy.stage import read_json, run_stage
 from crossdeploy.variants import saved_model_version_dir
@@ -20,6 +24,9 @@ def main() -> None:
     with atomic_path(paths["serving"], directory=True) as repository:
         write_repository_files(repository, name, cfg["base_path"], batching)
         export_with_bytes_signature(saved_model_version_dir(paths, name, version), repository / name / str(version), prep)
+        # KServe downloads only the model base path, so its TF Serving finds the batching file there
+        shutil.copy(repository / BATCHING_PARAMETERS, repository / name / BATCHING_PARAMETERS)
+        write_manifests(repository / "kserve", name, cfg["kserve"])
     print(f"package: TF Serving repository -> {paths['serving']} (model {name}, version {version})")
 
 

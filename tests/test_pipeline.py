@@ -59,7 +59,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert json.loads((repo / "metrics" / "optimize.json").read_text())["nodes"]["exported"] > 0
     assert (repo / "models" / "tensorflow" / "savedmodel" / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
     serving = repo / "models" / "serving"
-    assert {p.name for p in serving.iterdir()} == {"models.config", "batching_parameters.txt", "resnet18-tiny"}
+    assert {p.name for p in serving.iterdir()} == {"models.config", "batching_parameters.txt", "resnet18-tiny", "kserve"}
     assert (serving / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())

@@ -1,0 +1,128 @@
+"""The `crossdeploy` command: `crossdeploy serve` serves the repository the pipeline's package stage built."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.params import load_params
+from crossdeploy.serving import tfserving_launch as launch
+
+DEFAULT_IMAGE = "tensorflow/serving:2.21.0"
+READY_TIMEOUT_S = 300
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossdeploy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the packaged model over TF Serving's REST (and gRPC) API")
+    serve.add_argument("--engine", choices=("auto", "tfserving", "kserve"), default="auto",
+                       help="auto: TF Serving where its binary or Docker can run, else the embedded KServe server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--rest-port", type=int, default=8501)
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--image", default=DEFAULT_IMAGE, help="TF Serving Docker image (-gpu is added with a GPU)")
+    serve.add_argument("--params", default="params.yaml", help="the pipeline's params (model name, repository path)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return serve(args)
+    except CrossdeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def choose_engine(requested: str) -> tuple[str, str]:
+    """(engine, why): TF Serving where it can run, else the embedded server."""
+    if requested in ("auto", "tfserving"):
+        if launch.binary_available():
+            return "tfserving", f"{launch.BINARY} is on PATH"
+        if launch.docker_available():
+            return "tfserving", "a Docker engine answers"
+        if requested == "tfserving":
+            raise CrossdeployError(
+                f"--engine tfserving needs {launch.BINARY} on PATH or a running Docker engine; "
+                "install one, or use --engine kserve (the embedded server)."
+            )
+        return "kserve", f"neither {launch.BINARY} nor a Docker engine is available here"
+    return "kserve", "requested"
+
+
+def serve(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
+    repository = Path(params["paths"]["serving"])
+    if not (repository / name / str(version) / "saved_model.pb").is_file():
+        raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
+    engine, why = choose_engine(args.engine)
+    print(f"engine: {engine} ({why})", flush=True)
+    endpoint = launch.Endpoint(args.host, args.rest_port, args.grpc_port)
+    if engine == "kserve":
+        from crossdeploy.serving.kserve_server import serve_kserve
+
+        _announce_when_ready(endpoint, name, grpc=False)
+        serve_kserve(name, repository / name / str(version), args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]))
+        return 0
+    return _run_tfserving(repository, name, endpoint, args.image)
+
+
+def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str) -> int:
+    from crossdeploy.device_info import gpus
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if launch.binary_available():
+            if endpoint.host not in ("0.0.0.0", "::"):
+                print(f"note: {launch.BINARY} has no bind-address flag; it listens on every interface", flush=True)
+            command = launch.binary_command(repository, launch.host_models_config(repository, name, Path(scratch)), endpoint)
+        else:
+            command = launch.docker_command(repository, endpoint, image, gpu=bool(gpus()))
+        process = subprocess.Popen(command)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: process.terminate())
+        _announce_when_ready(endpoint, name, grpc=True, alive=lambda: process.poll() is None)
+        return process.wait()
+
+
+def model_ready(endpoint: launch.Endpoint, name: str) -> bool:
+    """True once GET /v1/models/<name> says so (KServe: "ready"; TF Serving: a version AVAILABLE)."""
+    host = "127.0.0.1" if endpoint.host in ("0.0.0.0", "::") else endpoint.host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{endpoint.rest_port}/v1/models/{name}", timeout=2) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    versions = status.get("model_version_status", [])
+    return bool(status.get("ready")) or any(v.get("state") == "AVAILABLE" for v in versions)
+
+
+def _announce_when_ready(endpoint: launch.Endpoint, name: str, grpc: bool, alive=lambda: True) -> None:
+    def wait() -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and alive():
+            if model_ready(endpoint, name):
+                base = f"http://{endpoint.host}:{endpoint.rest_port}/v1/models/{name}"
+                print(f"ready: REST {base}:predict (status {base})", flush=True)
+                print(f"ready: gRPC {endpoint.host}:{endpoint.grpc_port} (PredictionService)" if grpc
+                      else "gRPC: not served by the embedded engine; use --engine tfserving for PredictionService", flush=True)
+                return
+            time.sleep(0.5)
+        print(f"error: {name} did not become ready within {READY_TIMEOUT_S} s", file=sys.stderr, flush=True)
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

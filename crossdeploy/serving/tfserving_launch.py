@@ -1,0 +1,74 @@
+"""The command lines that start real TF Serving on the packaged repository: the `tensorflow_model_server`
+binary, or the official Docker image (its `-gpu` variant where a GPU is present).
+
+Kept as data (argument lists) so they can be checked without either being installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossdeploy.serving.repository import BATCHING_PARAMETERS, MODELS_CONFIG, models_config
+
+BINARY = "tensorflow_model_server"
+CONTAINER_ROOT = "/models"  # where the official image expects models, and package.base_path's default
+CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501  # the image's entrypoint listens on these
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str = "127.0.0.1"
+    rest_port: int = 8501
+    grpc_port: int = 8500
+
+
+def binary_available() -> bool:
+    return shutil.which(BINARY) is not None
+
+
+def docker_available() -> bool:
+    """The docker CLI exists and its daemon answers."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
+def host_models_config(repository: Path, model_name: str, config_dir: Path) -> Path:
+    """models.config with host paths, for the binary (the packaged one names the container's /models)."""
+    path = config_dir / MODELS_CONFIG
+    path.write_text(models_config(model_name, repository.resolve().as_posix()))
+    return path
+
+
+def binary_command(repository: Path, config_file: Path, endpoint: Endpoint) -> list[str]:
+    # The binary has no bind-address flag: it listens on every interface, which the caller must say.
+    return [
+        BINARY,
+        f"--port={endpoint.grpc_port}",
+        f"--rest_api_port={endpoint.rest_port}",
+        f"--model_config_file={config_file}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={(repository / BATCHING_PARAMETERS).resolve()}",
+    ]
+
+
+def docker_command(repository: Path, endpoint: Endpoint, image: str, gpu: bool, name: str | None = None) -> list[str]:
+    image = f"{image}-gpu" if gpu and not image.endswith("-gpu") else image
+    return [
+        "docker", "run", "--rm", "--init",
+        *(["--name", name] if name else []),
+        *(["--gpus", "all"] if gpu else []),
+        "-p", f"{endpoint.host}:{endpoint.rest_port}:{CONTAINER_REST_PORT}",
+        "-p", f"{endpoint.host}:{endpoint.grpc_port}:{CONTAINER_GRPC_PORT}",
+        "--mount", f"type=bind,source={repository.resolve()},target={CONTAINER_ROOT},readonly",
+        image,
+        f"--model_config_file={CONTAINER_ROOT}/{MODELS_CONFIG}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={CONTAINER_ROOT}/{BATCHING_PARAMETERS}",
+    ]

@@ -1,0 +1,46 @@
+"""The TF Serving command lines, checked as data: no binary or Docker engine needed."""
+
+from google.protobuf import text_format
+
+from crossdeploy.serving.repository import BatchingParameters, write_repository_files
+from crossdeploy.serving.tfserving_launch import Endpoint, binary_command, docker_command, host_models_config
+
+
+def test_docker_command_mounts_the_repository_read_only_and_publishes_on_loopback(tmp_path):
+    command = docker_command(tmp_path, Endpoint("127.0.0.1", 9001, 9000), "tensorflow/serving:2.21.0", gpu=False)
+    assert command[:4] == ["docker", "run", "--rm", "--init"]
+    assert "--gpus" not in command
+    published = [command[i + 1] for i, arg in enumerate(command) if arg == "-p"]
+    assert published == ["127.0.0.1:9001:8501", "127.0.0.1:9000:8500"]
+    assert f"type=bind,source={tmp_path.resolve()},target=/models,readonly" in command
+    image_at = command.index("tensorflow/serving:2.21.0")
+    assert command[image_at + 1 :] == [
+        "--model_config_file=/models/models.config",
+        "--enable_batching=true",
+        "--batching_parameters_file=/models/batching_parameters.txt",
+    ]
+
+
+def test_docker_command_uses_the_gpu_image_with_a_gpu(tmp_path):
+    command = docker_command(tmp_path, Endpoint(), "tensorflow/serving:2.21.0", gpu=True)
+    assert command[command.index("--gpus") + 1] == "all"
+    assert "tensorflow/serving:2.21.0-gpu" in command
+
+
+def test_binary_command_reads_a_models_config_with_host_paths(tmp_path):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    repository = tmp_path / "serving"
+    repository.mkdir()
+    write_repository_files(repository, "resnet50", "/models", BatchingParameters(32, 2000, 2, 100))
+    config_file = host_models_config(repository, "resnet50", tmp_path)
+    (model,) = text_format.Parse(config_file.read_text(), model_server_config_pb2.ModelServerConfig()).model_config_list.config
+    assert model.base_path == f"{repository.resolve()}/resnet50"
+    assert binary_command(repository, config_file, Endpoint(rest_port=9001, grpc_port=9000)) == [
+        "tensorflow_model_server",
+        "--port=9000",
+        "--rest_api_port=9001",
+        f"--model_config_file={config_file}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={repository.resolve()}/batching_parameters.txt",
+    ]

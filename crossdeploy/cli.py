@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,8 +69,11 @@ def serve(args: argparse.Namespace) -> int:
     if not (repository / name / str(version) / "saved_model.pb").is_file():
         raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
     engine, why = choose_engine(args.engine)
-    print(f"engine: {engine} ({why})", flush=True)
     endpoint = launch.Endpoint(args.host, args.rest_port, args.grpc_port)
+    _check_free(endpoint.host, endpoint.rest_port, "--rest-port")
+    if engine == "tfserving":
+        _check_free(endpoint.host, endpoint.grpc_port, "--grpc-port")
+    print(f"engine: {engine} ({why})", flush=True)
     if engine == "kserve":
         from crossdeploy.serving.kserve_server import serve_kserve
 
@@ -77,6 +81,14 @@ def serve(args: argparse.Namespace) -> int:
         serve_kserve(name, repository / name / str(version), args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]))
         return 0
     return _run_tfserving(repository, name, endpoint, args.image)
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CrossdeployError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another {option} or --host.") from None
 
 
 def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str) -> int:

@@ -151,6 +151,27 @@ def test_sigterm_shuts_the_server_down_cleanly(server):
     assert process.wait(timeout=60) == 0
 
 
+def test_a_port_in_use_is_one_clear_error(served_repo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", "kserve", "--rest-port", str(port)],
+            cwd=served_repo, capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --rest-port or --host."
+
+
+def test_missing_repository_says_to_run_the_pipeline(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "model": {"name": "m"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
+    }))
+    result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "serve"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "run `dvc repro`" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_auto_engine_says_why_it_picked_the_embedded_server():
     if tfserving_launch.binary_available() or tfserving_launch.docker_available():
         pytest.skip("TF Serving can run here, so auto picks it")

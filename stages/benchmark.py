@@ -45,9 +45,10 @@ def main() -> None:
         write_chart(results, chart)
     parity = read_json(metrics / "parity.json")
     sizes = {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()}
+    text = benchmark_markdown(results, parity, sizes, card, "benchmark.png")
     with atomic_path(metrics / "benchmark.md") as report:
-        report.write_text(benchmark_markdown(results, parity, sizes, card, "benchmark.png"))
-    print((metrics / "benchmark.md").read_text())
+        report.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.benchmark.suite import best_throughput
+from crossdeploy.benchmark.sweep import parse_cell
 from crossdeploy.parity_report import weights_statement
 from crossdeploy.source_model import ModelCard
 from crossdeploy.variants import REFERENCE
@@ -17,11 +18,6 @@ def variant_cells(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]
     return {name: cells for name, cells in results.items() if name not in SECTIONS}
 
 
-def _parse_cell(name: str) -> tuple[int, int]:
-    batch, concurrency = name.split("_")
-    return int(batch[1:]), int(concurrency[1:])
-
-
 def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Rows for DVC plots: latency against batch size at the lowest concurrency, and throughput against
     concurrency at the largest batch size, one series per variant."""
@@ -30,7 +26,7 @@ def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         for variant, cells in variant_cells(results).items()
         for name, row in cells.items()
         if row.get("status") == "ok"
-        for b, c in [_parse_cell(name)]
+        for b, c in [parse_cell(name)]
     ]
     if not rows:
         return {"latency_vs_batch.json": [], "throughput_vs_concurrency.json": []}
@@ -61,7 +57,7 @@ def summary_rows(results: dict[str, Any], parity: dict[str, Any], sizes_mb: dict
             "p50_b1_ms": single.get("p50_ms"),
             "p99_b1_ms": single.get("p99_ms"),
             "best_ips": best[0] if best else None,
-            "best_at": "batch {}, concurrency {}".format(*_parse_cell(best[1])) if best else "",
+            "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
             "speedup": best[0] / reference[0] if best and reference else None,
             "reason": "" if best else next((row.get("reason", "") for row in cells.values()), ""),
         })

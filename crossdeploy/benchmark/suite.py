@@ -17,6 +17,8 @@ from crossdeploy.benchmark.sweep import (
     RunnerPool,
     cell_name,
     client_batches,
+    failed,
+    parse_cell,
     skipped,
     sweep_variant,
 )
@@ -178,7 +180,7 @@ def _mlperf_row(pool, images_nchw, plan, log_dir, cells, measured) -> dict[str, 
         if reason:
             return skipped(reason)
         log.exception("MLPerf scenarios failed for %s", pool.variant.name)
-        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        return failed(exc)
     return {"status": "ok", **row}
 
 
@@ -195,7 +197,7 @@ def best_throughput(cells: dict[str, dict[str, Any]], batch_size: int | None = N
     ok = [
         (row["throughput_ips"], name)
         for name, row in cells.items()
-        if row.get("status") == "ok" and (batch_size is None or name.startswith(f"b{batch_size}_"))
+        if row.get("status") == "ok" and (batch_size is None or parse_cell(name)[0] == batch_size)
     ]
     return max(ok) if ok else None
 

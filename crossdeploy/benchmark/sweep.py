@@ -21,8 +21,18 @@ def cell_name(batch_size: int, concurrency: int) -> str:
     return f"b{batch_size}_c{concurrency}"
 
 
+def parse_cell(name: str) -> tuple[int, int]:
+    """(batch size, concurrency) of a cell_name."""
+    batch, concurrency = name.split("_")
+    return int(batch[1:]), int(concurrency[1:])
+
+
 def skipped(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "reason": reason}
+
+
+def failed(exc: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 class RunnerPool:
@@ -118,5 +128,5 @@ def _measure_cell(
         row = measure_closed_loop(clients, batch_size, settings, pool.warm_flags(runners, batch_size))
     except Exception as exc:
         log.exception("%s failed at batch %d, concurrency %d", pool.variant.name, batch_size, concurrency)
-        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        return failed(exc)
     return {**row, "status": "ok"}

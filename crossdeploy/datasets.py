@@ -1,5 +1,9 @@
 """Calibration and evaluation image sets: disjoint, deterministic, stored as preprocessed uint8 pixels.
 
+The evaluation set also keeps each image encoded (JPEG or PNG) as a client would send it to a server
+with an encoded-image signature; its pixels are decoded from those very bytes, so the served bytes
+path and the in-process variants see the same picture.
+
 The default draws on the real photographs that ship inside scikit-image's wheel, so nothing is
 downloaded; the source photographs are split between the two sets before any crop is taken, so an
 evaluation image is never a crop of a calibration photograph. A user's ImageFolder directory
@@ -40,6 +44,7 @@ class ImageSet:
     sources: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    encoded: list[bytes] | None = None  # the evaluation set's images as files, before resize and crop
 
     @property
     def has_labels(self) -> bool:
@@ -49,15 +54,19 @@ class ImageSet:
         return normalize(self.pixels, self.mean, self.std, layout)
 
     def save(self, path: Path) -> None:
+        arrays = {
+            "pixels": self.pixels,
+            "labels": self.labels,
+            "sources": np.asarray(self.sources),
+            "mean": np.asarray(self.mean, dtype=np.float64),
+            "std": np.asarray(self.std, dtype=np.float64),
+        }
+        if self.encoded is not None:
+            # one flat buffer and offsets: npz without pickles cannot hold a list of byte strings
+            arrays["encoded"] = np.frombuffer(b"".join(self.encoded), dtype=np.uint8)
+            arrays["encoded_offsets"] = np.cumsum([0, *map(len, self.encoded)], dtype=np.int64)
         with open(path, "wb") as f:
-            np.savez(
-                f,
-                pixels=self.pixels,
-                labels=self.labels,
-                sources=np.asarray(self.sources),
-                mean=np.asarray(self.mean, dtype=np.float64),
-                std=np.asarray(self.std, dtype=np.float64),
-            )
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageSet":
@@ -68,7 +77,31 @@ class ImageSet:
                 sources=[str(s) for s in data["sources"]],
                 mean=tuple(data["mean"].tolist()),
                 std=tuple(data["std"].tolist()),
+                encoded=_split(data["encoded"], data["encoded_offsets"]) if "encoded" in data else None,
             )
+
+
+def _split(buffer: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    return [buffer[start:end].tobytes() for start, end in zip(offsets[:-1], offsets[1:])]
+
+
+def encode_image(image) -> bytes:
+    """A PIL image as the JPEG a client would upload: quality 90, and 4:4:4 because chroma upsampling
+    is where JPEG decoders (PIL's, TensorFlow's) disagree."""
+    import io
+
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=90, subsampling=0)
+    return out.getvalue()
+
+
+def decode_image(encoded: bytes):
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as image:
+        return image.convert("RGB")
 
 
 def sample_photograph_paths() -> list[Path]:
@@ -101,17 +134,25 @@ def _random_view(image, rng: np.random.Generator):
     return view
 
 
-def expand_photographs(paths: list[Path], count: int, preprocessing: Preprocessing, seed: int, split: str) -> ImageSet:
-    """`count` images from `paths`: each photograph once as it is, then deterministic crops and flips."""
+def expand_photographs(
+    paths: list[Path], count: int, preprocessing: Preprocessing, seed: int, split: str, keep_encoded: bool = False
+) -> ImageSet:
+    """`count` images from `paths`: each photograph once as it is, then deterministic crops and flips.
+
+    keep_encoded: store each image as a JPEG and take its pixels from that JPEG.
+    """
     from PIL import Image
 
     images = [Image.open(p).convert("RGB") for p in paths]
-    pixels, sources = [], []
+    pixels, sources, encoded = [], [], []
     for k in range(count):
         index = k % len(images)
         image = images[index]
         if k >= len(images):
             image = _random_view(image, _rng(seed, split, k))
+        if keep_encoded:
+            encoded.append(encode_image(image))
+            image = decode_image(encoded[-1])
         pixels.append(preprocessing.crop(image))
         sources.append(f"{paths[index].name}#{k}")
     return ImageSet(
@@ -120,6 +161,7 @@ def expand_photographs(paths: list[Path], count: int, preprocessing: Preprocessi
         sources=sources,
         mean=preprocessing.mean,
         std=preprocessing.std,
+        encoded=encoded if keep_encoded else None,
     )
 
 
@@ -130,7 +172,7 @@ def default_image_sets(calibration_size: int, evaluation_size: int, preprocessin
     calibration_paths = [p for p in paths if p not in evaluation_paths]
     return (
         expand_photographs(calibration_paths, calibration_size, preprocessing, seed, "calibration"),
-        expand_photographs(evaluation_paths, evaluation_size, preprocessing, seed, "evaluation"),
+        expand_photographs(evaluation_paths, evaluation_size, preprocessing, seed, "evaluation", keep_encoded=True),
     )
 
 
@@ -189,11 +231,13 @@ def folder_image_sets(
     order = _rng(seed, "folder").permutation(len(files))
     chosen = [files[i] for i in order[:needed]]
 
-    def build(entries) -> ImageSet:
-        pixels = []
+    def build(entries, keep_encoded: bool) -> ImageSet:
+        pixels, encoded = [], []
         for path, _ in entries:
             try:
                 with Image.open(path) as image:
+                    if keep_encoded:
+                        encoded.append(_as_served(path, image))
                     pixels.append(preprocessing.crop(image))
             except OSError as exc:
                 raise CrossdeployError(f"{path} in data.images is not a readable image ({exc}); remove it or replace it.") from None
@@ -204,9 +248,21 @@ def folder_image_sets(
             sources=[str(p.relative_to(root)) for p, _ in entries],
             mean=preprocessing.mean,
             std=preprocessing.std,
+            encoded=encoded if keep_encoded else None,
         )
 
-    return build(chosen[:calibration_size]), build(chosen[calibration_size:])
+    return build(chosen[:calibration_size], False), build(chosen[calibration_size:], True)
+
+
+def _as_served(path: Path, image) -> bytes:
+    """The file's own bytes where a serving graph decodes its format (JPEG, PNG); otherwise a PNG of it."""
+    if image.format in ("JPEG", "PNG"):
+        return path.read_bytes()
+    import io
+
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="PNG")
+    return out.getvalue()
 
 
 def make_image_sets(

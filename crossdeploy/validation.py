@@ -11,16 +11,15 @@ import numpy as np
 from crossdeploy.datasets import ImageSet
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.parity import Thresholds, compare_logits
-from crossdeploy.preprocessing import to_layout
 from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)
 
 
-def run_variant(variant: Variant, tensors_nchw: np.ndarray, batch_size: int, threads: ThreadSettings) -> np.ndarray:
+def run_variant(variant: Variant, images: ImageSet, batch_size: int, threads: ThreadSettings) -> np.ndarray:
     with variant.runner(threads) as runner:
-        return runner.infer_all(to_layout(tensors_nchw, runner.layout), batch_size)
+        return runner.infer_all(runner.inputs(images), batch_size)
 
 
 def validate_variants(
@@ -37,18 +36,19 @@ def validate_variants(
     judge_agreement=False (random weights) reports top-1/top-5 but judges on cosine and error only:
     a random network's top logits are near-ties that any rounding flips.
     """
-    tensors = evaluation.tensors("NCHW")
     labels = evaluation.labels if evaluation.has_labels else None
     by_name = {v.name: v for v in variants}
-    reference = run_variant(by_name[REFERENCE], tensors, batch_size, threads)
+    reference = run_variant(by_name[REFERENCE], evaluation, batch_size, threads)
     results: dict[str, dict[str, Any]] = {}
     for variant in variants:
         row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
-        if not variant.artifact.exists():
-            row.update(status="skipped", reason=f"{variant.artifact} was not built")
+        missing = variant.missing_reason()
+        if missing:
+            row.update(status="skipped", reason=missing)
             results[variant.name] = row
             continue
-        row["size_mb"] = size_mb(variant.artifact)
+        if variant.artifact.exists():
+            row["size_mb"] = size_mb(variant.artifact)
         if variant.name == REFERENCE:
             logits = reference
             row["reason"] = "reference: every other variant is compared with it"
@@ -58,7 +58,7 @@ def validate_variants(
         else:
             log.info("validating %s", variant.name)
             try:
-                logits = run_variant(variant, tensors, batch_size, threads)
+                logits = run_variant(variant, evaluation, batch_size, threads)
             except Exception as exc:
                 reason = unavailable_reason(variant.runtime, exc)
                 if reason is None:
@@ -69,7 +69,7 @@ def validate_variants(
             finally:
                 gc.collect()
         row.update(compare_logits(reference, logits, labels))
-        missed = thresholds[variant.precision].misses(row, judge_agreement)
+        missed = thresholds[variant.thresholds_key].misses(row, judge_agreement)
         if missed:
             row.update(status="failed", reason="; ".join(missed))
         results[variant.name] = row

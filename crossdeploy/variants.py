@@ -7,6 +7,7 @@ A table rather than a class hierarchy: validate and benchmark iterate over it, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,20 @@ class Variant:
     precision: str  # fp32 | fp16 | int8: picks the parity thresholds
     runtime: str  # a key of RUNNER_FACTORIES
     artifact: Path
+    tolerance: str = ""  # the validate.thresholds entry that judges it; empty: its precision's
+    #: A record the runtime reads where the artifact may be missing (a TensorRT engine's JSON says
+    #: why it was skipped, and the runtime may build an engine for this machine from it).
+    record: Path | None = None
+
+    @property
+    def thresholds_key(self) -> str:
+        return self.tolerance or self.precision
+
+    def missing_reason(self) -> str | None:
+        """Why the variant cannot be run at all, before any runtime is tried; None if it can be."""
+        if self.artifact.exists() or (self.record is not None and self.record.is_file()):
+            return None
+        return f"{self.artifact} was not built"
 
     def runner(self, threads: ThreadSettings) -> Runner:
         return RUNNER_FACTORIES[self.runtime](self, threads)
@@ -51,8 +66,37 @@ def _onnxruntime_cuda(v: Variant, threads: ThreadSettings) -> Runner:
 def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
 
-    # CUDA behind TensorRT runs whatever TensorRT declines
-    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=("TensorrtExecutionProvider", "CUDAExecutionProvider"))
+    from crossdeploy.tensorrt.engines import local_cache_dir
+
+    # the QDQ model carries its scales, so INT8 needs no calibration table; FP16 covers what stays float.
+    # CUDA behind TensorRT runs whatever TensorRT declines.
+    options = {
+        "trt_int8_enable": v.precision == "int8",
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_timing_cache_enable": True,
+        "trt_engine_cache_path": str(local_cache_dir() / "onnxruntime"),
+    }
+    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=(("TensorrtExecutionProvider", options), "CUDAExecutionProvider"))
+
+
+def _tfserving_tftrt(v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.served_runtime import ServedRunner
+
+    # <repository>/<model>/<version>: TF Serving's GPU image serves the TF-TRT SavedModel from there
+    return ServedRunner(v.name, "tfserving", "rest", False, threads=threads, repository=v.artifact.parent.parent, status_file=v.record)
+
+
+def _torch_cuda_fp16(v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.torch_runtime import TorchRunner
+
+    return TorchRunner(v.artifact, v.name, threads, device="cuda", half=True)
+
+
+def _tensorrt(cuda_graph: bool, v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
+
+    return TensorRTRunner(v.artifact, v.name, threads, cuda_graph=cuda_graph)
 
 
 def _tensorflow(v: Variant, threads: ThreadSettings) -> Runner:
@@ -67,12 +111,33 @@ def _tflite(v: Variant, threads: ThreadSettings) -> Runner:
     return TFLiteRunner(v.artifact, v.name, threads)
 
 
+def _served(engine: str, protocol: str, encoded: bool, v: Variant, threads: ThreadSettings) -> Runner:
+    from crossdeploy.runtimes.served_runtime import ServedRunner
+
+    return ServedRunner(v.name, engine, protocol, encoded, threads=threads)
+
+
+#: served variant -> (engine, protocol, encoded images); the embedded engine runs anywhere, TF Serving
+#: where its binary or a Docker engine is.
+SERVED = {
+    "tfserving-grpc-fp32": ("tfserving", "grpc", False),
+    "tfserving-rest-fp32": ("tfserving", "rest", False),
+    "tfserving-rest-bytes": ("tfserving", "rest", True),
+    "kserve-rest-fp32": ("kserve", "rest", False),
+    "kserve-rest-bytes": ("kserve", "rest", True),
+}
+
 RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
+    **{name: partial(_served, *spec) for name, spec in SERVED.items()},
     "torch": _torch,
     "torch-compile": _torch_compile,
     "onnxruntime": _onnxruntime,
     "onnxruntime-cuda": _onnxruntime_cuda,
     "onnxruntime-tensorrt": _onnxruntime_tensorrt,
+    "torch-cuda-fp16": _torch_cuda_fp16,
+    "tfserving-tftrt": _tfserving_tftrt,
+    "tensorrt": partial(_tensorrt, False),
+    "tensorrt-cuda-graph": partial(_tensorrt, True),
     "tensorflow": _tensorflow,
     "tflite": _tflite,
 }
@@ -85,23 +150,51 @@ def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int
     return Path(paths["savedmodel"]) / model_name / str(version)
 
 
-def pipeline_variants(paths: dict[str, Any], model_name: str) -> list[Variant]:
+def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
+    """(variant, precision, ONNX it is built from): FP16 from the float model, INT8 from the
+    TensorRT-flavour QDQ model (explicit quantization with the calibrated scales)."""
+    return [
+        ("tensorrt-fp16", "fp16", Path(paths["onnx_optimized"])),
+        ("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"])),
+    ]
+
+
+def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
+    paths, model_name, version = params["paths"], params["model"]["name"], int(params["to_tensorflow"]["version"])
     tflite = Path(paths["tflite"])
+    served = Path(paths["serving"]) / model_name / str(version)
+    engine_runtime = "tensorrt-cuda-graph" if params["tensorrt"]["cuda_graph"] else "tensorrt"
     return [
         Variant(REFERENCE, "fp32", "torch", Path(paths["source"]) / "model.pt2"),
         Variant("onnxruntime-fp32", "fp32", "onnxruntime", Path(paths["onnx_optimized"])),
         Variant("onnxruntime-int8", "int8", "onnxruntime", Path(paths["onnx_int8"])),
         Variant("onnxruntime-int8-trt", "int8", "onnxruntime", Path(paths["onnx_int8_trt"])),
-        Variant("tf-savedmodel-fp32", "fp32", "tensorflow", saved_model_version_dir(paths, model_name)),
+        Variant("tf-savedmodel-fp32", "fp32", "tensorflow", saved_model_version_dir(paths, model_name, version)),
         Variant("tflite-fp32", "fp32", "tflite", tflite / "model.fp32.tflite"),
         Variant("tflite-fp16", "fp16", "tflite", tflite / "model.fp16.tflite"),
         Variant("tflite-int8", "int8", "tflite", tflite / "model.int8.tflite"),
+        # GPU variants: where no GPU (or package) exists their rows say so
+        Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", Path(paths["onnx_optimized"])),
+        Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", Path(paths["onnx_int8_trt"])),
+        Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", Path(paths["source"]) / "model.pt2"),
+        *(
+            Variant(name, precision, engine_runtime, plan, record=plan.with_suffix(".json"))
+            for name, precision, _ in tensorrt_engines(paths)
+            for plan in [Path(paths["tensorrt"]) / f"{name}.plan"]
+        ),
+        Variant(
+            "tfserving-tftrt-int8", "int8", "tfserving-tftrt", Path(paths["serving_tftrt"]) / model_name / str(version),
+            record=Path(paths["serving_tftrt"]) / "status.json",
+        ),
+        # the bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds
+        *(Variant(name, "fp32", name, served, "encoded" if encoded else "") for name, (_, _, encoded) in SERVED.items()),
     ]
 
 
 TORCH_COMPILE = "torch-compile-fp32"
 
 
-def benchmark_variants(paths: dict[str, Any], model_name: str) -> list[Variant]:
+def benchmark_variants(params: dict[str, Any]) -> list[Variant]:
     """Every pipeline variant, plus the reference program run through torch.compile."""
-    return [*pipeline_variants(paths, model_name), Variant(TORCH_COMPILE, "fp32", "torch-compile", Path(paths["source"]) / "model.pt2")]
+    source = Path(params["paths"]["source"]) / "model.pt2"
+    return [*pipeline_variants(params), Variant(TORCH_COMPILE, "fp32", "torch-compile", source)]

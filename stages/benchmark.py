@@ -1,10 +1,11 @@
-"""Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json, plots and a report."""
+"""Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json, plots and a chart
+(the report stage writes metrics/benchmark.md from them)."""
 
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.benchmark.report import benchmark_markdown, plot_data, write_chart
-from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
+from crossdeploy.benchmark.charts import plot_data, write_chart
+from crossdeploy.benchmark.suite import BenchmarkPlan, gpu_checks, run_benchmark, select_variants
 from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import describe_device
 from crossdeploy.onnx_graph import size_mb
@@ -19,15 +20,16 @@ def main() -> None:
     paths, cfg = params["paths"], params["benchmark"]
     metrics = Path(paths["metrics"])
     card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
-    every = benchmark_variants(paths, params["model"]["name"])
+    every = benchmark_variants(params)
     plan = BenchmarkPlan.from_params(cfg, [v.name for v in every])
     variants = select_variants(every, cfg["variants"])
-    images = ImageSet.load(Path(paths["data"]) / "evaluation.npz").tensors("NCHW")
+    images = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
 
     with atomic_path(paths["benchmark"], directory=True) as artifacts:
         results = run_benchmark(variants, images, plan, artifacts / "mlperf")
         results["device"] = describe_device()
         results["setup"] = {
+            "target": cfg["target"],
             "profile": cfg["profile"],
             "weights": "random" if card.random_weights else (card.weights or card.checkpoint),
             "threads": cfg["threads"],
@@ -36,19 +38,16 @@ def main() -> None:
             "stability_pct": plan.windows.stability_pct,
             "mlperf_min_duration_ms": plan.mlperf.min_duration_ms if plan.mlperf else None,
             "server_latency_ms": plan.mlperf.server_latency_ms if plan.mlperf else None,
+            "artifact_mb": {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()},
         }
 
+    parity = read_json(metrics / "parity.json")
+    results["checks"].update(gpu_checks(results, parity, cfg["targets"].get("gpu"), [g["name"] for g in results["device"]["gpus"]]))
     write_json(metrics / "benchmark.json", results)
     for name, rows in plot_data(results).items():
         write_json(metrics / "plots" / name, rows)
     with atomic_path(metrics / "benchmark.png") as chart:
         write_chart(results, chart)
-    parity = read_json(metrics / "parity.json")
-    sizes = {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()}
-    text = benchmark_markdown(results, parity, sizes, card, "benchmark.png")
-    with atomic_path(metrics / "benchmark.md") as report:
-        report.write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def main() -> None:
     evaluation = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
     judge_agreement = not card.random_weights or bool(cfg["judge_agreement_with_random_weights"])
     results = validate_variants(
-        pipeline_variants(paths, params["model"]["name"]),
+        pipeline_variants(params),
         evaluation,
         {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()},
         batch_size=int(cfg["batch_size"]),

@@ -11,6 +11,18 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run with `pytest -m gpu` on a machine with an NVIDIA GPU; elsewhere they skip and say why."""
+    from crossdeploy.device_info import gpus
+
+    if gpus():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA (nvidia-smi finds none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 TINY_ARCH = "resnet18"
 TINY_SIZE = 64
 
@@ -64,6 +76,30 @@ def tiny_saved_model(tiny_optimized, tmp_path_factory):
     export_dir = tmp_path_factory.mktemp("tf") / "tiny" / "1"
     save_serving_model(onnx_to_keras(tiny_optimized[0]), export_dir, TINY_SIZE)
     return export_dir
+
+
+SERVED_MAX_BATCH = 8
+
+
+@pytest.fixture(scope="session")
+def served_repo(tiny_saved_model, tiny_source, tmp_path_factory):
+    """A directory laid out like the pipeline's: params.yaml and the packaged tiny model."""
+    import yaml
+
+    from crossdeploy.serving.repository import BatchingParameters, write_repository_files
+    from crossdeploy.serving.signatures import export_with_bytes_signature
+
+    root = tmp_path_factory.mktemp("serve")
+    repository = root / "models" / "serving"
+    repository.mkdir(parents=True)
+    write_repository_files(repository, "tiny", "/models", BatchingParameters(SERVED_MAX_BATCH, 1000, 2, 10))
+    export_with_bytes_signature(tiny_saved_model, repository / "tiny" / "1", tiny_source[1].preprocessing)
+    params = {
+        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
+        "package": {"batching": {"max_batch_size": SERVED_MAX_BATCH}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
 
 
 @pytest.fixture(scope="session")

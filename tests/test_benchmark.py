@@ -1,22 +1,25 @@
 """The benchmark on the tiny model with real runtimes: the closed loop, MLPerf LoadGen, skipped rows."""
 
 import json
+import os
 import time
 
 import pytest
 
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
 from crossdeploy.benchmark.mlperf import MlperfSettings
-from crossdeploy.benchmark.report import benchmark_markdown, plot_data, write_chart
+from crossdeploy.benchmark.charts import plot_data, write_chart
+from crossdeploy.benchmark.report import benchmark_markdown, key_figures
 from crossdeploy.benchmark.suite import (
     BenchmarkPlan,
     Targets,
+    gpu_checks,
     run_benchmark,
     select_variants,
 )
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.variants import Variant
+from crossdeploy.variants import Variant, benchmark_variants
 
 QUICK = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=4, stability_pct=50, cell_cap_s=0.5)
 CELL_KEYS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "requests", "status"}
@@ -53,12 +56,14 @@ def tiny_tflite(tiny_saved_model, tiny_images, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_images, tmp_path_factory):
+def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, served_repo, tiny_images, tmp_path_factory):
     missing = tmp_path_factory.mktemp("none") / "absent.onnx"
     variants = [
         Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
         Variant("onnxruntime-fp32", "fp32", "onnxruntime", tiny_optimized[0]),
         Variant("tflite-fp32", "fp32", "tflite", tiny_tflite),
+        Variant("tf-savedmodel-fp32", "fp32", "tensorflow", tiny_saved_model),
+        Variant("kserve-rest-bytes", "fp32", "kserve-rest-bytes", served_repo / "models" / "serving" / "tiny" / "1", "encoded"),
         Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", tiny_optimized[0]),
         Variant("never-built", "int8", "onnxruntime", missing),
         Variant("torch-compile-fp32", "fp32", "torch-compile", tiny_source[0]),
@@ -71,16 +76,24 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_images, tmp_pat
         mlperf=MlperfSettings(min_duration_ms=200, min_query_count={"singlestream": 8, "offline": 16, "server": 8}),
         mlperf_variants=["onnxruntime-fp32", "never-built"],
         harness_check=True,
-        targets=Targets(int8_variant="onnxruntime-fp32", harness_variant="onnxruntime-fp32", int8_speedup_batch=4, harness_batch=4),
+        targets=Targets(
+            int8_variant="onnxruntime-fp32", harness_variant="onnxruntime-fp32", int8_speedup_batch=4, harness_batch=4,
+            served_batch=4, served_concurrency=2,
+        ),
         disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
     )
     logs = tmp_path_factory.mktemp("mlperf")
-    return run_benchmark(variants, tiny_images[1].tensors("NCHW"), plan, logs), logs
+    here = os.getcwd()
+    os.chdir(served_repo)  # served variants start `crossdeploy serve` on the params.yaml where the stage runs
+    try:
+        return run_benchmark(variants, tiny_images[1], plan, logs), logs
+    finally:
+        os.chdir(here)
 
 
 def test_every_cell_of_a_runnable_variant_is_measured(benchmark_run):
     results, _ = benchmark_run
-    for variant in ("torch-fp32", "onnxruntime-fp32", "tflite-fp32"):
+    for variant in ("torch-fp32", "onnxruntime-fp32", "tflite-fp32", "tf-savedmodel-fp32", "kserve-rest-bytes"):
         assert set(results[variant]) == {"b1_c1", "b1_c2", "b4_c1", "b4_c2"}
         for cell in results[variant].values():
             assert cell["status"] == "ok" and CELL_KEYS <= set(cell)
@@ -116,8 +129,12 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     harness = results["harness"]
     assert harness["variant"] == "onnxruntime-fp32" and harness["batch"] == 4
     assert harness["bare_ips"] > 0 and harness["harness_ips"] > 0
-    assert set(results["checks"]) == {"int8_over_fp32", "harness_overhead"}
+    assert set(results["checks"]) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"}
     assert results["checks"]["int8_over_fp32"]["ratio"] == pytest.approx(1.0)  # a variant against itself
+    served = results["checks"]["kserve_bytes_over_in_process"]
+    assert served["served_ips"] == results["kserve-rest-bytes"]["b4_c2"]["throughput_ips"]
+    assert served["fraction"] == pytest.approx(served["served_ips"] / results["tf-savedmodel-fp32"]["b4_c2"]["throughput_ips"], abs=1e-3)
+    assert served["rest_float_fraction"] is None  # kserve-rest-fp32 was not measured
 
 
 def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
@@ -126,14 +143,24 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     results["setup"] = {"profile": "quick", "threads": {"intra_op": 0, "inter_op": 0}, "stability_pct": 50,
                         "mlperf_min_duration_ms": 200, "server_latency_ms": 15}
     parity = {"torch-fp32": {"status": "ok", "precision": "fp32", "size_mb": 1.0}}
-    text = benchmark_markdown(results, parity, {}, tiny_source[1], "benchmark.png")
+    text = benchmark_markdown(results, parity, tiny_source[1], "benchmark.png")
     assert "random weights: fidelity figures only" in text and "not official MLPerf results" in text
     assert "| torch-fp32 | fp32 | 1.0 | ok |" in text and "1.00x" in text
     assert "| never-built |" in text and "was not built" in text
     data = plot_data(results)
-    assert {r["variant"] for r in data["latency_vs_batch.json"]} == {"torch-fp32", "onnxruntime-fp32", "tflite-fp32"}
+    assert {r["variant"] for r in data["latency_vs_batch.json"]} == {
+        "torch-fp32", "onnxruntime-fp32", "tflite-fp32", "tf-savedmodel-fp32", "kserve-rest-bytes",
+    }
+    assert "kserve-rest-bytes over tf-savedmodel-fp32 in process (batch 4, 2 clients)" in text
     assert {r["concurrency"] for r in data["latency_vs_batch.json"]} == {1}
     assert {r["batch"] for r in data["throughput_vs_concurrency.json"]} == {4}
+    compared = benchmark_markdown(results, parity, tiny_source[1], "benchmark.png", baseline=("`main` (commit abc1234)", results))
+    assert "Compared with baseline `main` (commit abc1234)" in compared and "| vs baseline |" in compared
+    assert "| 1.00x | 1.00x |" in compared  # torch-fp32: speedup over itself, and over the same run as baseline
+    figures = key_figures(results, {"onnxruntime-int8": {"precision": "int8", "status": "ok", "top1_agreement": 0.99}})
+    assert figures["best_ips"]["torch-fp32"] == max(c["throughput_ips"] for c in results["torch-fp32"].values())
+    assert figures["p99_b1_ms"]["onnxruntime-fp32"] == results["onnxruntime-fp32"]["b1_c1"]["p99_ms"]
+    assert figures["int8_top1_agreement"] == {"onnxruntime-int8": 0.99} and "never-built" not in figures["best_ips"]
     write_chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,3 +178,41 @@ def test_plan_names_the_param_to_fix():
         select_variants([Variant("torch-fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
     plan = BenchmarkPlan.from_params(cfg, ["torch-fp32"])
     assert plan.windows.stability_pct == cfg["profiles"][cfg["profile"]]["stability_pct"]
+
+
+def test_baseline_names_a_revision_or_says_what_to_pick():
+    from crossdeploy.benchmark.baseline import load_baseline
+    from tests.conftest import ROOT
+
+    with pytest.raises(CrossdeployError, match="'no-such-exp' is not a commit, tag, branch or experiment"):
+        load_baseline("no-such-exp", "metrics/benchmark.json", str(ROOT))
+
+
+@pytest.mark.parametrize("target,card,reference", [("a100", "A100", 42379), ("h100", "H100", 88526)])
+def test_gpu_targets_set_the_hardware_knobs_together(target, card, reference):
+    from crossdeploy.compose import compose
+    from tests.conftest import ROOT
+
+    cpu, gpu = compose([], config_dir=ROOT / "conf"), compose([f"target={target}"], config_dir=ROOT / "conf")
+    assert cpu["benchmark"]["target"] == "cpu" and gpu["benchmark"]["target"] == target
+    assert gpu["benchmark"]["profile"] == "full" and "tensorrt-int8" in gpu["benchmark"]["variants"]
+    assert gpu["benchmark"]["targets"]["gpu"]["card"] == card and gpu["benchmark"]["targets"]["gpu"]["offline_reference_ips"] == reference
+    assert gpu["tensorrt"]["cuda_graph"] and gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
+    # only the hardware knobs differ: the conversion pipeline is the same on every target
+    for section in ("model", "data", "export", "quantize", "to_tensorflow", "validate", "paths"):
+        assert cpu[section] == gpu[section], section
+    known = [v.name for v in benchmark_variants(gpu)]
+    BenchmarkPlan.from_params(gpu["benchmark"], known)  # every variant it names exists
+
+
+def test_gpu_checks_judge_only_on_the_card_they_are_for():
+    gpu = {"variant": "tensorrt-int8", "card": "A100", "offline_reference_ips": 42379, "offline_min_fraction": 0.9,
+           "singlestream_p90_max_ms": 0.6, "int8_top1_agreement_min": 0.99}  # fmt: skip
+    results = {"mlperf": {"tensorrt-int8": {"status": "ok", "offline_ips": 40000.0, "singlestream_p90_ms": 0.5}}}
+    parity = {"tensorrt-int8": {"top1_agreement": 0.995}}
+    checks = gpu_checks(results, parity, gpu, ["NVIDIA A100-SXM4-40GB"])["gpu_target"]
+    assert checks["offline"]["fraction"] == pytest.approx(40000 / 42379, abs=1e-3) and checks["offline"]["met"]
+    assert checks["singlestream_p90"]["met"] and checks["int8_top1_agreement"]["met"]
+    elsewhere = gpu_checks(results, parity, gpu, ["NVIDIA H100 80GB HBM3"])["gpu_target"]
+    assert "offline" not in elsewhere and "the reference is for an A100" in elsewhere["note"]
+    assert gpu_checks(results, parity, None, []) == {}

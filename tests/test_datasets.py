@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.datasets import ImageSet, class_index_map, default_image_sets, make_image_sets
+from crossdeploy.datasets import ImageSet, class_index_map, decode_image, default_image_sets, make_image_sets
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.preprocessing import Preprocessing
 
@@ -32,6 +32,18 @@ def test_image_set_round_trip(tmp_path):
     loaded = ImageSet.load(tmp_path / "c.npz")
     assert np.array_equal(loaded.pixels, calibration.pixels) and loaded.sources == calibration.sources
     assert loaded.tensors("NHWC").shape == (4, 32, 32, 3)
+    assert loaded.encoded is None
+
+
+def test_evaluation_keeps_the_files_its_pixels_come_from(tmp_path):
+    """What a client would upload to the bytes signature: JPEGs whose PIL crop is the stored pixels."""
+    _, evaluation = default_image_sets(4, 5, P, seed=0)
+    assert len(evaluation.encoded) == 5 and all(e[:2] == b"\xff\xd8" for e in evaluation.encoded)
+    assert len({len(e) for e in evaluation.encoded}) > 1  # whole images of their own sizes, not crops
+    for encoded, pixels in zip(evaluation.encoded, evaluation.pixels):
+        assert np.array_equal(P.crop(decode_image(encoded)), pixels)
+    evaluation.save(tmp_path / "e.npz")
+    assert ImageSet.load(tmp_path / "e.npz").encoded == evaluation.encoded
 
 
 def make_folder(root, classes, per_class):
@@ -53,6 +65,9 @@ def test_image_folder_with_category_names_is_labelled(tmp_path):
     assert set(calibration.sources).isdisjoint(evaluation.sources)
     for source, label in zip(evaluation.sources, evaluation.labels):
         assert categories[label].replace(" ", "_") == source.split("/")[0]
+    # the evaluation set keeps each PNG file as it is, for the served bytes path
+    assert [e for e in evaluation.encoded] == [(tmp_path / s).read_bytes() for s in evaluation.sources]
+    assert calibration.encoded is None
 
 
 def test_class_index_mapping_rules():

@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from crossdeploy.compose import compose
+from crossdeploy.device_info import gpus
+from crossdeploy.serving import tfserving_launch
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -16,12 +18,22 @@ TINY = [
     "model=resnet18-tiny", "data.calibration_size=16", "data.evaluation_size=16", "quantize.calibration_size=16",
     "benchmark.profile=quick", "benchmark.batch_sizes=[1,4]", "benchmark.concurrency=[1,2]",
     "benchmark.torch_compile=false", "benchmark.mlperf.variants=[onnxruntime-int8]", "benchmark.targets.int8_speedup_batch=4",
+    "benchmark.targets.served_batch=4", "benchmark.targets.served_concurrency=2",
 ]
 VARIANTS = {
     "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
-    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8",
+    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 }
-STAGES = {"model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "validate", "benchmark"}
+# real TF Serving needs its binary or a Docker engine; where neither is, these rows say so
+TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes"}
+TFSERVING_RUNS = tfserving_launch.binary_available() or tfserving_launch.docker_available()
+# without an NVIDIA GPU the GPU stages still complete, and these rows say why they were skipped
+GPU = {"tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "torch-cuda-fp16", "tfserving-tftrt-int8"}
+HAS_GPU = bool(gpus())
+STAGES = {
+    "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "validate",
+    "benchmark", "report",
+}
 
 
 def sh(cwd, *args, timeout=900):
@@ -44,8 +56,7 @@ def repo(tmp_path_factory):
             shutil.copy2(ROOT / name, repo / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(compose(TINY, config_dir=ROOT / "conf"), sort_keys=False))
     sh(repo, "git", "init", "-q")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    commit(repo, "tiny")
     return repo
 
 
@@ -53,8 +64,15 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     first = sh(repo, "dvc", "repro")
     assert stages_run(first) == STAGES
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
-    assert set(parity) == VARIANTS
-    assert {name: row["status"] for name, row in parity.items()} == {name: "ok" for name in VARIANTS}
+    assert set(parity) == VARIANTS | TFSERVING | GPU
+    expected = {name: "ok" for name in VARIANTS} | {name: "ok" if TFSERVING_RUNS else "skipped" for name in TFSERVING}
+    statuses = {name: row["status"] for name, row in parity.items()}
+    assert {name: statuses[name] for name in expected} == expected
+    if not HAS_GPU:
+        assert {statuses[name] for name in GPU} == {"skipped"}
+        assert parity["tensorrt-int8"]["reason"] == "no NVIDIA GPU here (nvidia-smi finds none)"
+        engine = json.loads((repo / "models" / "tensorrt" / "tensorrt-int8.json").read_text())
+        assert engine["status"] == "skipped" and engine["onnx"].endswith("model.int8-trt.onnx")
     assert "random weights: fidelity figures only" in (repo / "metrics" / "parity.md").read_text()
     assert json.loads((repo / "metrics" / "optimize.json").read_text())["nodes"]["exported"] > 0
     assert (repo / "models" / "tensorflow" / "savedmodel" / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
@@ -63,14 +81,21 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert (serving / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
-    assert set(benchmark) == VARIANTS | {"torch-compile-fp32", "mlperf", "harness", "checks", "device", "setup"}
+    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "checks", "device", "setup"}
+    if not HAS_GPU:
+        assert benchmark["tensorrt-fp16"]["b1_c1"] == {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}
     for variant in VARIANTS:
         assert set(benchmark[variant]) == {"b1_c1", "b1_c2", "b4_c1", "b4_c2"}
         assert {cell["status"] for cell in benchmark[variant].values()} == {"ok"}
     assert benchmark["torch-compile-fp32"]["b1_c1"]["reason"] == "benchmark.torch_compile is false"
     assert benchmark["mlperf"]["onnxruntime-int8"]["status"] == "ok"
-    assert "int8_over_fp32" in benchmark["checks"] and "harness_overhead" in benchmark["checks"]
-    assert "| onnxruntime-int8 | int8 |" in (repo / "metrics" / "benchmark.md").read_text()
+    assert {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"} <= set(benchmark["checks"])
+    if not TFSERVING_RUNS:
+        assert "tensorflow_model_server on PATH" in benchmark["tfserving-rest-bytes"]["b1_c1"]["reason"]
+    report = (repo / "metrics" / "benchmark.md").read_text()
+    assert "| onnxruntime-int8 | int8 |" in report and "| kserve-rest-bytes | fp32 |" in report
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert set(summary["best_ips"]) == VARIANTS and set(summary["int8_top1_agreement"]) >= {"onnxruntime-int8", "tflite-int8"}
 
     second = sh(repo, "dvc", "repro")
     assert stages_run(second) == set()
@@ -82,7 +107,8 @@ def test_quantize_param_reruns_only_quantize_and_what_follows(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["quantize"]["calibration_method"] = "percentile"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "validate", "benchmark"}
+    # the TensorRT INT8 engine is built from the re-quantized model, so its stage follows
+    assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "tensorrt", "validate", "benchmark", "report"}
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
     assert parity["onnxruntime-int8"]["status"] == "ok"
 
@@ -90,15 +116,15 @@ def test_quantize_param_reruns_only_quantize_and_what_follows(repo):
 def test_exp_run_composes_params_with_hydra(repo):
     sh(repo, "git", "checkout", "-q", "--", "params.yaml")
     sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    commit(repo, "baseline")
     # Hydra composes conf/ with this override; the tiny sizes ride along as overrides too.
     overrides = [f"-S{o}" for o in TINY] + ["-Squantize.calibration_method=entropy", "-Squantize.calibration_size=12"]
     output = sh(repo, "dvc", "exp", "run", *overrides)
-    # calibration_size feeds both INT8 paths (ONNX QDQ and TFLite); nothing upstream re-runs. The TF
+    # calibration_size feeds every INT8 path (ONNX QDQ, TFLite, TF-TRT); nothing upstream re-runs. The TF
     # Serving package follows only if re-running to_tensorflow rewrote the SavedModel's bytes.
     ran = stages_run(output)
-    assert {"quantize", "to_tensorflow", "validate", "benchmark"} <= ran <= {"quantize", "to_tensorflow", "package", "validate", "benchmark"}
+    assert {"quantize", "to_tensorflow", "tensorrt", "tftrt", "validate", "benchmark", "report"} <= ran
+    assert ran <= {"quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "validate", "benchmark", "report"}
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["quantize"]["calibration_method"] == "entropy" and params["quantize"]["calibration_size"] == 12
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
@@ -108,10 +134,9 @@ def test_exp_run_composes_params_with_hydra(repo):
 def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(repo):
     sh(repo, "git", "checkout", "-q", "--", "params.yaml")
     sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "benchmark baseline")
+    commit(repo, "benchmark baseline")
     output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.batch_sizes=[1,2]")
-    assert stages_run(output) == {"benchmark"}
+    assert stages_run(output) == {"benchmark", "report"}
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))["metrics/benchmark.json"]
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["old"] is None
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["new"] > 0
@@ -121,3 +146,79 @@ def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(repo):
     html = (repo / "rendered" / "index.html").read_text()
     for plot in ("latency_vs_batch.json", "throughput_vs_concurrency.json", "benchmark.png"):
         assert plot in html
+
+
+def commit(repo, message):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty")
+
+
+def status_stages(repo):
+    """Stages whose own deps or params changed, as `dvc status` reports them (nothing is run)."""
+    return set(json.loads(sh(repo, "dvc", "status", "--json")))
+
+
+# A change in each params section reaches exactly the stages that read it: hardware knobs (tensorrt,
+# benchmark) never touch export, optimize or quantize.
+SECTION_CHANGES = [
+    ("data.evaluation_size", 12, {"data"}),
+    ("export.opset", 18, {"export"}),
+    ("quantize.per_channel", False, {"quantize"}),
+    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "tftrt", "validate", "benchmark"}),
+    ("package.batching.max_batch_size", 16, {"package", "tftrt"}),
+    ("tensorrt.workspace_mib", 1024, {"tensorrt", "tftrt"}),
+    ("tensorrt.cuda_graph", True, {"validate", "benchmark"}),
+    ("validate.batch_size", 8, {"validate"}),
+    ("benchmark.concurrency", [1], {"benchmark"}),
+    ("benchmark.baseline", "HEAD", {"report"}),
+]
+
+
+def test_each_params_section_reaches_only_its_stages(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    commit(repo, "section baseline")
+    assert status_stages(repo) == set()
+    for key, value, expected in SECTION_CHANGES:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert status_stages(repo) == expected, key
+        sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_baseline_reruns_only_the_report_and_compares(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    commit(repo, "report baseline")
+    output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.baseline=HEAD")
+    assert stages_run(output) == {"report"}
+    assert "Compared with baseline `HEAD`" in (repo / "metrics" / "benchmark.md").read_text()
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    assert "metrics/summary.json" in json.dumps(shown) and "best_ips" in json.dumps(shown)
+
+
+def test_sweeps_queue_one_experiment_per_value(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "exp", "run", "--queue", *[f"-S{o}" for o in TINY], "-Squantize.calibration_method=minmax,entropy,percentile")
+    queued = [line for line in sh(repo, "dvc", "queue", "status").splitlines() if "Queued" in line]
+    assert len(queued) == 3
+    sh(repo, "dvc", "queue", "remove", "--all")
+
+
+def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    sh(repo, "dvc", "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote"))
+    commit(repo, "shared remote")
+    sh(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "dvc", "pull")
+    assert "up to date" in sh(clone, "dvc", "status")
+    assert stages_run(sh(clone, "dvc", "repro")) == set()
+    assert (clone / "models" / "tensorrt" / "tensorrt-int8.json").read_text() == (repo / "models" / "tensorrt" / "tensorrt-int8.json").read_text()

@@ -5,11 +5,9 @@ test_tfserving_launch for its command lines as data, and the tfserving test belo
 import base64
 import io
 import json
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -19,61 +17,18 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import SERVED_MAX_BATCH as MAX_BATCH
 from crossdeploy.cli import choose_engine
-from crossdeploy.serving.clients import RestClient, predict_request
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving import tfserving_launch
-from crossdeploy.serving.repository import BatchingParameters, write_repository_files
-from crossdeploy.serving.signatures import export_with_bytes_signature
-
-MAX_BATCH = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served_repo(tiny_saved_model, tiny_source, tmp_path_factory):
-    """A directory laid out like the pipeline's: params.yaml and the packaged tiny model."""
-    root = tmp_path_factory.mktemp("serve")
-    repository = root / "models" / "serving"
-    repository.mkdir(parents=True)
-    write_repository_files(repository, "tiny", "/models", BatchingParameters(MAX_BATCH, 1000, 2, 10))
-    export_with_bytes_signature(tiny_saved_model, repository / "tiny" / "1", tiny_source[1].preprocessing)
-    params = {
-        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
-        "package": {"batching": {"max_batch_size": MAX_BATCH}},
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-def start(root, engine, rest_port, grpc_port):
-    log = root / f"serve-{engine}.log"  # a file, not a pipe: an unread pipe fills up and stalls the server
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", engine,
-             "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)],
-            cwd=root, stdout=out, stderr=subprocess.STDOUT, text=True,
-        )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None and "ready: REST" not in log.read_text():
-        time.sleep(0.5)
-    lines = log.read_text().splitlines()
-    assert any(line.startswith("ready: REST") for line in lines), log.read_text()[-3000:]
-    return process, lines
+from crossdeploy.serving.clients import RestClient, predict_request
+from crossdeploy.serving.server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
 def server(served_repo):
-    port = free_port()
-    process, lines = start(served_repo, "kserve", port, free_port())
-    yield process, f"http://127.0.0.1:{port}/v1/models", lines
-    if process.poll() is None:
-        process.kill()
+    with ServerProcess("kserve", served_repo / "params.yaml") as served:
+        yield served, f"http://127.0.0.1:{served.endpoint.rest_port}/v1/models", served.output().splitlines()
 
 
 def post(url, body):
@@ -129,10 +84,10 @@ def test_bytes_signature_over_rest_b64(server):
     ],
 )
 def test_bad_requests_get_a_4xx_and_the_server_stays_up(server, path, body, status, message):
-    process, base, _ = server
+    served, base, _ = server
     got, answer = post(f"{base}/{path}", body)
     assert got == status and message in answer["error"]
-    assert process.poll() is None
+    assert served.process.poll() is None
     with urllib.request.urlopen(f"{base}/tiny", timeout=10) as response:
         assert json.loads(response.read())["ready"] is True
 
@@ -146,9 +101,8 @@ def test_bounded_load_on_loopback_loses_nothing(server):
 
 
 def test_sigterm_shuts_the_server_down_cleanly(server):
-    process, _, _ = server
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    served, _, _ = server
+    assert served.stop(timeout_s=60) == 0  # SIGTERM; a kill would give -9
 
 
 def test_a_port_in_use_is_one_clear_error(served_repo):
@@ -200,10 +154,9 @@ def test_real_tfserving_answers_rest_and_grpc(served_repo, tiny_saved_model, tin
 
     from crossdeploy.serving.clients import GrpcClient
 
-    rest_port, grpc_port = free_port(), free_port()
-    process, lines = start(served_repo, "tfserving", rest_port, grpc_port)
-    try:
-        assert lines[0].startswith("engine: tfserving")
+    with ServerProcess("tfserving", served_repo / "params.yaml") as served:
+        rest_port, grpc_port = served.endpoint.rest_port, served.endpoint.grpc_port
+        assert served.output().startswith("engine: tfserving")
         x = tiny_images[1].tensors("NHWC")[:2]
         expected = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
         np.testing.assert_allclose(RestClient(f"http://127.0.0.1:{rest_port}", "tiny").predict(x), expected, rtol=1e-5, atol=1e-5)
@@ -211,6 +164,3 @@ def test_real_tfserving_answers_rest_and_grpc(served_repo, tiny_saved_model, tin
         np.testing.assert_allclose(grpc_client.predict(x), expected, rtol=1e-5, atol=1e-5)
         assert grpc_client.predict_encoded([base64.b64decode(png_b64(sample_photograph_paths()[0]))]).shape == (1, 10)
         grpc_client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)

@@ -1,53 +1,31 @@
-"""The benchmark's readable outputs: the Markdown report, its PNG chart, and the data DVC plots render."""
+"""metrics/benchmark.md: the benchmark's figures, parity beside them, the MLPerf scenarios, the target
+checks, and optionally a baseline to compare with."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from crossdeploy.benchmark.charts import variant_cells
 from crossdeploy.benchmark.suite import best_throughput
 from crossdeploy.benchmark.sweep import parse_cell
 from crossdeploy.parity_report import weights_statement
 from crossdeploy.source_model import ModelCard
 from crossdeploy.variants import REFERENCE
 
-SECTIONS = ("mlperf", "harness", "checks", "device", "setup")
-
-
-def variant_cells(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    return {name: cells for name, cells in results.items() if name not in SECTIONS}
-
-
-def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Rows for DVC plots: latency against batch size at the lowest concurrency, and throughput against
-    concurrency at the largest batch size, one series per variant."""
-    rows = [
-        {"variant": variant, "batch": b, "concurrency": c, **{k: row[k] for k in ("p50_ms", "p99_ms", "throughput_ips")}}
-        for variant, cells in variant_cells(results).items()
-        for name, row in cells.items()
-        if row.get("status") == "ok"
-        for b, c in [parse_cell(name)]
-    ]
-    if not rows:
-        return {"latency_vs_batch.json": [], "throughput_vs_concurrency.json": []}
-    lowest_concurrency = min(r["concurrency"] for r in rows)
-    largest_batch = max(r["batch"] for r in rows)
-    return {
-        "latency_vs_batch.json": [r for r in rows if r["concurrency"] == lowest_concurrency],
-        "throughput_vs_concurrency.json": [r for r in rows if r["batch"] == largest_batch],
-    }
-
-
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_rows(results: dict[str, Any], parity: dict[str, Any], sizes_mb: dict[str, float]) -> list[dict[str, Any]]:
+def summary_rows(
+    results: dict[str, Any], parity: dict[str, Any], baseline: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     reference = best_throughput(results.get(REFERENCE, {}))
+    sizes_mb = results.get("setup", {}).get("artifact_mb", {})
     rows = []
     for variant, cells in variant_cells(results).items():
         single = cells.get("b1_c1", {})
         best = best_throughput(cells)
+        before = best_throughput((baseline or {}).get(variant, {}))
         parity_row = parity.get(variant, {})
         rows.append({
             "variant": variant,
@@ -59,15 +37,39 @@ def summary_rows(results: dict[str, Any], parity: dict[str, Any], sizes_mb: dict
             "best_ips": best[0] if best else None,
             "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
             "speedup": best[0] / reference[0] if best and reference else None,
+            "vs_baseline": best[0] / before[0] if best and before else None,
             "reason": "" if best else next((row.get("reason", "") for row in cells.values()), ""),
         })
     return rows
 
 
+def key_figures(results: dict[str, Any], parity: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The few numbers an experiment is judged by, for `dvc exp show` columns: best throughput and p99
+    at batch 1 per measured variant, and each INT8 variant's top-1 agreement with FP32."""
+    best, p99 = {}, {}
+    for variant, cells in variant_cells(results).items():
+        found = best_throughput(cells)
+        if found:
+            best[variant] = found[0]
+        if cells.get("b1_c1", {}).get("status") == "ok":
+            p99[variant] = cells["b1_c1"]["p99_ms"]
+    agreement = {
+        variant: row["top1_agreement"]
+        for variant, row in parity.items()
+        if row.get("precision") == "int8" and row.get("status") in ("ok", "failed") and "top1_agreement" in row
+    }
+    return {"best_ips": best, "p99_b1_ms": p99, "int8_top1_agreement": agreement}
+
+
 def benchmark_markdown(
-    results: dict[str, Any], parity: dict[str, Any], sizes_mb: dict[str, float], card: ModelCard, chart: str
+    results: dict[str, Any],
+    parity: dict[str, Any],
+    card: ModelCard,
+    chart: str,
+    baseline: tuple[str, dict[str, Any]] | None = None,  # (its name, its benchmark.json)
 ) -> str:
     setup, device = results["setup"], results["device"]
+    compared = baseline[1] if baseline else None
     gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in device["gpus"]) or "none"
     lines = [
         f"# Benchmark — {card.name}",
@@ -82,13 +84,26 @@ def benchmark_markdown(
         "",
         f"![latency and throughput]({chart})",
         "",
-        "| variant | precision | size MB | parity | p50 b1 ms | p99 b1 ms | best img/s | reached at | speedup vs torch-fp32 | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in summary_rows(results, parity, sizes_mb):
+    if baseline:
+        base_device = compared.get("device", {})
+        lines += [
+            f"Compared with baseline {baseline[0]} (measured on "
+            f"{base_device.get('cpu', 'an unrecorded machine')}): `vs baseline` is best throughput now over then; "
+            "only meaningful on the same machine.",
+            "",
+        ]
+    lines += [
+        "| variant | precision | size MB | parity | p50 b1 ms | p99 b1 ms | best img/s | reached at | speedup vs torch-fp32 |"
+        + (" vs baseline |" if baseline else "") + " note |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
+    ]
+    for r in summary_rows(results, parity, compared):
+        versus = f" {_fmt(r['vs_baseline'])}{'x' if r['vs_baseline'] else ''} |" if baseline else ""
         lines.append(
             f"| {r['variant']} | {r['precision']} | {_fmt(r['size_mb'], 1)} | {r['parity']} | {_fmt(r['p50_b1_ms'])} | "
-            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {r['best_at']} | {_fmt(r['speedup'])}{'x' if r['speedup'] else ''} | {r['reason']} |"
+            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {r['best_at']} | {_fmt(r['speedup'])}{'x' if r['speedup'] else ''} |"
+            f"{versus} {r['reason']} |"
         )
     lines += _mlperf_lines(results["mlperf"], setup) + _check_lines(results)
     return "\n".join(lines) + "\n"
@@ -122,6 +137,10 @@ def _mlperf_lines(mlperf: dict[str, Any], setup: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(check: dict[str, Any]) -> str:
+    return "met" if check["met"] else "MISSED"
+
+
 def _check_lines(results: dict[str, Any]) -> list[str]:
     found = results["checks"]
     lines = ["", "## Targets", ""]
@@ -129,7 +148,7 @@ def _check_lines(results: dict[str, Any]) -> list[str]:
         c = found["int8_over_fp32"]
         lines.append(
             f"- INT8 over FP32 (ONNX Runtime, best throughput at batch {c['batch']}, same run): "
-            f"{c['ratio']:.2f}x, target >= {c['target']:g}x: {'met' if c['met'] else 'MISSED'}."
+            f"{c['ratio']:.2f}x, target >= {c['target']:g}x: {_verdict(c)}."
         )
     if "harness_overhead" in found:
         h, c = results["harness"], found["harness_overhead"]
@@ -137,32 +156,31 @@ def _check_lines(results: dict[str, Any]) -> list[str]:
             f"- Harness overhead on {h['variant']} at batch {h['batch']}: {c['overhead_pct']:.2f}% "
             f"({h['harness_ips']:.1f} img/s measured by the harness against {h['bare_ips']:.1f} img/s from a bare "
             f"`session.run` loop on the same session and inputs; median of {h['rounds']} alternating paired rounds), "
-            f"target <= {c['target_max_pct']:g}%: {'met' if c['met'] else 'MISSED'}."
+            f"target <= {c['target_max_pct']:g}%: {_verdict(c)}."
         )
+    for engine in ("tfserving", "kserve"):
+        c = found.get(f"{engine}_bytes_over_in_process")
+        if c:
+            rest_float = f"{c['rest_float_fraction']:.0%}" if c["rest_float_fraction"] is not None else "not measured"
+            lines.append(
+                f"- {engine}-rest-bytes over tf-savedmodel-fp32 in process (batch {c['batch']}, {c['concurrency']} clients): "
+                f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: {rest_float}), "
+                f"target >= {c['target']:.0%}: {_verdict(c)}."
+            )
+    gpu = found.get("gpu_target")
+    if gpu:
+        if "note" in gpu:
+            lines.append(f"- {gpu['variant']} against MLPerf's {gpu['card']} reference: not judged ({gpu['note']}).")
+        if "offline" in gpu:
+            o = gpu["offline"]
+            lines.append(
+                f"- {gpu['variant']} Offline on {gpu['measured_on']}: {o['ips']:.0f} img/s, {o['fraction']:.0%} of MLPerf's "
+                f"single-{gpu['card']} result ({o['reference_ips']}), target >= {o['target']:.0%}: {_verdict(o)}."
+            )
+        if "singlestream_p90" in gpu:
+            p = gpu["singlestream_p90"]
+            lines.append(f"- {gpu['variant']} SingleStream p90: {p['ms']:.3f} ms, target <= {p['target_max_ms']} ms: {_verdict(p)}.")
+        if "int8_top1_agreement" in gpu:
+            a = gpu["int8_top1_agreement"]
+            lines.append(f"- {gpu['variant']} top-1 agreement with FP32: {a['value']:.2%}, target >= {a['target']:.0%}: {_verdict(a)}.")
     return lines if len(lines) > 3 else []
-
-
-def write_chart(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = plot_data(results)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for variant in variant_cells(results):
-        series = sorted((r["batch"], r["p50_ms"]) for r in data["latency_vs_batch.json"] if r["variant"] == variant)
-        if series:
-            left.plot(*zip(*series), marker="o", label=variant)
-    left.set(xlabel="batch size", ylabel="p50 latency per request (ms)", yscale="log", title="Latency vs batch size")
-    left.legend(fontsize=7)
-    best = [(v, best_throughput(c)) for v, c in variant_cells(results).items()]
-    best = [(v, b[0]) for v, b in best if b]
-    if best:
-        names, values = zip(*best)
-        right.barh(names, values)
-    right.set(xlabel="best throughput (images/s)", title="Best throughput per variant")
-    right.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)

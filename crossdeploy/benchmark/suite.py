@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings, run_mlperf
@@ -23,7 +22,7 @@ from crossdeploy.benchmark.sweep import (
     sweep_variant,
 )
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.preprocessing import to_layout
+from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.variants import TORCH_COMPILE, Variant
 
@@ -41,6 +40,10 @@ class Targets:
     harness_variant: str = "onnxruntime-int8"
     harness_batch: int = 32
     harness_overhead_max_pct: float = 3.0
+    in_process_variant: str = "tf-savedmodel-fp32"  # the SavedModel the servers load
+    served_batch: int = 32
+    served_concurrency: int = 8
+    served_min_fraction: float = 0.6  # the bytes path over the in-process SavedModel, same cell
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class BenchmarkPlan:
                 int8_speedup_min=float(targets["int8_speedup_min"]),
                 harness_batch=int(targets["int8_speedup_batch"]),
                 harness_overhead_max_pct=float(targets["harness_overhead_max_pct"]),
+                served_batch=int(targets["served_batch"]),
+                served_concurrency=int(targets["served_concurrency"]),
+                served_min_fraction=float(targets["served_min_fraction"]),
             ),
             disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
         )
@@ -118,7 +124,7 @@ def select_variants(variants: list[Variant], value: Any) -> list[Variant]:
     return variants if names is None else [v for v in variants if v.name in names]
 
 
-def run_benchmark(variants: list[Variant], images_nchw: np.ndarray, plan: BenchmarkPlan, mlperf_logs: Path) -> dict[str, Any]:
+def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan, mlperf_logs: Path) -> dict[str, Any]:
     from tqdm import tqdm
 
     results: dict[str, Any] = {}
@@ -132,7 +138,7 @@ def run_benchmark(variants: list[Variant], images_nchw: np.ndarray, plan: Benchm
             bar.update()
 
         for variant in variants:
-            reason = plan.disabled.get(variant.name) or (None if variant.artifact.exists() else f"{variant.artifact} was not built")
+            reason = plan.disabled.get(variant.name) or variant.missing_reason()
             if reason:
                 bar.update(len(cells))
                 results[variant.name] = {cell: skipped(reason) for cell in cells}
@@ -141,14 +147,14 @@ def run_benchmark(variants: list[Variant], images_nchw: np.ndarray, plan: Benchm
                 continue
             pool = RunnerPool(variant, plan.threads)
             try:
-                results[variant.name] = sweep_variant(pool, images_nchw, plan.batch_sizes, plan.concurrencies, plan.windows, on_cell)
+                results[variant.name] = sweep_variant(pool, images, plan.batch_sizes, plan.concurrencies, plan.windows, on_cell)
                 measured = [row for row in results[variant.name].values() if row["status"] == "ok"]
                 if _wants_mlperf(plan, variant):
                     bar.set_postfix_str(f"{variant.name} MLPerf LoadGen")
-                    mlperf[variant.name] = _mlperf_row(pool, images_nchw, plan, mlperf_logs / variant.name, results[variant.name], measured)
+                    mlperf[variant.name] = _mlperf_row(pool, images, plan, mlperf_logs / variant.name, results[variant.name], measured)
                 if plan.harness_check and variant.name == plan.targets.harness_variant and measured:
                     bar.set_postfix_str(f"{variant.name} harness overhead")
-                    harness = _harness(pool, images_nchw, plan)
+                    harness = _harness(pool, images, plan)
             finally:
                 pool.close()
     results["mlperf"] = mlperf
@@ -161,7 +167,7 @@ def _wants_mlperf(plan: BenchmarkPlan, variant: Variant) -> bool:
     return plan.mlperf is not None and (plan.mlperf_variants is None or variant.name in plan.mlperf_variants)
 
 
-def _mlperf_row(pool, images_nchw, plan, log_dir, cells, measured) -> dict[str, Any]:
+def _mlperf_row(pool, images, plan, log_dir, cells, measured) -> dict[str, Any]:
     if not measured:
         reasons = {row.get("reason", "") for row in cells.values()}
         return skipped("; ".join(sorted(reasons)) or "no sweep cell could be measured")
@@ -169,9 +175,8 @@ def _mlperf_row(pool, images_nchw, plan, log_dir, cells, measured) -> dict[str, 
     expected_latency_ms = single["p50_ms"] if single.get("status") == "ok" else min(r["p50_ms"] for r in measured)
     try:
         runners = pool.open(plan.mlperf.workers)
-        samples = to_layout(images_nchw, runners[0].layout)
         row = run_mlperf(
-            runners, np.ascontiguousarray(samples), plan.mlperf, log_dir,
+            runners, runners[0].inputs(images), plan.mlperf, log_dir,
             expected_latency_ms=expected_latency_ms,
             expected_ips=max(r["throughput_ips"] for r in measured),
         )
@@ -184,11 +189,11 @@ def _mlperf_row(pool, images_nchw, plan, log_dir, cells, measured) -> dict[str, 
     return {"status": "ok", **row}
 
 
-def _harness(pool: RunnerPool, images_nchw: np.ndarray, plan: BenchmarkPlan) -> dict[str, Any]:
+def _harness(pool: RunnerPool, images: ImageSet, plan: BenchmarkPlan) -> dict[str, Any]:
     from crossdeploy.benchmark.overhead import harness_overhead
 
     runner = pool.open(1)[0]
-    batch = client_batches(images_nchw, plan.targets.harness_batch, 1)[0]
+    batch = client_batches(runner.inputs(images), plan.targets.harness_batch, 1)[0]
     return harness_overhead(runner, batch, plan.windows)
 
 
@@ -220,5 +225,62 @@ def checks(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
             "overhead_pct": harness["overhead_pct"],
             "target_max_pct": targets.harness_overhead_max_pct,
             "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct,
+        }
+    out.update(served_checks(results, targets))
+    return out
+
+
+def gpu_checks(results: dict[str, Any], parity: dict[str, Any], gpu: dict[str, Any] | None, gpu_names: list[str]) -> dict[str, Any]:
+    """The GPU target's figures against MLPerf's reference for that card: Offline throughput, SingleStream
+    p90, INT8 top-1 agreement. Judged only on the card the reference is for."""
+    if not gpu:
+        return {}
+    row = results.get("mlperf", {}).get(gpu["variant"], {})
+    out: dict[str, Any] = {"variant": gpu["variant"], "card": gpu["card"], "measured_on": ", ".join(gpu_names) or "no GPU"}
+    if not any(gpu["card"].lower() in name.lower() for name in gpu_names):
+        out["note"] = f"the reference is for an {gpu['card']}; this run had {out['measured_on']}"
+        return {"gpu_target": out}
+    if row.get("status") != "ok":
+        out["note"] = f"{gpu['variant']} has no MLPerf figures: {row.get('reason', 'not measured')}"
+        return {"gpu_target": out}
+    fraction = row["offline_ips"] / gpu["offline_reference_ips"]
+    out["offline"] = {
+        "ips": row["offline_ips"], "reference_ips": gpu["offline_reference_ips"], "fraction": round(fraction, 3),
+        "target": gpu["offline_min_fraction"], "met": fraction >= gpu["offline_min_fraction"],
+    }  # fmt: skip
+    if gpu.get("singlestream_p90_max_ms") is not None:
+        p90 = row["singlestream_p90_ms"]
+        out["singlestream_p90"] = {"ms": p90, "target_max_ms": gpu["singlestream_p90_max_ms"], "met": p90 <= gpu["singlestream_p90_max_ms"]}
+    agreement = parity.get(gpu["variant"], {}).get("top1_agreement")
+    if agreement is not None:
+        out["int8_top1_agreement"] = {"value": agreement, "target": gpu["int8_top1_agreement_min"], "met": agreement >= gpu["int8_top1_agreement_min"]}
+    return {"gpu_target": out}
+
+
+def served_checks(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
+    """Each engine's bytes path against the in-process SavedModel at one cell, with its REST-float figure."""
+    cell = cell_name(targets.served_batch, targets.served_concurrency)
+
+    def ips(variant: str) -> float | None:
+        row = results.get(variant, {}).get(cell, {})
+        return row["throughput_ips"] if row.get("status") == "ok" else None
+
+    out: dict[str, Any] = {}
+    in_process = ips(targets.in_process_variant)
+    for engine in ("tfserving", "kserve"):
+        served = ips(f"{engine}-rest-bytes")
+        if not (in_process and served):
+            continue
+        fraction = served / in_process
+        rest_float = ips(f"{engine}-rest-fp32")
+        out[f"{engine}_bytes_over_in_process"] = {
+            "batch": targets.served_batch,
+            "concurrency": targets.served_concurrency,
+            "served_ips": served,
+            "in_process_ips": in_process,
+            "fraction": round(fraction, 3),
+            "rest_float_fraction": round(rest_float / in_process, 3) if rest_float else None,
+            "target": targets.served_min_fraction,
+            "met": fraction >= targets.served_min_fraction,
         }
     return out

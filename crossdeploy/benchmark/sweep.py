@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
-from crossdeploy.preprocessing import to_layout
+from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import Runner, ThreadSettings, unavailable_reason
 from crossdeploy.variants import Variant
 
@@ -76,17 +76,17 @@ class RunnerPool:
         gc.collect()
 
 
-def client_batches(images: np.ndarray, batch_size: int, clients: int) -> list[np.ndarray]:
+def client_batches(inputs: np.ndarray, batch_size: int, clients: int) -> list[np.ndarray]:
     """A distinct slice of real images per client (wrapping around a small set), contiguous for the runtime."""
     return [
-        np.ascontiguousarray(np.take(images, range(c * batch_size, (c + 1) * batch_size), axis=0, mode="wrap"))
+        np.ascontiguousarray(np.take(inputs, range(c * batch_size, (c + 1) * batch_size), axis=0, mode="wrap"))
         for c in range(clients)
     ]
 
 
 def sweep_variant(
     pool: RunnerPool,
-    images_nchw: np.ndarray,
+    images: ImageSet,
     batch_sizes: list[int],
     concurrencies: list[int],
     settings: WindowSettings,
@@ -98,7 +98,7 @@ def sweep_variant(
     for batch_size, concurrency in cells:
         name = cell_name(batch_size, concurrency)
         on_cell(f"{pool.variant.name} {name}")
-        results[name] = _measure_cell(pool, images_nchw, batch_size, concurrency, settings)
+        results[name] = _measure_cell(pool, images, batch_size, concurrency, settings)
         if results[name].pop("unavailable", False):
             for b, c in cells[len(results) :]:
                 on_cell(f"{pool.variant.name} {cell_name(b, c)}")
@@ -108,7 +108,7 @@ def sweep_variant(
 
 
 def _measure_cell(
-    pool: RunnerPool, images_nchw: np.ndarray, batch_size: int, concurrency: int, settings: WindowSettings
+    pool: RunnerPool, images: ImageSet, batch_size: int, concurrency: int, settings: WindowSettings
 ) -> dict[str, Any]:
     try:
         runners = pool.open(concurrency)
@@ -121,12 +121,18 @@ def _measure_cell(
     fixed = runners[0].fixed_batch
     if fixed is not None and fixed != batch_size:
         return skipped(f"the artifact takes a fixed batch of {fixed}")
-    layout = to_layout(images_nchw, runners[0].layout)
-    batches = client_batches(layout, batch_size, concurrency)
+    batches = client_batches(runners[0].inputs(images), batch_size, concurrency)
     clients = [lambda r=r, x=x: r.infer(x) for r, x in zip(runners, batches)]
+    for runner in runners:
+        runner.device_ms.clear()
     try:
         row = measure_closed_loop(clients, batch_size, settings, pool.warm_flags(runners, batch_size))
     except Exception as exc:
         log.exception("%s failed at batch %d, concurrency %d", pool.variant.name, batch_size, concurrency)
         return failed(exc)
+    device_ms = [ms for runner in set(runners) for ms in runner.device_ms]
+    if device_ms:
+        # trtexec's split: GPU compute alone, beside the end-to-end host latency above (warm-up included)
+        row["gpu_compute_p50_ms"] = round(float(np.percentile(device_ms, 50)), 4)
+        row["gpu_compute_p99_ms"] = round(float(np.percentile(device_ms, 99)), 4)
     return {**row, "status": "ok"}

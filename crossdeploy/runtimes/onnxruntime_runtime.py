@@ -17,7 +17,7 @@ class OnnxRuntimeRunner(Runner):
         model_path: str | Path,
         name: str,
         threads: ThreadSettings | None = None,
-        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        providers: tuple[str | tuple[str, dict], ...] = ("CPUExecutionProvider",),
     ):
         super().__init__(name, threads)
         self.model_path = Path(model_path)
@@ -26,7 +26,8 @@ class OnnxRuntimeRunner(Runner):
     def _activate_impl(self) -> None:
         import onnxruntime as ort
 
-        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        names = [p if isinstance(p, str) else p[0] for p in self.providers]
+        missing = [p for p in names if p not in ort.get_available_providers()]
         if missing:
             raise RuntimeUnavailable(
                 f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())}); "

@@ -1,4 +1,5 @@
-"""PyTorch, running the exported program written by the model stage: eager, or through torch.compile."""
+"""PyTorch, running the exported program written by the model stage: eager or through torch.compile,
+on the CPU in FP32 or on a CUDA GPU (FP16 there is the GPU baseline TensorRT is compared with)."""
 
 from __future__ import annotations
 
@@ -18,27 +19,39 @@ class TorchRunner(Runner):
         name: str = "torch-fp32",
         threads: ThreadSettings | None = None,
         compile: bool = False,
+        device: str = "cpu",
+        half: bool = False,
     ):
         super().__init__(name, threads)
         self.program_path = Path(program_path)
         self.compile = compile
+        self.device = device
+        self.half = half
 
     def _activate_impl(self) -> None:
         import torch
 
+        from crossdeploy.runtimes.base import RuntimeUnavailable
         from crossdeploy.source_model import load_program
 
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeUnavailable("PyTorch sees no CUDA GPU here")
         if self.threads.intra_op:
             torch.set_num_threads(self.threads.intra_op)
         self._torch = torch
-        self._module = load_program(self.program_path)
+        self._module = load_program(self.program_path).to(self.device)
+        if self.half:
+            self._module = self._module.half()
         if self.compile:
             # dynamic=True: one compiled graph for every batch size instead of a recompile per size
             self._module = torch.compile(self._module, dynamic=True)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._module(self._torch.from_numpy(batch)).numpy()
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            logits = self._module(x.half() if self.half else x)
+            return logits.float().cpu().numpy()  # .cpu() waits for the GPU: the timing covers the work
 
     def _deactivate_impl(self) -> None:
         del self._module

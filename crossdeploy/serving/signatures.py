@@ -21,7 +21,12 @@ BYTES_INPUT = "image_bytes"
 
 def preprocess_encoded(tf, encoded, prep: Preprocessing):
     """One encoded image (scalar string tensor) -> normalized float32 HWC tensor."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # TensorFlow's default JPEG IDCT is the fast one (off by up to 5 grey levels); PIL uses the accurate one
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     short, long = tf.minimum(height, width), tf.maximum(height, width)
     # torchvision: the shorter side becomes resize_size, the longer one is truncated, not rounded

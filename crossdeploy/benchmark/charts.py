@@ -1,0 +1,61 @@
+"""The benchmark's pictures: the rows DVC plots render, and the PNG chart beside the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crossdeploy.benchmark.suite import best_throughput
+from crossdeploy.benchmark.sweep import parse_cell
+
+SECTIONS = ("mlperf", "harness", "checks", "device", "setup")
+
+
+def variant_cells(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {name: cells for name, cells in results.items() if name not in SECTIONS}
+
+
+def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Rows for DVC plots: latency against batch size at the lowest concurrency, and throughput against
+    concurrency at the largest batch size, one series per variant."""
+    rows = [
+        {"variant": variant, "batch": b, "concurrency": c, **{k: row[k] for k in ("p50_ms", "p99_ms", "throughput_ips")}}
+        for variant, cells in variant_cells(results).items()
+        for name, row in cells.items()
+        if row.get("status") == "ok"
+        for b, c in [parse_cell(name)]
+    ]
+    if not rows:
+        return {"latency_vs_batch.json": [], "throughput_vs_concurrency.json": []}
+    lowest_concurrency = min(r["concurrency"] for r in rows)
+    largest_batch = max(r["batch"] for r in rows)
+    return {
+        "latency_vs_batch.json": [r for r in rows if r["concurrency"] == lowest_concurrency],
+        "throughput_vs_concurrency.json": [r for r in rows if r["batch"] == largest_batch],
+    }
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = plot_data(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in variant_cells(results):
+        series = sorted((r["batch"], r["p50_ms"]) for r in data["latency_vs_batch.json"] if r["variant"] == variant)
+        if series:
+            left.plot(*zip(*series), marker="o", label=variant)
+    left.set(xlabel="batch size", ylabel="p50 latency per request (ms)", yscale="log", title="Latency vs batch size")
+    left.legend(fontsize=7)
+    best = [(v, best_throughput(c)) for v, c in variant_cells(results).items()]
+    best = [(v, b[0]) for v, b in best if b]
+    if best:
+        names, values = zip(*best)
+        right.barh(names, values)
+    right.set(xlabel="best throughput (images/s)", title="Best throughput per variant")
+    right.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)

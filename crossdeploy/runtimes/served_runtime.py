@@ -1,0 +1,68 @@
+"""A served model as a runner: `crossdeploy serve` in a child process, called over REST or gRPC, so
+the benchmark measures what the network hop and serialization cost next to the in-process rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
+
+
+class ServedRunner(Runner):
+    layout = "NHWC"
+
+    def __init__(
+        self,
+        name: str,
+        engine: str,  # kserve | tfserving
+        protocol: str,  # rest | grpc
+        encoded: bool,
+        params_file: str | Path = "params.yaml",
+        threads: ThreadSettings | None = None,
+        repository: Path | None = None,  # default: the params' paths.serving
+        status_file: Path | None = None,  # a stage's {"status", "reason"} for a repository it may have skipped
+    ):
+        super().__init__(name, threads)
+        self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
+        self.repository, self.status_file = repository, status_file
+        self.input_kind = "encoded" if encoded else "tensor"
+
+    def _activate_impl(self) -> None:
+        from crossdeploy.params import load_params
+        from crossdeploy.serving import clients
+        from crossdeploy.serving.server_process import ServerProcess
+
+        if self.status_file is not None:
+            status = json.loads(self.status_file.read_text())
+            if status["status"] != "ok":
+                raise RuntimeUnavailable(status["reason"])
+        self._check_engine()
+        model = load_params(self.params_file)["model"]["name"]
+        self._server = ServerProcess(self.engine, self.params_file, self.repository)
+        endpoint = self._server.start()
+        if self.protocol == "grpc":
+            self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", model)
+        else:
+            self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", model)
+
+    def _check_engine(self) -> None:
+        if self.engine == "kserve":
+            import kserve  # noqa: F401  (an ImportError here says the engine is not installed)
+            return
+        from crossdeploy.serving import tfserving_launch as launch
+
+        if not (launch.binary_available() or launch.docker_available()):
+            raise RuntimeUnavailable(f"TF Serving needs {launch.BINARY} on PATH or a running Docker engine; neither is here")
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_kind == "encoded":
+            return self._client.predict_encoded(list(batch))
+        return self._client.predict(batch)
+
+    def _deactivate_impl(self) -> None:
+        if self.protocol == "grpc":
+            self._client.close()
+        self._server.close()

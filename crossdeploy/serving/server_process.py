@@ -1,0 +1,100 @@
+"""`crossdeploy serve` as a child process on free loopback ports: started, awaited until its model is
+ready, and stopped with SIGTERM, as the benchmark and the tests drive a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import crossdeploy
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.serving.tfserving_launch import Endpoint
+
+READY_LINE = "ready: REST"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: a server started for a measurement must not outlive a killed parent (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServerProcess:
+    def __init__(
+        self, engine: str, params_file: str | Path = "params.yaml", repository: Path | None = None, ready_timeout_s: float = 300.0
+    ):
+        self.engine = engine
+        self.repository = repository.resolve() if repository else None
+        self.params_file = Path(params_file).resolve()
+        self.ready_timeout_s = ready_timeout_s
+        self.endpoint: Endpoint | None = None
+        self.process: subprocess.Popen | None = None
+        # a file, not a pipe: nobody reads a pipe while the server runs, and a full pipe stalls it
+        self.log = Path(tempfile.mkstemp(prefix=f"crossdeploy-serve-{engine}-", suffix=".log")[1])
+
+    def start(self) -> Endpoint:
+        self.endpoint = Endpoint("127.0.0.1", free_port(), free_port())
+        command = [
+            sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", self.engine,
+            "--host", self.endpoint.host, "--rest-port", str(self.endpoint.rest_port),
+            "--grpc-port", str(self.endpoint.grpc_port), "--params", self.params_file.name,
+            *(["--repository", str(self.repository)] if self.repository else []),
+        ]  # fmt: skip
+        # the child runs this very crossdeploy, installed or not
+        package_root = str(Path(crossdeploy.__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.params_file.parent, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while READY_LINE not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.output()[-2000:]
+                self.close()
+                raise CrossdeployError(f"crossdeploy serve --engine {self.engine} did not become ready:\n{tail}")
+            time.sleep(0.2)
+        return self.endpoint
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; returns the exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self.log.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ServerProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

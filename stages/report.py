@@ -1,0 +1,34 @@
+"""Stage report: metrics/benchmark.md from the benchmark and parity metrics, compared with
+benchmark.baseline where one is named (changing it re-renders only this report), and
+metrics/summary.json, the key figures `dvc exp show` lists as columns."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.benchmark.baseline import load_baseline
+from crossdeploy.benchmark.report import benchmark_markdown, key_figures
+from crossdeploy.params import load_params
+from crossdeploy.source_model import ModelCard
+from crossdeploy.stage import read_json, run_stage, write_json
+
+
+def main() -> None:
+    params = load_params()
+    paths, cfg = params["paths"], params["benchmark"]
+    metrics = Path(paths["metrics"])
+    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
+    results = read_json(metrics / "benchmark.json")
+    baseline = None
+    if cfg["baseline"]:
+        commit, data = load_baseline(str(cfg["baseline"]), (metrics / "benchmark.json").as_posix())
+        baseline = (f"`{cfg['baseline']}` (commit {commit[:7]})", data)
+    parity = read_json(metrics / "parity.json")
+    write_json(metrics / "summary.json", key_figures(results, parity))
+    text = benchmark_markdown(results, parity, card, "benchmark.png", baseline=baseline)
+    with atomic_path(metrics / "benchmark.md") as report:
+        report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,57 @@
+"""Served variants as runners: `crossdeploy serve` started in a child process and called over REST,
+compared with the in-process SavedModel it serves; TF Serving's variants say why they cannot run."""
+
+import numpy as np
+import pytest
+
+from crossdeploy.parity import compare_logits
+from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.runtimes.served_runtime import ServedRunner
+from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
+from crossdeploy.serving import tfserving_launch
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_saved_model, tiny_images):
+    with TensorFlowRunner(tiny_saved_model) as runner:
+        return runner.infer_all(runner.inputs(tiny_images[1]), 4)
+
+
+def test_served_floats_equal_the_in_process_savedmodel(served_repo, tiny_images, in_process):
+    with ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False, params_file=served_repo / "params.yaml") as runner:
+        served = runner.infer_all(runner.inputs(tiny_images[1]), 4)
+    np.testing.assert_allclose(served, in_process, rtol=1e-5, atol=1e-5)
+
+
+def test_served_bytes_match_the_pipeline_preprocessing(served_repo, tiny_images, in_process):
+    """The JPEGs the data stage kept, decoded and resized in the serving graph, give the logits of the
+    pixels PIL made from the same files."""
+    with ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True, params_file=served_repo / "params.yaml") as runner:
+        batch = runner.inputs(tiny_images[1])
+        assert batch.dtype == object and batch[0][:2] == b"\xff\xd8"  # JPEG files, not tensors
+        served = runner.infer_all(batch, 4)
+    assert compare_logits(in_process, served)["cosine_min"] >= 0.999
+
+
+def test_a_bytes_runner_rejects_tensors(served_repo, tiny_images):
+    runner = ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True, params_file=served_repo / "params.yaml")
+    runner.is_active = True  # the check comes before any request
+    with pytest.raises(ValueError, match="1-D object array of encoded images"):
+        runner.infer(tiny_images[1].tensors("NHWC"))
+
+
+def test_an_image_set_without_files_cannot_feed_the_bytes_path(tiny_images):
+    runner = ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True)
+    assert tiny_images[0].encoded is None  # calibration keeps pixels only
+    with pytest.raises(RuntimeUnavailable, match="keeps no encoded images"):
+        runner.inputs(tiny_images[0])
+
+
+@pytest.mark.skipif(
+    tfserving_launch.binary_available() or tfserving_launch.docker_available(),
+    reason="TF Serving can run here",
+)
+def test_tfserving_variants_say_why_they_cannot_run(served_repo):
+    runner = ServedRunner("tfserving-grpc-fp32", "tfserving", "grpc", encoded=False, params_file=served_repo / "params.yaml")
+    with pytest.raises(RuntimeUnavailable, match="tensorflow_model_server on PATH or a running Docker engine"):
+        runner.activate()

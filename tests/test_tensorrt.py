@@ -1,0 +1,136 @@
+"""TensorRT: what an engine is keyed by and when it must not be loaded (everywhere), and building and
+running FP16 and INT8 engines, ONNX Runtime's GPU providers and PyTorch CUDA (marked gpu)."""
+
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.parity import compare_logits
+from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
+from crossdeploy.tensorrt.engines import build_record, record_path, usable_engine
+from crossdeploy.variants import Variant
+
+A100 = GpuTarget("NVIDIA A100-SXM4-40GB", "8.0", "10.13.0")
+H100 = GpuTarget("NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+FP16 = BuildSettings("fp16", BatchProfile(1, 32, 128), workspace_mib=4096)
+
+
+def test_profile_shapes_and_bad_settings_name_the_param():
+    assert BatchProfile(1, 8, 64).shapes((3, 224, 224)) == ((1, 3, 224, 224), (8, 3, 224, 224), (64, 3, 224, 224))
+    with pytest.raises(CrossdeployError, match="tensorrt.batch must satisfy 1 <= min <= opt <= max"):
+        BatchProfile(8, 4, 64)
+    with pytest.raises(CrossdeployError, match="precision 'int4'"):
+        BuildSettings("int4", BatchProfile(1, 1, 1), 1024)
+    with pytest.raises(CrossdeployError, match="tensorrt.optimization_level"):
+        BuildSettings("fp16", BatchProfile(1, 1, 1), 1024, optimization_level=9)
+
+
+def test_engine_key_changes_with_everything_an_engine_depends_on():
+    base = engine_key("abc", FP16, A100)
+    assert engine_key("abc", FP16, A100) == base
+    changed = [
+        engine_key("abd", FP16, A100),  # another ONNX model
+        engine_key("abc", replace(FP16, precision="int8"), A100),
+        engine_key("abc", replace(FP16, batch=BatchProfile(1, 64, 128)), A100),
+        engine_key("abc", replace(FP16, workspace_mib=2048), A100),
+        engine_key("abc", FP16, H100),  # another GPU type
+        engine_key("abc", FP16, replace(A100, tensorrt="10.14.1")),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_record_round_trip_and_every_mismatch_says_why():
+    record = EngineRecord(engine_key("abc", FP16, A100), "abc", FP16, A100)
+    assert EngineRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert record.mismatch("abc", FP16, A100) is None
+    assert "built for NVIDIA A100-SXM4-40GB (sm 8.0); this machine has NVIDIA H100 80GB HBM3 (sm 9.0)" in record.mismatch("abc", FP16, H100)
+    assert "TensorRT 10.13.0; this machine has 10.14.1" in record.mismatch("abc", FP16, replace(A100, tensorrt="10.14.1"))
+    assert "ONNX model has changed" in record.mismatch("xyz", FP16, A100)
+    assert "the params now ask for" in record.mismatch("abc", replace(FP16, workspace_mib=1024), A100)
+
+
+needs_no_gpu = pytest.mark.skipif(current_target()[0] is not None, reason="this machine can build TensorRT engines")
+
+
+@needs_no_gpu
+def test_without_a_gpu_the_record_says_skipped_and_the_runner_repeats_why(tiny_optimized, tmp_path):
+    plan = tmp_path / "tensorrt-fp16.plan"
+    record = build_record(plan, tiny_optimized[0], FP16, tmp_path / "timing")
+    assert record["status"] == "skipped" and record["reason"] and not plan.exists()
+    record_path(plan).write_text(json.dumps(record))
+    variant = Variant("tensorrt-fp16", "fp16", "tensorrt", plan, record=record_path(plan))
+    assert variant.missing_reason() is None  # the runner decides, and says why
+    with pytest.raises(RuntimeUnavailable, match=re.escape(record["reason"])):
+        variant.runner(None).activate()
+
+
+def test_an_engine_never_built_says_which_stage_builds_it(tmp_path):
+    with pytest.raises(RuntimeUnavailable, match="run `dvc repro tensorrt`"):
+        usable_engine(tmp_path / "tensorrt-int8.plan")
+    assert Variant("tensorrt-int8", "int8", "tensorrt", tmp_path / "x.plan").missing_reason().endswith("was not built")
+
+
+# ---- on a GPU: `python -m pytest -m gpu` ----
+
+
+@pytest.fixture(scope="module")
+def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
+    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
+
+    path = tmp_path_factory.mktemp("qdq") / "tensorrt.onnx"
+    quantize_onnx(tiny_optimized[0], path, tiny_images[0].tensors("NCHW"), QuantizeSettings(calibration_size=12, calibration_batch=4), "tensorrt")
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision,cosine", [("fp16", 0.999), ("int8", 0.98)])
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference, tmp_path):
+    from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
+
+    onnx = tiny_optimized[0] if precision == "fp16" else trt_int8_onnx
+    settings = BuildSettings(precision, BatchProfile(1, 4, 8), workspace_mib=1024)
+    plan = tmp_path / f"tensorrt-{precision}.plan"
+    record = build_record(plan, onnx, settings, tmp_path / "timing")
+    assert record["status"] == "ok" and plan.stat().st_size > 0
+    assert any((tmp_path / "timing").glob("timing-sm*.cache"))
+    record_path(plan).write_text(json.dumps(record))
+    with TensorRTRunner(plan, f"tensorrt-{precision}", cuda_graph=cuda_graph) as runner:
+        logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
+        assert len(runner.device_ms) == len(logits) // 4 + (len(logits) % 4 > 0) and min(runner.device_ms) > 0
+        with pytest.raises(ValueError, match="batches of 1 to 8"):
+            runner.infer(np.zeros((9, *tiny_images[1].tensors("NCHW").shape[1:]), np.float32))
+    assert compare_logits(tiny_reference, logits)["cosine_min"] >= cosine
+
+
+@pytest.mark.gpu
+def test_a_mismatched_shared_engine_is_rebuilt_locally(tiny_optimized, tmp_path, monkeypatch):
+    settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512)
+    plan = tmp_path / "tensorrt-fp16.plan"
+    record = build_record(plan, tiny_optimized[0], settings, tmp_path / "timing")
+    record["target"] = {**record["target"], "compute_capability": "1.0", "gpu": "an older GPU"}
+    record_path(plan).write_text(json.dumps(record))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    local = usable_engine(plan)
+    assert local != plan and local.is_file() and local.is_relative_to(tmp_path / "cache")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime,precision,cosine", [("onnxruntime-cuda", "fp32", 0.99999), ("onnxruntime-tensorrt", "int8", 0.98)])
+def test_onnxruntime_gpu_providers_match_torch(runtime, precision, cosine, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference):
+    model = tiny_optimized[0] if precision == "fp32" else trt_int8_onnx
+    with Variant(runtime, precision, runtime, model).runner(None) as runner:
+        logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
+    assert compare_logits(tiny_reference, logits)["cosine_min"] >= cosine
+
+
+@pytest.mark.gpu
+def test_torch_cuda_fp16_matches_fp32(tiny_source, tiny_images, tiny_reference):
+    with Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", tiny_source[0]).runner(None) as runner:
+        logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
+    assert compare_logits(tiny_reference, logits)["cosine_min"] >= 0.999

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,17 @@ class ImageSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     encoded: list[bytes] | None = None  # the evaluation set's images as files, before resize and crop
+    _tensors: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def has_labels(self) -> bool:
         return bool(len(self.labels)) and bool((self.labels >= 0).all())
 
     def tensors(self, layout: str = "NCHW") -> np.ndarray:
-        return normalize(self.pixels, self.mean, self.std, layout)
+        """Normalized once per layout and shared (the benchmark asks per cell): do not modify the result."""
+        if layout not in self._tensors:
+            self._tensors[layout] = normalize(self.pixels, self.mean, self.std, layout)
+        return self._tensors[layout]
 
     def save(self, path: Path) -> None:
         arrays = {

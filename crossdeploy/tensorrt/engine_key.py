@@ -8,6 +8,7 @@ why and a fresh engine is built.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -80,6 +81,7 @@ def tensorrt_version() -> str | None:
     return None
 
 
+@functools.cache  # the GPU and TensorRT do not change under a running process; each runner asks
 def current_target() -> tuple[GpuTarget | None, str]:
     """(this machine's target, "") or (None, why TensorRT cannot build or run here)."""
     from crossdeploy.device_info import gpus
@@ -95,6 +97,12 @@ def current_target() -> tuple[GpuTarget | None, str]:
 
 
 def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)  # keyed by size and mtime: a runner per client hashes a 100 MB model once
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -6,10 +6,8 @@ import warnings
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.source_model import MAX_BATCH
+from crossdeploy.layout import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 # The oldest opset whose Conv/BatchNorm/Gemm/Resize semantics every target here (onnx2tf, TensorRT 10) accepts.
 MIN_OPSET = 13

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import MAX_BATCH
 from crossdeploy.preprocessing import Preprocessing
 
 RANDOM_WEIGHTS_NOTE = "random weights: fidelity figures only, no accuracy"
@@ -20,7 +21,6 @@ SWITCH_TO_REAL_WEIGHTS = (
     "set `model.weights: IMAGENET1K_V2` (torchvision weights, from the local torch hub cache or downloaded) "
     "or `model.checkpoint: path/to/your_state_dict.pt` in conf/config.yaml"
 )
-MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)

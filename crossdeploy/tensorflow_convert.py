@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.onnx_export import INPUT_NAME, OUTPUT_NAME
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from crossdeploy.onnx_rewrite import pad_maxpools_after_relu
 from crossdeploy.tensorflow_env import import_tensorflow
 
-SIGNATURE = "serving_default"
 TFLITE_PRECISIONS = ("fp32", "fp16", "int8")
 
 

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from crossdeploy.layout import saved_model_version_dir, tensorrt_engines
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -143,20 +144,6 @@ RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
 }
 
 REFERENCE = "torch-fp32"
-
-
-def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int = 1) -> Path:
-    """TF Serving's layout: <model base path>/<version>/saved_model.pb."""
-    return Path(paths["savedmodel"]) / model_name / str(version)
-
-
-def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
-    """(variant, precision, ONNX it is built from): FP16 from the float model, INT8 from the
-    TensorRT-flavour QDQ model (explicit quantization with the calibrated scales)."""
-    return [
-        ("tensorrt-fp16", "fp16", Path(paths["onnx_optimized"])),
-        ("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"])),
-    ]
 
 
 def pipeline_variants(params: dict[str, Any]) -> list[Variant]:

@@ -4,13 +4,14 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.datasets import make_image_sets
-from crossdeploy.params import load_params
+from crossdeploy.params import check_input_dep, load_params
 from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.stage import read_json, run_stage
 
 
 def main() -> None:
     params = load_params()
+    check_input_dep(params, "data.images", "images", "stages/data.py")
     cfg, paths = params["data"], params["paths"]
     spec = read_json(Path(paths["source"]) / "preprocessing.json")
     calibration, evaluation = make_image_sets(

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.params import load_params
+from crossdeploy.params import check_input_dep, load_params
 from crossdeploy.source_model import build_source_model, export_program
 from crossdeploy.stage import run_stage, write_json
 
@@ -12,6 +12,7 @@ def main() -> None:
     import torch
 
     params = load_params()
+    check_input_dep(params, "model.checkpoint", "checkpoint", "stages/model.py")
     cfg = params["model"]
     model, card = build_source_model(
         name=cfg["name"],

@@ -12,7 +12,7 @@ from crossdeploy.serving.manifests import write_manifests
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, BatchingParameters, write_repository_files
 from crossdeploy.serving.signatures import export_with_bytes_signature
 from crossdeploy.stage import read_json, run_stage
-from crossdeploy.variants import saved_model_version_dir
+from crossdeploy.layout import saved_model_version_dir
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage, write_json
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
 from crossdeploy.tensorrt.engines import build_record, record_path
-from crossdeploy.variants import tensorrt_engines
+from crossdeploy.layout import tensorrt_engines
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from crossdeploy.serving.repository import BatchingParameters, write_repository_
 from crossdeploy.stage import run_stage, write_json
 from crossdeploy.tensorflow_env import import_tensorflow
 from crossdeploy.tensorflow_tensorrt import convert_tftrt_int8, tftrt_unavailable_reason
-from crossdeploy.variants import saved_model_version_dir
+from crossdeploy.layout import saved_model_version_dir
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossdeploy.layout import SIGNATURE
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -17,7 +18,7 @@ class TensorFlowRunner(Runner):
         saved_model_dir: str | Path,
         name: str = "tf-savedmodel-fp32",
         threads: ThreadSettings | None = None,
-        signature: str = "serving_default",
+        signature: str = SIGNATURE,
     ):
         super().__init__(name, threads)
         self.saved_model_dir = Path(saved_model_dir)

@@ -10,10 +10,9 @@ import urllib.request
 import numpy as np
 import orjson
 
-from crossdeploy.onnx_export import INPUT_NAME, OUTPUT_NAME
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from crossdeploy.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE
 
-DEFAULT_SIGNATURE = "serving_default"
 
 
 class ServingError(RuntimeError):
@@ -60,7 +59,7 @@ def predict_request(model: str, images_nhwc: np.ndarray | None = None, encoded_i
         request.model_spec.signature_name = BYTES_SIGNATURE
         request.inputs[BYTES_INPUT].CopyFrom(tf.make_tensor_proto(encoded_images, dtype=tf.string))
     else:
-        request.model_spec.signature_name = DEFAULT_SIGNATURE
+        request.model_spec.signature_name = SIGNATURE
         request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(np.ascontiguousarray(images_nhwc, np.float32)))
     return request
 

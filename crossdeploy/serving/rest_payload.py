@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from crossdeploy.layout import SIGNATURE
+
 
 class RequestError(ValueError):
     """A malformed request; the message says what to change, and the server answers 400."""
@@ -68,7 +70,7 @@ def decode_request(
         raise RequestError('the request body must be a JSON object with "instances" or "inputs".')
     if ("instances" in payload) == ("inputs" in payload):
         raise RequestError('give exactly one of "instances" (row format) or "inputs" (columnar format).')
-    name = payload.get("signature_name", "serving_default")
+    name = payload.get("signature_name", SIGNATURE)
     if name not in signatures:
         raise RequestError(f"unknown signature_name {name!r}; this model has {sorted(signatures)}.")
     specs = signatures[name]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossdeploy.onnx_export import INPUT_NAME, OUTPUT_NAME
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from crossdeploy.preprocessing import Preprocessing
-from crossdeploy.tensorflow_convert import SIGNATURE
 
 BYTES_SIGNATURE = "serving_bytes"
 # TF Serving's REST API base64-decodes {"b64": ...} values for inputs whose name ends in "_bytes".

@@ -1,0 +1,31 @@
+"""Where the pipeline's artifacts live, derived from params.yaml's `paths` section.
+
+Kept apart from variants.py (which pulls in every runtime) so that a stage needing only a path,
+such as the TensorRT build, does not depend on the runtimes' code under DVC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: The model's interface, the same in every artifact: ONNX input/output names, the SavedModel's
+#: serving signature, and the largest batch the exported programs accept.
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+SIGNATURE = "serving_default"
+MAX_BATCH = 4096
+
+
+def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int = 1) -> Path:
+    """TF Serving's layout: <model base path>/<version>/saved_model.pb."""
+    return Path(paths["savedmodel"]) / model_name / str(version)
+
+
+def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
+    """(variant, precision, ONNX it is built from): FP16 from the float model, INT8 from the
+    TensorRT-flavour QDQ model (explicit quantization with the calibrated scales)."""
+    return [
+        ("tensorrt-fp16", "fp16", Path(paths["onnx_optimized"])),
+        ("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"])),
+    ]

@@ -187,17 +187,17 @@ def _normalize_class_name(name: str) -> str:
 def class_index_map(class_names: list[str], categories: list[str] | None, num_classes: int) -> dict[str, int] | None:
     """Map ImageFolder class names to the model's output indices, or None where they cannot be mapped.
 
-    Names match the weights' category names (case and '_' insensitive); folders named by integer
-    index map directly; otherwise, with exactly num_classes folders, torchvision ImageFolder's
-    sorted order is the training order the user most likely had.
+    Names match the weights' category names (case and '_' insensitive); otherwise, with exactly
+    num_classes folders, torchvision ImageFolder's order: folder names sorted as strings -> 0..N-1.
+    Folders named with digits follow that order too ('10' before '2'), since a model trained with
+    ImageFolder on them learned exactly that order, not the digits' values. Fewer folders than classes
+    leave no way to tell which indices they stand for, so they get no labels.
     """
     if categories:
         lookup = {_normalize_class_name(c): i for i, c in enumerate(categories)}
         mapped = {name: lookup.get(_normalize_class_name(name)) for name in class_names}
         if all(v is not None for v in mapped.values()):
             return mapped
-    if all(n.isdigit() and int(n) < num_classes for n in class_names):
-        return {n: int(n) for n in class_names}
     if len(class_names) == num_classes:
         return {n: i for i, n in enumerate(sorted(class_names))}
     return None
@@ -231,7 +231,9 @@ def folder_image_sets(
         )
 
     labelled = all(label is not None for _, label in files)
-    index = class_index_map(sorted({c for _, c in files}), categories, num_classes) if labelled else None
+    # every class folder counts, as in ImageFolder, so an empty one cannot shift the indices after it;
+    # hidden folders (.ipynb_checkpoints) are not classes here, where ImageFolder would count them
+    index = class_index_map([d.name for d in class_dirs], categories, num_classes) if labelled else None
     order = _rng(seed, "folder").permutation(len(files))
     chosen = [files[i] for i in order[:needed]]
 

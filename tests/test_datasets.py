@@ -71,9 +71,36 @@ def test_image_folder_with_category_names_is_labelled(tmp_path):
 
 
 def test_class_index_mapping_rules():
-    assert class_index_map(["3", "0"], None, 10) == {"3": 3, "0": 0}
     assert class_index_map(["dog", "cat"], None, 2) == {"cat": 0, "dog": 1}
     assert class_index_map(["dog", "cat"], None, 5) is None
+    # digits are names, not indices: a subset of digit folders says nothing about which outputs they are
+    assert class_index_map(["3", "0"], None, 10) is None
+
+
+def test_digit_named_folders_follow_image_folders_sorted_order(tmp_path):
+    """torchvision's ImageFolder sorts folder names as strings: '10' and '11' come before '2'."""
+    names = [str(i) for i in range(12)]
+    make_folder(tmp_path, names, 1)
+    calibration, evaluation = make_image_sets(
+        images=str(tmp_path), calibration_size=6, evaluation_size=6, preprocessing=P, seed=0, categories=None, num_classes=12
+    )
+    expected = {name: i for i, name in enumerate(sorted(names))}
+    assert expected["10"] == 2 and expected["2"] == 4
+    for image_set in (calibration, evaluation):
+        for source, label in zip(image_set.sources, image_set.labels):
+            assert label == expected[source.split("/")[0]]
+    assert evaluation.has_labels
+
+
+def test_an_empty_class_folder_keeps_its_index(tmp_path):
+    """ImageFolder counts every class folder; dropping an empty one would shift every label after it."""
+    make_folder(tmp_path, ["a", "c"], 3)
+    (tmp_path / "b").mkdir()
+    calibration, evaluation = make_image_sets(
+        images=str(tmp_path), calibration_size=3, evaluation_size=3, preprocessing=P, seed=0, categories=None, num_classes=3
+    )
+    labels = {s.split("/")[0]: int(label) for image_set in (calibration, evaluation) for s, label in zip(image_set.sources, image_set.labels)}
+    assert labels == {"a": 0, "c": 2}
 
 
 def test_empty_missing_and_overlapping_folders(tmp_path):

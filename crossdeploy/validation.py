@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from crossdeploy.datasets import ImageSet
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.parity import Thresholds, compare_logits
-from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
+from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ def validate_variants(
     judge_agreement: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Return the parity table, one row per variant, with status ok, failed or skipped.
+
+    Skipped means an optional runtime or the device is missing here (runtimes.base.unavailable_reason);
+    a variant that raises anything else is failed, with the error as its reason.
 
     judge_agreement=False (random weights) reports top-1/top-5 but judges on cosine and error only:
     a random network's top logits are near-ties that any rounding flips.
@@ -62,8 +66,11 @@ def validate_variants(
             except Exception as exc:
                 reason = unavailable_reason(variant.runtime, exc)
                 if reason is None:
-                    raise
-                row.update(status="skipped", reason=reason)
+                    # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
+                    log.exception("%s could not run", variant.name)
+                    row.update(status="failed", reason=error_text(exc))
+                else:
+                    row.update(status="skipped", reason=reason)
                 results[variant.name] = row
                 continue
             finally:
@@ -74,3 +81,21 @@ def validate_variants(
             row.update(status="failed", reason="; ".join(missed))
         results[variant.name] = row
     return results
+
+
+def required_variants(value: Any, known: list[str]) -> list[str]:
+    """`validate.require` as a list of variant names; a name that is no variant is an error."""
+    names = [] if value is None else [value] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CrossdeployError(f"validate.require names unknown variants {', '.join(unknown)}; choose from {', '.join(known)}.")
+    return names
+
+
+def unmet_requirements(results: dict[str, dict[str, Any]], required: list[str]) -> list[str]:
+    """One sentence per required variant that was skipped: the target says it must run here."""
+    return [
+        f"{name} is required on this target (validate.require) but was skipped: {results[name]['reason']}"
+        for name in required
+        if results[name]["status"] == "skipped"
+    ]

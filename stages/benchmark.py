@@ -1,11 +1,12 @@
 """Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json, plots and a chart
-(the report stage writes metrics/benchmark.md from them)."""
+(the report stage judges them against benchmark.targets and writes metrics/benchmark.md). Measurement
+only: it reads neither parity.json nor the targets, so changing either never re-runs it."""
 
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.benchmark.charts import plot_data, write_chart
-from crossdeploy.benchmark.suite import BenchmarkPlan, gpu_checks, run_benchmark, select_variants
+from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
 from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import describe_device
 from crossdeploy.onnx_graph import size_mb
@@ -41,8 +42,6 @@ def main() -> None:
             "artifact_mb": {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()},
         }
 
-    parity = read_json(metrics / "parity.json")
-    results["checks"].update(gpu_checks(results, parity, cfg["targets"].get("gpu"), [g["name"] for g in results["device"]["gpus"]]))
     write_json(metrics / "benchmark.json", results)
     for name, rows in plot_data(results).items():
         write_json(metrics / "plots" / name, rows)

@@ -1,11 +1,13 @@
-"""Stage report: metrics/benchmark.md from the benchmark and parity metrics, compared with
-benchmark.baseline where one is named (changing it re-renders only this report), and
-metrics/summary.json, the key figures `dvc exp show` lists as columns."""
+"""Stage report: the performance targets judged against the benchmark and parity metrics
+(metrics/checks.json), metrics/benchmark.md with them, compared with benchmark.baseline where one is
+named, and metrics/summary.json, the key figures `dvc exp show` lists as columns. Changing a target or
+the baseline re-runs only this stage."""
 
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.benchmark.baseline import load_baseline
+from crossdeploy.benchmark.checks import Targets, check_targets
 from crossdeploy.benchmark.report import benchmark_markdown, key_figures
 from crossdeploy.params import load_params
 from crossdeploy.source_model import ModelCard
@@ -18,13 +20,15 @@ def main() -> None:
     metrics = Path(paths["metrics"])
     card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
     results = read_json(metrics / "benchmark.json")
+    parity = read_json(metrics / "parity.json")
     baseline = None
     if cfg["baseline"]:
         commit, data = load_baseline(str(cfg["baseline"]), (metrics / "benchmark.json").as_posix())
         baseline = (f"`{cfg['baseline']}` (commit {commit[:7]})", data)
-    parity = read_json(metrics / "parity.json")
+    checks = check_targets(results, parity, Targets.from_params(cfg["targets"]))
+    write_json(metrics / "checks.json", checks)
     write_json(metrics / "summary.json", key_figures(results, parity))
-    text = benchmark_markdown(results, parity, card, "benchmark.png", baseline=baseline)
+    text = benchmark_markdown(results, parity, checks, card, "benchmark.png", baseline=baseline)
     with atomic_path(metrics / "benchmark.md") as report:
         report.write_text(text)
     print(text)

@@ -11,7 +11,7 @@ from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
-from crossdeploy.validation import validate_variants
+from crossdeploy.validation import required_variants, unmet_requirements, validate_variants
 from crossdeploy.variants import pipeline_variants
 
 
@@ -20,9 +20,11 @@ def main() -> None:
     paths, cfg = params["paths"], params["validate"]
     card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
     evaluation = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
+    variants = pipeline_variants(params)
+    required = required_variants(cfg.get("require"), [v.name for v in variants])
     judge_agreement = not card.random_weights or bool(cfg["judge_agreement_with_random_weights"])
     results = validate_variants(
-        pipeline_variants(params),
+        variants,
         evaluation,
         {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()},
         batch_size=int(cfg["batch_size"]),
@@ -34,8 +36,15 @@ def main() -> None:
     with atomic_path(metrics / "parity.md") as out:
         out.write_text(parity_markdown(results, card, len(evaluation.pixels), evaluation.has_labels, judge_agreement))
     print((metrics / "parity.md").read_text())
+    problems = []
     if any(row["status"] == "failed" for row in results.values()):
-        message = "variants outside their parity thresholds (validate.thresholds):\n" + misses_table(results)
+        problems.append("variants that failed or fell outside their parity thresholds (validate.thresholds):\n" + misses_table(results))
+    problems += unmet_requirements(results, required)
+    if problems:
+        message = "\n".join(problems)
+        # A required variant skipped is judged like a parity miss: validate.strict is the one switch that
+        # records every verdict without failing (a dry run of a GPU target on a machine without the GPU,
+        # say); a second switch for requirements alone would leave users guessing which one passed.
         if cfg.get("strict", True):
             raise ParityError(message + "\nset validate.strict: false to record them without failing.")
         print("warning: " + message)

@@ -4,21 +4,17 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 
+from crossdeploy.benchmark.checks import Targets, check_targets, gpu_checks
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
-from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.benchmark.mlperf import MlperfSettings, _server, run_mlperf
 from crossdeploy.benchmark.charts import plot_data, write_chart
 from crossdeploy.benchmark.report import benchmark_markdown, key_figures
-from crossdeploy.benchmark.suite import (
-    BenchmarkPlan,
-    Targets,
-    gpu_checks,
-    run_benchmark,
-    select_variants,
-)
+from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.runtimes.base import ThreadSettings
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 from crossdeploy.variants import Variant, benchmark_variants
 
 QUICK = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=4, stability_pct=50, cell_cap_s=0.5)
@@ -76,10 +72,8 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         mlperf=MlperfSettings(min_duration_ms=200, min_query_count={"singlestream": 8, "offline": 16, "server": 8}),
         mlperf_variants=["onnxruntime-fp32", "never-built"],
         harness_check=True,
-        targets=Targets(
-            int8_variant="onnxruntime-fp32", harness_variant="onnxruntime-fp32", int8_speedup_batch=4, harness_batch=4,
-            served_batch=4, served_concurrency=2,
-        ),
+        harness_variant="onnxruntime-fp32",
+        harness_batch=4,
         disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
     )
     logs = tmp_path_factory.mktemp("mlperf")
@@ -89,6 +83,10 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         return run_benchmark(variants, tiny_images[1], plan, logs), logs
     finally:
         os.chdir(here)
+
+
+#: the tiny run's cells: a variant against itself for INT8 over FP32, the served cell at 4 x 2
+TINY_TARGETS = Targets(int8_variant="onnxruntime-fp32", int8_speedup_batch=4, served_batch=4, served_concurrency=2)
 
 
 def test_every_cell_of_a_runnable_variant_is_measured(benchmark_run):
@@ -118,7 +116,8 @@ def test_mlperf_scenarios_run_through_loadgen(benchmark_run):
     results, logs = benchmark_run
     row = results["mlperf"]["onnxruntime-fp32"]
     assert row["status"] == "ok" and row["singlestream_p90_ms"] > 0 and row["offline_ips"] > 0
-    assert row["server_ips"] >= 0 and isinstance(row["server_valid"], bool)
+    assert (row["server_ips"] > 0) if row["server_ips"] is not None else "over the 15 ms bound" in row["server_note"]
+    assert isinstance(row["server_valid"], bool)
     summary = (logs / "onnxruntime-fp32" / "offline" / "mlperf_log_summary.txt").read_text()
     assert "Scenario : Offline" in summary
     assert set(results["mlperf"]) == {"onnxruntime-fp32", "never-built"}
@@ -127,14 +126,50 @@ def test_mlperf_scenarios_run_through_loadgen(benchmark_run):
 def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     results, _ = benchmark_run
     harness = results["harness"]
-    assert harness["variant"] == "onnxruntime-fp32" and harness["batch"] == 4
+    assert harness["status"] == "ok" and harness["variant"] == "onnxruntime-fp32" and harness["batch"] == 4
     assert harness["bare_ips"] > 0 and harness["harness_ips"] > 0
-    assert set(results["checks"]) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"}
-    assert results["checks"]["int8_over_fp32"]["ratio"] == pytest.approx(1.0)  # a variant against itself
-    served = results["checks"]["kserve_bytes_over_in_process"]
+    assert "checks" not in results  # judged by the report stage, never inside the measurement
+    checks = check_targets(results, {}, TINY_TARGETS)
+    assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process"}
+    assert checks["int8_over_fp32"]["ratio"] == pytest.approx(1.0)  # a variant against itself
+    assert checks["harness_overhead"]["overhead_pct"] == harness["overhead_pct"]
+    served = checks["kserve_bytes_over_in_process"]
     assert served["served_ips"] == results["kserve-rest-bytes"]["b4_c2"]["throughput_ips"]
     assert served["fraction"] == pytest.approx(served["served_ips"] / results["tf-savedmodel-fp32"]["b4_c2"]["throughput_ips"], abs=1e-3)
     assert served["rest_float_fraction"] is None  # kserve-rest-fp32 was not measured
+    assert checks["tfserving_bytes_over_in_process"]["met"] is None  # not benchmarked here: said, not dropped
+    # a target whose variant was skipped reads "not measured" with the skip's reason
+    cuda = check_targets(results, {}, Targets(int8_variant="onnxruntime-cuda-fp32", int8_speedup_batch=4))["int8_over_fp32"]
+    assert cuda["met"] is None and cuda["note"].startswith("not measured: onnxruntime-cuda-fp32 skipped: ONNX Runtime here has no CUDAExecutionProvider")
+
+
+class SleepingRunner(Runner):
+    """A runtime that takes a fixed time per call, so a latency bound is missed on purpose."""
+
+    def __init__(self, seconds: float):
+        super().__init__("sleeping")
+        self.seconds = seconds
+
+    def _activate_impl(self) -> None:
+        pass
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return np.zeros((len(batch), 10), np.float32)
+
+
+def test_mlperf_server_without_a_rate_within_the_bound_is_null_with_the_reason(tmp_path):
+    samples = np.zeros((8, 3, 4, 4), np.float32)
+    settings = MlperfSettings(min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 8, "server": 8}, server_latency_ms=1.0, offline_batch=4)
+    with SleepingRunner(0.003) as runner:
+        # one query alone is over the bound: no Server run can meet it
+        row = run_mlperf([runner], samples, settings, tmp_path / "alone", expected_latency_ms=3, expected_ips=300)
+        assert row["server_ips"] is None and "over the 1 ms bound" in row["server_note"] and row["singlestream_p90_ms"] >= 3
+        # LoadGen's peak search from a start rate the runner cannot hold within the bound (a 3 ms call, a 1 ms
+        # bound, a SingleStream figure that claimed 0.5 ms): the bound is never met at any rate it tries
+        searched = _server([runner], samples, settings, tmp_path / "search", singlestream_p90_ms=0.5)
+    assert searched["server_ips"] is None and "over the 1 ms bound" in searched["server_note"]
+    assert searched["server_p99_ms"] >= 3  # what was measured stays: the latency at the lowest rate tried
 
 
 def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
@@ -143,7 +178,8 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     results["setup"] = {"profile": "quick", "threads": {"intra_op": 0, "inter_op": 0}, "stability_pct": 50,
                         "mlperf_min_duration_ms": 200, "server_latency_ms": 15}
     parity = {"torch-fp32": {"status": "ok", "precision": "fp32", "size_mb": 1.0}}
-    text = benchmark_markdown(results, parity, tiny_source[1], "benchmark.png")
+    checks = check_targets(results, parity, TINY_TARGETS)
+    text = benchmark_markdown(results, parity, checks, tiny_source[1], "benchmark.png")
     assert "random weights: fidelity figures only" in text and "not official MLPerf results" in text
     assert "| torch-fp32 | fp32 | 1.0 | ok |" in text and "1.00x" in text
     assert "| never-built |" in text and "was not built" in text
@@ -152,9 +188,10 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
         "torch-fp32", "onnxruntime-fp32", "tflite-fp32", "tf-savedmodel-fp32", "kserve-rest-bytes",
     }
     assert "kserve-rest-bytes over tf-savedmodel-fp32 in process (batch 4, 2 clients)" in text
+    assert "- tfserving-rest-bytes over tf-savedmodel-fp32 in process (batch 4, 2 clients): target >= 60%: not measured: " in text
     assert {r["concurrency"] for r in data["latency_vs_batch.json"]} == {1}
     assert {r["batch"] for r in data["throughput_vs_concurrency.json"]} == {4}
-    compared = benchmark_markdown(results, parity, tiny_source[1], "benchmark.png", baseline=("`main` (commit abc1234)", results))
+    compared = benchmark_markdown(results, parity, checks, tiny_source[1], "benchmark.png", baseline=("`main` (commit abc1234)", results))
     assert "Compared with baseline `main` (commit abc1234)" in compared and "| vs baseline |" in compared
     assert "| 1.00x | 1.00x |" in compared  # torch-fp32: speedup over itself, and over the same run as baseline
     figures = key_figures(results, {"onnxruntime-int8": {"precision": "int8", "status": "ok", "top1_agreement": 0.99}})
@@ -176,8 +213,12 @@ def test_plan_names_the_param_to_fix():
         BenchmarkPlan.from_params({**cfg, "batch_sizes": [0]}, ["torch-fp32"])
     with pytest.raises(CrossdeployError, match="benchmark.variants names unknown variants tensorrt-int9"):
         select_variants([Variant("torch-fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
+    with pytest.raises(CrossdeployError, match="benchmark.harness_batch must be a positive integer"):
+        BenchmarkPlan.from_params({**cfg, "harness_batch": 0}, ["torch-fp32"])
     plan = BenchmarkPlan.from_params(cfg, ["torch-fp32"])
     assert plan.windows.stability_pct == cfg["profiles"][cfg["profile"]]["stability_pct"]
+    # the harness's batch is the measurement's own param, not the INT8 target's batch
+    assert BenchmarkPlan.from_params({**cfg, "harness_batch": 16}, ["torch-fp32"]).harness_batch == 16 != cfg["targets"]["int8_speedup_batch"]
 
 
 def test_baseline_names_a_revision_or_says_what_to_pick():
@@ -199,8 +240,10 @@ def test_gpu_targets_set_the_hardware_knobs_together(target, card, reference):
     assert gpu["benchmark"]["targets"]["gpu"]["card"] == card and gpu["benchmark"]["targets"]["gpu"]["offline_reference_ips"] == reference
     assert gpu["tensorrt"]["cuda_graph"] and gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
     # only the hardware knobs differ: the conversion pipeline is the same on every target
-    for section in ("model", "data", "export", "quantize", "to_tensorflow", "validate", "paths"):
+    for section in ("model", "data", "export", "quantize", "to_tensorflow", "paths"):
         assert cpu[section] == gpu[section], section
+    # validate judges the same way everywhere; only the variants the hardware must run differ
+    assert {**cpu["validate"], "require": None} == {**gpu["validate"], "require": None}
     known = [v.name for v in benchmark_variants(gpu)]
     BenchmarkPlan.from_params(gpu["benchmark"], known)  # every variant it names exists
 
@@ -210,9 +253,12 @@ def test_gpu_checks_judge_only_on_the_card_they_are_for():
            "singlestream_p90_max_ms": 0.6, "int8_top1_agreement_min": 0.99}  # fmt: skip
     results = {"mlperf": {"tensorrt-int8": {"status": "ok", "offline_ips": 40000.0, "singlestream_p90_ms": 0.5}}}
     parity = {"tensorrt-int8": {"top1_agreement": 0.995}}
-    checks = gpu_checks(results, parity, gpu, ["NVIDIA A100-SXM4-40GB"])["gpu_target"]
+    checks = gpu_checks(results, parity, gpu, ["NVIDIA A100-SXM4-40GB"])
     assert checks["offline"]["fraction"] == pytest.approx(40000 / 42379, abs=1e-3) and checks["offline"]["met"]
     assert checks["singlestream_p90"]["met"] and checks["int8_top1_agreement"]["met"]
-    elsewhere = gpu_checks(results, parity, gpu, ["NVIDIA H100 80GB HBM3"])["gpu_target"]
-    assert "offline" not in elsewhere and "the reference is for an A100" in elsewhere["note"]
-    assert gpu_checks(results, parity, None, []) == {}
+    elsewhere = gpu_checks(results, parity, gpu, ["NVIDIA H100 80GB HBM3"])
+    assert elsewhere["offline"]["met"] is None and "the reference is for an A100" in elsewhere["offline"]["note"]
+    assert elsewhere["singlestream_p90"]["met"] is None and elsewhere["int8_top1_agreement"]["met"]
+    no_bound = gpu_checks(results, parity, {**gpu, "singlestream_p90_max_ms": None}, ["NVIDIA A100-SXM4-40GB"])
+    assert no_bound["singlestream_p90"] == {"target_max_ms": None, "met": None, "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null"}
+    assert "gpu_target" not in check_targets(results, parity, Targets())  # a CPU target has no GPU checks

@@ -145,7 +145,8 @@ def run_mlperf(
     expected_latency_ms: float,
     expected_ips: float,
 ) -> dict[str, Any]:
-    """SingleStream p90, Offline samples/s and the highest Server rate whose p99 stays within the bound.
+    """SingleStream p90, Offline samples/s and the highest Server rate whose p99 stays within the bound
+    (`server_ips` null, with `server_note` saying why, where no rate does).
 
     The sweep's figures seed LoadGen's expectations, so the runs are sized to the hardware.
     """
@@ -170,9 +171,11 @@ def run_mlperf(
 def _server(runners, samples, settings: MlperfSettings, log_dir: Path, singlestream_p90_ms: float) -> dict[str, Any]:
     import mlperf_loadgen as lg
 
+    # No rate met the bound: server_ips is null with the reason, never 0.0, which would read as a
+    # measured throughput of nothing (and average into comparisons as one).
     if singlestream_p90_ms > settings.server_latency_ms:
         return {
-            "server_ips": 0.0,
+            "server_ips": None,
             "server_note": f"one query alone takes {singlestream_p90_ms:.1f} ms at p90, over the {settings.server_latency_ms:g} ms bound",
             "server_valid": False,
         }
@@ -190,13 +193,13 @@ def _server(runners, samples, settings: MlperfSettings, log_dir: Path, singlestr
     met = bool(detail.get("result_perf_constraints_met"))
     p99_ms = detail["result_99.00_percentile_latency_ns"] / 1e6
     row = {
-        "server_ips": round(float(detail["result_scheduled_samples_per_sec"]), 3) if met else 0.0,
+        "server_ips": round(float(detail["result_scheduled_samples_per_sec"]), 3) if met else None,
         "server_p99_ms": round(p99_ms, 4),
         "server_valid": detail.get("result_validity") == "VALID",
     }
     if not met:
-        row["server_note"] = (
-            f"even {detail['effective_target_qps']:.1f} queries/s gave p99 {p99_ms:.1f} ms, over the {settings.server_latency_ms:g} ms bound"
-        )
+        lowest = detail.get("effective_target_qps")
+        rate_text = f"even {lowest:.1f} queries/s" if lowest is not None else "the lowest rate LoadGen tried"
+        row["server_note"] = f"{rate_text} gave p99 {p99_ms:.1f} ms, over the {settings.server_latency_ms:g} ms bound"
     return row
 

@@ -1,5 +1,6 @@
-"""The whole benchmark: every variant's sweep, its MLPerf scenarios, the harness-overhead measurement,
-and the checks against the performance targets, as one dict for metrics/benchmark.json."""
+"""The whole benchmark: every variant's sweep, its MLPerf scenarios and the harness-overhead measurement,
+as one dict for metrics/benchmark.json. The figures are judged against the performance targets by the
+report stage (benchmark/checks.py), so a change of target never re-runs a measurement."""
 
 from __future__ import annotations
 
@@ -9,41 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from crossdeploy.benchmark.cells import best_throughput  # noqa: F401  (charts.py imports it from here)
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings, run_mlperf
-from crossdeploy.benchmark.sweep import (
-    RunnerPool,
-    cell_name,
-    client_batches,
-    failed,
-    parse_cell,
-    skipped,
-    sweep_variant,
-)
+from crossdeploy.benchmark.sweep import RunnerPool, cell_name, client_batches, failed, skipped, sweep_variant
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.variants import TORCH_COMPILE, Variant
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Performance that must hold on the benchmark machine; reported as checks, never asserted in tests."""
-
-    int8_variant: str = "onnxruntime-int8"
-    fp32_variant: str = "onnxruntime-fp32"
-    int8_speedup_batch: int = 32
-    int8_speedup_min: float = 3.0
-    harness_variant: str = "onnxruntime-int8"
-    harness_batch: int = 32
-    harness_overhead_max_pct: float = 3.0
-    in_process_variant: str = "tf-savedmodel-fp32"  # the SavedModel the servers load
-    served_batch: int = 32
-    served_concurrency: int = 8
-    served_min_fraction: float = 0.6  # the bytes path over the in-process SavedModel, same cell
 
 
 @dataclass(frozen=True)
@@ -55,7 +31,8 @@ class BenchmarkPlan:
     mlperf: MlperfSettings | None  # None: no LoadGen scenarios
     mlperf_variants: list[str] | None  # None: every variant
     harness_check: bool
-    targets: Targets = field(default_factory=Targets)
+    harness_batch: int = 32
+    harness_variant: str = "onnxruntime-int8"  # measured against a bare `session.run` loop: an ONNX Runtime variant
     disabled: dict[str, str] = field(default_factory=dict)  # variant -> why it is not measured
 
     @classmethod
@@ -80,7 +57,9 @@ class BenchmarkPlan:
                 server_max_batch=int(mlperf_cfg["server_max_batch"]),
                 workers=int(mlperf_cfg["workers"]),
             )
-        targets = cfg["targets"]
+        harness_batch = cfg["harness_batch"]
+        if not isinstance(harness_batch, int) or harness_batch < 1:
+            raise CrossdeployError(f"benchmark.harness_batch must be a positive integer, got {harness_batch!r}.")
         return cls(
             batch_sizes=list(cfg["batch_sizes"]),
             concurrencies=list(cfg["concurrency"]),
@@ -95,15 +74,7 @@ class BenchmarkPlan:
             mlperf=mlperf,
             mlperf_variants=_variant_list(mlperf_cfg["variants"], known_variants, "benchmark.mlperf.variants"),
             harness_check=bool(cfg["harness_check"]),
-            targets=Targets(
-                int8_speedup_batch=int(targets["int8_speedup_batch"]),
-                int8_speedup_min=float(targets["int8_speedup_min"]),
-                harness_batch=int(targets["int8_speedup_batch"]),
-                harness_overhead_max_pct=float(targets["harness_overhead_max_pct"]),
-                served_batch=int(targets["served_batch"]),
-                served_concurrency=int(targets["served_concurrency"]),
-                served_min_fraction=float(targets["served_min_fraction"]),
-            ),
+            harness_batch=harness_batch,
             disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
         )
 
@@ -129,7 +100,8 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
 
     results: dict[str, Any] = {}
     mlperf: dict[str, Any] = {}
-    harness: dict[str, Any] = {}
+    # why the harness is not measured, until it is
+    harness = skipped("benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants")
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
     with tqdm(total=len(variants) * len(cells), desc="benchmark", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
 
@@ -144,6 +116,8 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
                 results[variant.name] = {cell: skipped(reason) for cell in cells}
                 if _wants_mlperf(plan, variant):
                     mlperf[variant.name] = skipped(reason)
+                if _wants_harness(plan, variant):
+                    harness = skipped(f"{variant.name} is not measured: {reason}")
                 continue
             pool = RunnerPool(variant, plan.threads)
             try:
@@ -152,25 +126,38 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
                 if _wants_mlperf(plan, variant):
                     bar.set_postfix_str(f"{variant.name} MLPerf LoadGen")
                     mlperf[variant.name] = _mlperf_row(pool, images, plan, mlperf_logs / variant.name, results[variant.name], measured)
-                if plan.harness_check and variant.name == plan.targets.harness_variant and measured:
-                    bar.set_postfix_str(f"{variant.name} harness overhead")
-                    harness = _harness(pool, images, plan)
+                if _wants_harness(plan, variant):
+                    if measured:
+                        bar.set_postfix_str(f"{variant.name} harness overhead")
+                        harness = _harness(pool, images, plan)
+                    else:
+                        harness = _unmeasured(results[variant.name], f"{variant.name} could not be measured: ")
             finally:
                 pool.close()
     results["mlperf"] = mlperf
     results["harness"] = harness
-    results["checks"] = checks(results, plan.targets)
     return results
+
+
+def _unmeasured(cells: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, Any]:
+    """The row for what follows a sweep that measured nothing: failed if a cell failed (a failure must
+    not read as a skip further down the report), else skipped, with the cells' reasons."""
+    reasons = "; ".join(sorted({row.get("reason", "") for row in cells.values()} - {""})) or "no sweep cell could be measured"
+    status = "failed" if any(row["status"] == "failed" for row in cells.values()) else "skipped"
+    return {"status": status, "reason": prefix + reasons}
 
 
 def _wants_mlperf(plan: BenchmarkPlan, variant: Variant) -> bool:
     return plan.mlperf is not None and (plan.mlperf_variants is None or variant.name in plan.mlperf_variants)
 
 
+def _wants_harness(plan: BenchmarkPlan, variant: Variant) -> bool:
+    return plan.harness_check and variant.name == plan.harness_variant
+
+
 def _mlperf_row(pool, images, plan, log_dir, cells, measured) -> dict[str, Any]:
     if not measured:
-        reasons = {row.get("reason", "") for row in cells.values()}
-        return skipped("; ".join(sorted(reasons)) or "no sweep cell could be measured")
+        return _unmeasured(cells)
     single = cells.get(cell_name(1, 1), {})
     expected_latency_ms = single["p50_ms"] if single.get("status") == "ok" else min(r["p50_ms"] for r in measured)
     try:
@@ -192,95 +179,10 @@ def _mlperf_row(pool, images, plan, log_dir, cells, measured) -> dict[str, Any]:
 def _harness(pool: RunnerPool, images: ImageSet, plan: BenchmarkPlan) -> dict[str, Any]:
     from crossdeploy.benchmark.overhead import harness_overhead
 
-    runner = pool.open(1)[0]
-    batch = client_batches(runner.inputs(images), plan.targets.harness_batch, 1)[0]
-    return harness_overhead(runner, batch, plan.windows)
-
-
-def best_throughput(cells: dict[str, dict[str, Any]], batch_size: int | None = None) -> tuple[float, str] | None:
-    """The highest throughput over the measured cells (at one batch size if given) and its cell name."""
-    ok = [
-        (row["throughput_ips"], name)
-        for name, row in cells.items()
-        if row.get("status") == "ok" and (batch_size is None or parse_cell(name)[0] == batch_size)
-    ]
-    return max(ok) if ok else None
-
-
-def checks(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    int8 = best_throughput(results.get(targets.int8_variant, {}), targets.int8_speedup_batch)
-    fp32 = best_throughput(results.get(targets.fp32_variant, {}), targets.int8_speedup_batch)
-    if int8 and fp32:
-        ratio = int8[0] / fp32[0]
-        out["int8_over_fp32"] = {
-            "batch": targets.int8_speedup_batch,
-            "ratio": round(ratio, 3),
-            "target": targets.int8_speedup_min,
-            "met": ratio >= targets.int8_speedup_min,
-        }
-    harness = results.get("harness") or {}
-    if "overhead_pct" in harness:
-        out["harness_overhead"] = {
-            "overhead_pct": harness["overhead_pct"],
-            "target_max_pct": targets.harness_overhead_max_pct,
-            "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct,
-        }
-    out.update(served_checks(results, targets))
-    return out
-
-
-def gpu_checks(results: dict[str, Any], parity: dict[str, Any], gpu: dict[str, Any] | None, gpu_names: list[str]) -> dict[str, Any]:
-    """The GPU target's figures against MLPerf's reference for that card: Offline throughput, SingleStream
-    p90, INT8 top-1 agreement. Judged only on the card the reference is for."""
-    if not gpu:
-        return {}
-    row = results.get("mlperf", {}).get(gpu["variant"], {})
-    out: dict[str, Any] = {"variant": gpu["variant"], "card": gpu["card"], "measured_on": ", ".join(gpu_names) or "no GPU"}
-    if not any(gpu["card"].lower() in name.lower() for name in gpu_names):
-        out["note"] = f"the reference is for an {gpu['card']}; this run had {out['measured_on']}"
-        return {"gpu_target": out}
-    if row.get("status") != "ok":
-        out["note"] = f"{gpu['variant']} has no MLPerf figures: {row.get('reason', 'not measured')}"
-        return {"gpu_target": out}
-    fraction = row["offline_ips"] / gpu["offline_reference_ips"]
-    out["offline"] = {
-        "ips": row["offline_ips"], "reference_ips": gpu["offline_reference_ips"], "fraction": round(fraction, 3),
-        "target": gpu["offline_min_fraction"], "met": fraction >= gpu["offline_min_fraction"],
-    }  # fmt: skip
-    if gpu.get("singlestream_p90_max_ms") is not None:
-        p90 = row["singlestream_p90_ms"]
-        out["singlestream_p90"] = {"ms": p90, "target_max_ms": gpu["singlestream_p90_max_ms"], "met": p90 <= gpu["singlestream_p90_max_ms"]}
-    agreement = parity.get(gpu["variant"], {}).get("top1_agreement")
-    if agreement is not None:
-        out["int8_top1_agreement"] = {"value": agreement, "target": gpu["int8_top1_agreement_min"], "met": agreement >= gpu["int8_top1_agreement_min"]}
-    return {"gpu_target": out}
-
-
-def served_checks(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
-    """Each engine's bytes path against the in-process SavedModel at one cell, with its REST-float figure."""
-    cell = cell_name(targets.served_batch, targets.served_concurrency)
-
-    def ips(variant: str) -> float | None:
-        row = results.get(variant, {}).get(cell, {})
-        return row["throughput_ips"] if row.get("status") == "ok" else None
-
-    out: dict[str, Any] = {}
-    in_process = ips(targets.in_process_variant)
-    for engine in ("tfserving", "kserve"):
-        served = ips(f"{engine}-rest-bytes")
-        if not (in_process and served):
-            continue
-        fraction = served / in_process
-        rest_float = ips(f"{engine}-rest-fp32")
-        out[f"{engine}_bytes_over_in_process"] = {
-            "batch": targets.served_batch,
-            "concurrency": targets.served_concurrency,
-            "served_ips": served,
-            "in_process_ips": in_process,
-            "fraction": round(fraction, 3),
-            "rest_float_fraction": round(rest_float / in_process, 3) if rest_float else None,
-            "target": targets.served_min_fraction,
-            "met": fraction >= targets.served_min_fraction,
-        }
-    return out
+    try:
+        runner = pool.open(1)[0]
+        batch = client_batches(runner.inputs(images), plan.harness_batch, 1)[0]
+        return {"status": "ok", **harness_overhead(runner, batch, plan.windows)}
+    except Exception as exc:
+        log.exception("the harness-overhead measurement failed on %s", pool.variant.name)
+        return failed(exc)

@@ -9,30 +9,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from crossdeploy.benchmark.cells import cell_name, parse_cell, skipped  # noqa: F401  (charts.py imports parse_cell from here)
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
 from crossdeploy.datasets import ImageSet
-from crossdeploy.runtimes.base import Runner, ThreadSettings, unavailable_reason
+from crossdeploy.runtimes.base import Runner, ThreadSettings, error_text, unavailable_reason
 from crossdeploy.variants import Variant
 
 log = logging.getLogger(__name__)
 
 
-def cell_name(batch_size: int, concurrency: int) -> str:
-    return f"b{batch_size}_c{concurrency}"
-
-
-def parse_cell(name: str) -> tuple[int, int]:
-    """(batch size, concurrency) of a cell_name."""
-    batch, concurrency = name.split("_")
-    return int(batch[1:]), int(concurrency[1:])
-
-
-def skipped(reason: str) -> dict[str, Any]:
-    return {"status": "skipped", "reason": reason}
-
-
 def failed(exc: BaseException) -> dict[str, Any]:
-    return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"status": "failed", "reason": error_text(exc)}
 
 
 class RunnerPool:
@@ -112,16 +99,18 @@ def _measure_cell(
 ) -> dict[str, Any]:
     try:
         runners = pool.open(concurrency)
+        inputs = runners[0].inputs(images)
     except Exception as exc:
         reason = unavailable_reason(pool.variant.runtime, exc)
         if reason is None:
+            # a broken install or a bug, never a skip: the row says what was raised
             log.exception("%s could not be opened", pool.variant.name)
-            return {"status": "failed", "reason": f"could not open the runtime: {exc}"}
+            return {"status": "failed", "reason": f"could not open the runtime: {error_text(exc)}"}
         return {**skipped(reason), "unavailable": True}
     fixed = runners[0].fixed_batch
     if fixed is not None and fixed != batch_size:
         return skipped(f"the artifact takes a fixed batch of {fixed}")
-    batches = client_batches(runners[0].inputs(images), batch_size, concurrency)
+    batches = client_batches(inputs, batch_size, concurrency)
     clients = [lambda r=r, x=x: r.infer(x) for r, x in zip(runners, batches)]
     for runner in runners:
         runner.device_ms.clear()

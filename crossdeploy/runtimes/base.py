@@ -25,13 +25,44 @@ class RuntimeUnavailable(Exception):
     """The runtime cannot run on this machine (package or device missing); the reason says which."""
 
 
+#: The optional runtimes (pyproject's `gpu` extra): module a runner imports -> the package to install.
+#: Only their absence makes a variant `skipped`; onnxruntime-gpu's providers, TF Serving and a GPU are
+#: checked by the runtimes themselves, which raise RuntimeUnavailable. Any other ImportError (a
+#: crossdeploy module, a required dependency such as onnxruntime or tensorflow, a half-installed
+#: package) is a broken install that must fail, not pass as "not installed here".
+OPTIONAL_MODULES = {
+    "tensorrt": "tensorrt",
+    "cuda": "cuda-python",
+    "cuda.bindings": "cuda-python",  # cuda-python >= 12.6; `cuda` itself may be a namespace other NVIDIA wheels create
+}
+
+
+def missing_optional_package(exc: BaseException | None) -> str | None:
+    """The optional package whose absence raised `exc`, or None where something else is wrong."""
+    # exact names only: a missing `tensorrt.something` means an installed TensorRT is broken
+    if not isinstance(exc, ImportError) or exc.name not in OPTIONAL_MODULES:
+        return None
+    if isinstance(exc, ModuleNotFoundError):
+        return OPTIONAL_MODULES[exc.name]
+    # `from cuda import cudart` on a bare `cuda` namespace, tried only after `cuda.bindings` was not
+    # found (crossdeploy.tensorrt.cuda): cuda-python is missing rather than broken
+    return missing_optional_package(exc.__context__)
+
+
 def unavailable_reason(runtime: str, exc: BaseException) -> str | None:
-    """Why a runtime cannot run here, if `exc` says it is missing rather than broken; None otherwise."""
+    """Why a runtime cannot run here, if `exc` says an optional package or the device is missing; None
+    where it is broken (the caller records it as failed, with error_text)."""
     if isinstance(exc, RuntimeUnavailable):
         return str(exc)
-    if isinstance(exc, ImportError):
-        return f"{runtime} is not installed here ({exc.name or exc})"
+    package = missing_optional_package(exc)
+    if package:
+        return f"{runtime} needs the optional package {package}, which is not installed here (pip install '.[gpu]')"
     return None
+
+
+def error_text(exc: BaseException) -> str:
+    """A failure's reason as the metrics record it: the exception's type and message, kept short."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Runner(ABC):

@@ -15,6 +15,10 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 SIGNATURE = "serving_default"
 MAX_BATCH = 4096
+#: the variant every other one is compared with
+REFERENCE = "torch-fp32"
+#: parity rows of the trained reference model (stage trained) are named trained/<variant>
+TRAINED_PREFIX = "trained/"
 
 
 def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int = 1) -> Path:
@@ -29,3 +33,22 @@ def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
         ("tensorrt-fp16", "fp16", Path(paths["onnx_optimized"])),
         ("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"])),
     ]
+
+
+def trained_paths(root: str | Path) -> dict[str, str]:
+    """The trained reference model's artifacts under one folder, keyed like params.yaml's `paths`
+    so that the variant table reads them the way it reads the main model's."""
+    root = Path(root)
+    return {
+        "source": str(root / "source"),
+        "data": str(root / "data"),
+        "onnx": str(root / "onnx" / "model.onnx"),
+        "onnx_optimized": str(root / "onnx" / "model.optimized.onnx"),
+        "onnx_int8": str(root / "onnx" / "model.int8.onnx"),
+        "onnx_int8_trt": str(root / "onnx" / "model.int8-trt.onnx"),
+        "savedmodel": str(root / "tensorflow" / "savedmodel"),
+        "tflite": str(root / "tensorflow" / "tflite"),
+        "serving": str(root / "serving"),
+        "tensorrt": str(root / "tensorrt"),
+        "serving_tftrt": str(root / "serving-tftrt"),
+    }

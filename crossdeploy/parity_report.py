@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossdeploy.layout import REFERENCE, TRAINED_PREFIX
 from crossdeploy.source_model import RANDOM_WEIGHTS_NOTE, SWITCH_TO_REAL_WEIGHTS, ModelCard
 
 COLUMNS = (
@@ -17,6 +18,7 @@ COLUMNS = (
     ("cosine_min", "min cosine", "{:.6f}"),
     ("accuracy_top1", "acc@1", "{:.4f}"),
     ("accuracy_top5", "acc@5", "{:.4f}"),
+    ("accuracy_drop", "acc lost", "{:+.4f}"),
 )
 
 
@@ -54,6 +56,19 @@ def parity_markdown(
             "With random weights the top logits are near-ties that any rounding can flip, so top-1 agreement and "
             "top-5 overlap are reported but not judged; variants pass or fail on minimum cosine and on the largest "
             "logit error relative to the logit scale (validate.judge_agreement_with_random_weights)."
+        )
+    if any(row["status"] == "unjudged" for row in results.values()):
+        lines.append(
+            "Its INT8 rows carry no verdict (`unjudged`): with random weights, quantization noise is as large as the "
+            "input-dependent signal, so a correct INT8 model and a damaged one score alike. The `trained/` rows judge INT8."
+        )
+    trained_reference = results.get(TRAINED_PREFIX + REFERENCE, {})
+    if "accuracy_top1" in trained_reference:
+        lines.append(
+            f"Rows named `trained/…` are a classifier trained here on scikit-learn's digits (stage `trained`; top-1 accuracy "
+            f"{trained_reference['accuracy_top1']:.4f} on its held-out labelled images), taken through the same conversions "
+            "and judged on every figure, accuracy against the labels included: they tell whether the conversion and INT8 "
+            "paths keep a trained model's predictions."
         )
     lines += ["", "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " | reason |"]
     lines.append("|" + "---|" * (len(COLUMNS) + 2))

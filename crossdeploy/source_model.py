@@ -16,6 +16,8 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import MAX_BATCH
 from crossdeploy.preprocessing import Preprocessing
 
+#: photographs the random default's BatchNorm statistics are re-estimated on
+RANDOM_INIT_IMAGES = 64
 RANDOM_WEIGHTS_NOTE = "random weights: fidelity figures only, no accuracy"
 SWITCH_TO_REAL_WEIGHTS = (
     "set `model.weights: IMAGENET1K_V2` (torchvision weights, from the local torch hub cache or downloaded) "
@@ -228,6 +230,11 @@ def build_source_model(
         mean=mean,
         std=std,
     )
+    if source == "random":
+        from crossdeploy.datasets import default_image_sets
+
+        photographs = default_image_sets(RANDOM_INIT_IMAGES, 1, preprocessing, seed)[0]
+        make_random_model_input_sensitive(model, photographs.tensors("NCHW"), num_classes)
     card = ModelCard(
         name=name,
         arch=arch,
@@ -240,6 +247,34 @@ def build_source_model(
         categories=categories,
     )
     return model, card
+
+
+def make_random_model_input_sensitive(model, images, num_classes: int, batch_size: int = 16) -> None:
+    """Seeded random weights keep BatchNorm's initial statistics (mean 0, variance 1), which match no
+    real activation: layer by layer the signal shrinks (logits near 1e-9 in some families) or is
+    swamped by an input-independent vector, so every image gets the same prediction. Re-estimate each
+    BatchNorm's statistics on real photographs (no gradients; a cumulative average over the batches),
+    then centre the classifier's bias on their mean logits, so the logits follow the input."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    inputs = torch.from_numpy(images)
+    with torch.no_grad():
+        if norms:
+            momenta = [m.momentum for m in norms]
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None
+                norm.train()  # only the norms: dropout and auxiliary heads stay in eval mode
+            for start in range(0, len(inputs), batch_size):
+                model(inputs[start : start + batch_size])
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+            model.eval()
+        heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_classes]
+        if heads and heads[-1].bias is not None:
+            mean_logits = torch.cat([model(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]).mean(0)
+            heads[-1].bias -= mean_logits
 
 
 def export_program(model, input_size: int):

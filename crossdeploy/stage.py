@@ -24,7 +24,7 @@ def run_stage(main: Callable[[], None]) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

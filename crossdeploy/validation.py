@@ -23,6 +23,12 @@ def run_variant(variant: Variant, images: ImageSet, batch_size: int, threads: Th
         return runner.infer_all(runner.inputs(images), batch_size)
 
 
+UNJUDGED_INT8 = (
+    "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
+    "the trained/ rows judge the INT8 path on a trained model"
+)
+
+
 def validate_variants(
     variants: list[Variant],
     evaluation: ImageSet,
@@ -31,14 +37,18 @@ def validate_variants(
     batch_size: int,
     threads: ThreadSettings,
     judge_agreement: bool = True,
+    judge_int8: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Return the parity table, one row per variant, with status ok, failed or skipped.
+    """Return the parity table, one row per variant, with status ok, failed, skipped or unjudged.
 
     Skipped means an optional runtime or the device is missing here (runtimes.base.unavailable_reason);
     a variant that raises anything else is failed, with the error as its reason.
 
     judge_agreement=False (random weights) reports top-1/top-5 but judges on cosine and error only:
-    a random network's top logits are near-ties that any rounding flips.
+    a random network's top logits are near-ties that any rounding flips. judge_int8=False (random
+    weights too) reports INT8 figures as `unjudged`: their quantization noise is as large as their
+    input-dependent signal, so a correct and a damaged INT8 model score alike; a trained model judges INT8.
+    Non-finite logits are failed whatever the precision.
     """
     labels = evaluation.labels if evaluation.has_labels else None
     by_name = {v.name: v for v in variants}
@@ -77,7 +87,9 @@ def validate_variants(
                 gc.collect()
         row.update(compare_logits(reference, logits, labels))
         missed = thresholds[variant.thresholds_key].misses(row, judge_agreement)
-        if missed:
+        if variant.precision == "int8" and not judge_int8 and not row.get("nonfinite_values"):
+            row.update(status="unjudged", reason=UNJUDGED_INT8)
+        elif missed:
             row.update(status="failed", reason="; ".join(missed))
         results[variant.name] = row
     return results

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from crossdeploy.layout import saved_model_version_dir, tensorrt_engines
+from crossdeploy.layout import REFERENCE, saved_model_version_dir, tensorrt_engines, trained_paths
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -143,7 +143,6 @@ RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
     "tflite": _tflite,
 }
 
-REFERENCE = "torch-fp32"
 
 
 def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
@@ -179,6 +178,19 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
 
 
 TORCH_COMPILE = "torch-compile-fp32"
+
+
+#: what the trained reference model is taken through: every conversion the CPU runs in process
+TRAINED_VARIANTS = (
+    REFERENCE, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
+    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8",
+)  # fmt: skip
+
+
+def trained_variants(params: dict[str, Any]) -> list[Variant]:
+    """The trained reference model's variants, read from its own folder (layout.trained_paths)."""
+    trained = {**params, "paths": trained_paths(params["paths"]["trained"]), "model": {"name": params["trained"]["name"]}}
+    return [v for v in pipeline_variants(trained) if v.name in TRAINED_VARIANTS]
 
 
 def benchmark_variants(params: dict[str, Any]) -> list[Variant]:

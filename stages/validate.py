@@ -5,6 +5,7 @@ from pathlib import Path
 from crossdeploy.atomic import atomic_path
 from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import ParityError
+from crossdeploy.layout import TRAINED_PREFIX, trained_paths
 from crossdeploy.params import load_params
 from crossdeploy.parity import Thresholds
 from crossdeploy.parity_report import misses_table, parity_markdown
@@ -12,7 +13,7 @@ from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.validation import required_variants, unmet_requirements, validate_variants
-from crossdeploy.variants import pipeline_variants
+from crossdeploy.variants import pipeline_variants, trained_variants
 
 
 def main() -> None:
@@ -23,14 +24,18 @@ def main() -> None:
     variants = pipeline_variants(params)
     required = required_variants(cfg.get("require"), [v.name for v in variants])
     judge_agreement = not card.random_weights or bool(cfg["judge_agreement_with_random_weights"])
+    thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
+    run = {"batch_size": int(cfg["batch_size"]), "threads": ThreadSettings(**cfg["threads"])}
     results = validate_variants(
-        variants,
-        evaluation,
-        {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()},
-        batch_size=int(cfg["batch_size"]),
-        threads=ThreadSettings(**cfg["threads"]),
-        judge_agreement=judge_agreement,
+        variants, evaluation, thresholds, judge_agreement=judge_agreement, judge_int8=not card.random_weights, **run
     )
+    # the trained model's rows: real thresholds on every figure, accuracy against its labels included
+    trained_evaluation = Path(trained_paths(paths["trained"])["data"]) / "evaluation.npz"
+    if trained_evaluation.is_file():
+        trained = validate_variants(trained_variants(params), ImageSet.load(trained_evaluation), thresholds, **run)
+    else:
+        trained = {v.name: {"status": "skipped", "reason": f"{trained_evaluation} was not built (stage trained)"} for v in trained_variants(params)}
+    results.update({TRAINED_PREFIX + name: row for name, row in trained.items()})
     metrics = Path(paths["metrics"])
     write_json(metrics / "parity.json", results)
     with atomic_path(metrics / "parity.md") as out:

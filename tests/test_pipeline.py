@@ -10,6 +10,7 @@ import yaml
 from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
 from crossdeploy.serving import tfserving_launch
+from crossdeploy.variants import TRAINED_VARIANTS
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,9 @@ VARIANTS = {
     "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
     "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 }
+# random weights: INT8 rows carry figures but no verdict; the trained model's rows judge INT8
+INT8 = {"onnxruntime-int8", "onnxruntime-int8-trt", "tflite-int8"}
+TRAINED = {f"trained/{name}" for name in TRAINED_VARIANTS}
 # real TF Serving needs its binary or a Docker engine; where neither is, these rows say so
 TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes"}
 TFSERVING_RUNS = tfserving_launch.binary_available() or tfserving_launch.docker_available()
@@ -31,8 +35,8 @@ TFSERVING_RUNS = tfserving_launch.binary_available() or tfserving_launch.docker_
 GPU = {"tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "torch-cuda-fp16", "tfserving-tftrt-int8"}
 HAS_GPU = bool(gpus())
 STAGES = {
-    "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "validate",
-    "benchmark", "report",
+    "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "trained",
+    "validate", "benchmark", "report",
 }
 
 
@@ -64,8 +68,9 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     first = sh(repo, "dvc", "repro")
     assert stages_run(first) == STAGES
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
-    assert set(parity) == VARIANTS | TFSERVING | GPU
-    expected = {name: "ok" for name in VARIANTS} | {name: "ok" if TFSERVING_RUNS else "skipped" for name in TFSERVING}
+    assert set(parity) == VARIANTS | TFSERVING | GPU | TRAINED
+    expected = {name: "unjudged" if name in INT8 else "ok" for name in VARIANTS} | {name: "ok" for name in TRAINED}
+    expected |= {name: "ok" if TFSERVING_RUNS else "skipped" for name in TFSERVING}
     statuses = {name: row["status"] for name, row in parity.items()}
     assert {name: statuses[name] for name in expected} == expected
     if not HAS_GPU:
@@ -81,7 +86,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert (serving / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
-    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "checks", "device", "setup"}
+    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup"}
     if not HAS_GPU:
         assert benchmark["tensorrt-fp16"]["b1_c1"] == {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}
     for variant in VARIANTS:
@@ -89,13 +94,14 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert {cell["status"] for cell in benchmark[variant].values()} == {"ok"}
     assert benchmark["torch-compile-fp32"]["b1_c1"]["reason"] == "benchmark.torch_compile is false"
     assert benchmark["mlperf"]["onnxruntime-int8"]["status"] == "ok"
-    assert {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"} <= set(benchmark["checks"])
+    checks = json.loads((repo / "metrics" / "checks.json").read_text())
+    assert {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"} <= set(checks)
     if not TFSERVING_RUNS:
         assert "tensorflow_model_server on PATH" in benchmark["tfserving-rest-bytes"]["b1_c1"]["reason"]
     report = (repo / "metrics" / "benchmark.md").read_text()
     assert "| onnxruntime-int8 | int8 |" in report and "| kserve-rest-bytes | fp32 |" in report
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary["best_ips"]) == VARIANTS and set(summary["int8_top1_agreement"]) >= {"onnxruntime-int8", "tflite-int8"}
+    assert set(summary["best_ips"]) == VARIANTS and set(summary["int8_top1_agreement"]) >= {"trained/onnxruntime-int8", "trained/tflite-int8"}
 
     second = sh(repo, "dvc", "repro")
     assert stages_run(second) == set()
@@ -108,9 +114,9 @@ def test_quantize_param_reruns_only_quantize_and_what_follows(repo):
     params["quantize"]["calibration_method"] = "percentile"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # the TensorRT INT8 engine is built from the re-quantized model, so its stage follows
-    assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "tensorrt", "validate", "benchmark", "report"}
+    assert stages_run(sh(repo, "dvc", "repro")) == {"quantize", "trained", "tensorrt", "validate", "benchmark", "report"}
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
-    assert parity["onnxruntime-int8"]["status"] == "ok"
+    assert parity["trained/onnxruntime-int8"]["status"] == "ok"
 
 
 def test_exp_run_composes_params_with_hydra(repo):
@@ -123,8 +129,8 @@ def test_exp_run_composes_params_with_hydra(repo):
     # calibration_size feeds every INT8 path (ONNX QDQ, TFLite, TF-TRT); nothing upstream re-runs. The TF
     # Serving package follows only if re-running to_tensorflow rewrote the SavedModel's bytes.
     ran = stages_run(output)
-    assert {"quantize", "to_tensorflow", "tensorrt", "tftrt", "validate", "benchmark", "report"} <= ran
-    assert ran <= {"quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "validate", "benchmark", "report"}
+    assert {"quantize", "to_tensorflow", "trained", "tensorrt", "tftrt", "validate", "benchmark", "report"} <= ran
+    assert ran <= {"quantize", "to_tensorflow", "package", "trained", "tensorrt", "tftrt", "validate", "benchmark", "report"}
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["quantize"]["calibration_method"] == "entropy" and params["quantize"]["calibration_size"] == 12
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
@@ -162,15 +168,17 @@ def status_stages(repo):
 # benchmark) never touch export, optimize or quantize.
 SECTION_CHANGES = [
     ("data.evaluation_size", 12, {"data"}),
-    ("export.opset", 18, {"export"}),
-    ("quantize.per_channel", False, {"quantize"}),
-    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "tftrt", "validate", "benchmark"}),
+    ("export.opset", 18, {"export", "trained"}),
+    ("quantize.per_channel", False, {"quantize", "trained"}),
+    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "tftrt", "trained", "validate", "benchmark"}),
+    ("trained.epochs", 2, {"trained"}),
     ("package.batching.max_batch_size", 16, {"package", "tftrt"}),
     ("tensorrt.workspace_mib", 1024, {"tensorrt", "tftrt"}),
     ("tensorrt.cuda_graph", True, {"validate", "benchmark"}),
     ("validate.batch_size", 8, {"validate"}),
     ("benchmark.concurrency", [1], {"benchmark"}),
     ("benchmark.baseline", "HEAD", {"report"}),
+    ("benchmark.targets.int8_speedup_min", 4.0, {"report"}),
 ]
 
 
@@ -222,3 +230,58 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):
     assert "up to date" in sh(clone, "dvc", "status")
     assert stages_run(sh(clone, "dvc", "repro")) == set()
     assert (clone / "models" / "tensorrt" / "tensorrt-int8.json").read_text() == (repo / "models" / "tensorrt" / "tensorrt-int8.json").read_text()
+
+
+def test_a_code_change_reaches_every_stage_that_runs_that_code(repo):
+    """`dvc status` sees only stages whose own deps changed; `dvc repro --dry` shows the cascade."""
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    preprocessing = repo / "crossdeploy" / "preprocessing.py"
+    original = preprocessing.read_text()
+    try:
+        preprocessing.write_text(original + "\n# a fix to normalize() would go here\n")
+        would_run = stages_run(sh(repo, "dvc", "repro", "--dry"))
+        assert {"model", "data", "quantize", "to_tensorflow", "trained", "validate", "benchmark"} <= would_run
+        assert "optimize" not in would_run and "report" not in would_run
+    finally:
+        preprocessing.write_text(original)
+    assert stages_run(sh(repo, "dvc", "repro", "--dry")) == set()
+
+
+def test_a_target_threshold_reruns_only_the_report(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["benchmark"]["targets"]["int8_speedup_min"] = 100.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(sh(repo, "dvc", "repro")) == {"report"}
+    checks = json.loads((repo / "metrics" / "checks.json").read_text())
+    assert checks["int8_over_fp32"]["target"] == 100.0 and checks["int8_over_fp32"]["met"] is False
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_overwriting_the_users_checkpoint_or_adding_an_image_reruns_their_stage(repo):
+    import torch
+    import torchvision
+    from PIL import Image
+
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), repo / "user.pt")
+    images = repo / "user_images"
+    for k in range(8):
+        (images / f"class{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (80, 72), (30 * k, 100, 200 - 20 * k)).save(images / f"class{k % 2}" / f"{k}.png")
+    overrides = ["model.checkpoint=user.pt", "data.images=user_images", "data.calibration_size=4", "data.evaluation_size=4"]
+    params = compose(TINY + overrides, config_dir=repo / "conf")
+    assert params["paths"]["inputs"] == {"checkpoint": "user.pt", "images": "user_images"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert {"model", "data"} <= stages_run(sh(repo, "dvc", "repro", "data"))
+        assert not {"model", "data"} & status_stages(repo)
+        torch.manual_seed(2)
+        torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), repo / "user.pt")
+        assert "model" in status_stages(repo) and "data" not in status_stages(repo)
+        Image.new("RGB", (80, 72), (1, 2, 3)).save(images / "class0" / "extra.png")
+        assert {"model", "data"} <= status_stages(repo)
+    finally:
+        sh(repo, "git", "checkout", "-q", "--", "params.yaml")

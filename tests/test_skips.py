@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,8 +154,9 @@ def run_validate_stage(tmp_path, tiny_source, tiny_images, **validate):
     (source / "model.json").write_text(json.dumps(tiny_source[1].to_dict()))
     tiny_images[1].save(data / "evaluation.npz")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "validate.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "stages.validate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -120,3 +121,22 @@ def test_exported_program_takes_any_batch(tmp_path):
         x = torch.randn(batch, 3, 64, 64)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def _input_independence(logits: np.ndarray) -> float:
+    """How much of the logits is one vector shared by every image: |mean| over the typical deviation."""
+    deviation = np.linalg.norm(logits - logits.mean(0), axis=1).mean()
+    return float(np.linalg.norm(logits.mean(0)) / max(deviation, 1e-30))
+
+
+def test_random_weights_are_made_input_sensitive(tiny_source, tiny_images):
+    """Seeded random weights with BatchNorm's initial statistics give every image nearly the same logits;
+    the model stage re-estimates them on real photographs and centres the head."""
+    inputs = torch.from_numpy(tiny_images[1].tensors("NCHW"))
+    with torch.no_grad():
+        ours = load_program(tiny_source[0])(inputs).numpy()
+        torch.manual_seed(0)
+        untouched = torchvision.models.get_model("resnet18", weights=None, num_classes=10).eval()(inputs).numpy()
+    assert _input_independence(untouched) > 3 * _input_independence(ours), (_input_independence(untouched), _input_independence(ours))
+    assert _input_independence(ours) < 0.5
+    assert len(np.unique(ours.argmax(1))) >= 3

@@ -1,5 +1,6 @@
 """Stage scripts on bad input: one clear line naming the param, exit 1, nothing half-written."""
 
+import os
 import subprocess
 import sys
 
@@ -9,18 +10,20 @@ from crossdeploy.compose import compose
 from tests.conftest import ROOT
 
 
-def run_stage(tmp_path, stage, **sections):
-    params = compose(["model=resnet18-tiny"], config_dir=ROOT / "conf")
-    for section, values in sections.items():
-        params[section].update(values)
+def run_stage(tmp_path, stage, *overrides, edit=None):
+    """Run a stage as dvc.yaml does, on params composed with `overrides`, then changed by hand by `edit`."""
+    params = compose(["model=resnet18-tiny", *overrides], config_dir=ROOT / "conf")
+    if edit:
+        edit(params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
 
 
 def test_unknown_architecture(tmp_path):
-    result = run_stage(tmp_path, "model", model={"arch": "resnet-50"})
+    result = run_stage(tmp_path, "model", "model.arch=resnet-50")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: model.arch 'resnet-50'") and "Traceback" not in result.stderr
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.*"))
@@ -29,6 +32,16 @@ def test_unknown_architecture(tmp_path):
 def test_empty_image_folder_leaves_no_data(tmp_path):
     assert run_stage(tmp_path, "model").returncode == 0
     (tmp_path / "images" / "cats").mkdir(parents=True)
-    result = run_stage(tmp_path, "data", data={"images": str(tmp_path / "images")})
+    result = run_stage(tmp_path, "data", f"data.images={tmp_path / 'images'}")
     assert result.returncode == 1 and "holds no images" in result.stderr
     assert not list((tmp_path / "models").glob("data/*"))
+
+
+def test_a_hand_edited_checkpoint_that_dvc_would_not_hash_stops_the_model_stage(tmp_path):
+    """params.yaml naming a checkpoint that paths.inputs does not: overwriting it would re-run nothing."""
+    checkpoint = tmp_path / "user.pt"
+    checkpoint.write_bytes(b"")
+    result = run_stage(tmp_path, "model", edit=lambda params: params["model"].update(checkpoint=str(checkpoint)))
+    assert result.returncode == 1 and "paths.inputs.checkpoint: stages/model.py" in result.stderr
+    assert "python -m crossdeploy.compose" in result.stderr and "Traceback" not in result.stderr
+    assert run_stage(tmp_path, "model", f"model.checkpoint={checkpoint}").stderr.count("is not a PyTorch checkpoint") == 1

@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.benchmark.suite import best_throughput
-from crossdeploy.benchmark.sweep import parse_cell
-
-SECTIONS = ("mlperf", "harness", "checks", "device", "setup")
-
-
-def variant_cells(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    return {name: cells for name, cells in results.items() if name not in SECTIONS}
+from crossdeploy.benchmark.cells import best_throughput, parse_cell, variant_cells
 
 
 def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from typing import Any
 from crossdeploy.benchmark.cells import best_throughput, parse_cell, variant_cells
 from crossdeploy.parity_report import weights_statement
 from crossdeploy.source_model import ModelCard
-from crossdeploy.variants import REFERENCE
+from crossdeploy.layout import REFERENCE
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

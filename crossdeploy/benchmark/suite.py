@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.benchmark.cells import best_throughput  # noqa: F401  (charts.py imports it from here)
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings, run_mlperf
 from crossdeploy.benchmark.sweep import RunnerPool, cell_name, client_batches, failed, skipped, sweep_variant

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from crossdeploy.benchmark.cells import cell_name, parse_cell, skipped  # noqa: F401  (charts.py imports parse_cell from here)
+from crossdeploy.benchmark.cells import cell_name, skipped
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
 from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import Runner, ThreadSettings, error_text, unavailable_reason

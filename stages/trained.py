@@ -1,0 +1,31 @@
+"""Stage trained: a classifier trained on scikit-learn's digits, taken through every CPU conversion
+-> models/trained/. Its variants' parity rows (validate) are what judge the INT8 and conversion paths."""
+
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.layout import trained_paths
+from crossdeploy.onnx_quantize import QuantizeSettings
+from crossdeploy.params import load_params
+from crossdeploy.stage import run_stage
+from crossdeploy.trained_reference import TrainingSettings, convert_every_cpu_variant, train_classifier
+
+
+def main() -> None:
+    params = load_params()
+    settings = TrainingSettings(**params["trained"])
+    model, card, calibration, evaluation, figures = train_classifier(settings)
+    with atomic_path(params["paths"]["trained"], directory=True) as root:
+        convert_every_cpu_variant(
+            model, card, calibration, evaluation, trained_paths(root),
+            opset=int(params["export"]["opset"]), quantize=QuantizeSettings(**params["quantize"]),
+            version=int(params["to_tensorflow"]["version"]),
+        )  # fmt: skip
+    print(
+        f"trained: {settings.arch} on {figures['training_images']} digit images, "
+        f"evaluation accuracy {figures['evaluation_accuracy']:.4f} -> {Path(params['paths']['trained'])}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

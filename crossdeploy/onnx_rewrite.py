@@ -40,3 +40,44 @@ def pad_maxpools_after_relu(model) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return rewritten
+
+
+
+def _constant_ints(model, name: str) -> list[int] | None:
+    from onnx import numpy_helper
+
+    for initializer in model.graph.initializer:
+        if initializer.name == name:
+            return [int(v) for v in numpy_helper.to_array(initializer).reshape(-1)]
+    return None
+
+
+def spatial_means_to_global_pools(model) -> int:
+    """Replace `ReduceMean` over the two spatial axes of an NCHW tensor (keepdims) by `GlobalAveragePool`,
+    which computes exactly that.
+
+    torch exports torchvision's average pooling as ReduceMean; when the last feature map is 1x1 (a 32-px
+    input to a ResNet, CIFAR-sized models) onnx2tf cannot tell its layout from the shape, reduces over
+    the batch axis and gives the SavedModel a batch of 1. GlobalAveragePool is an NCHW op to onnx2tf, so
+    it converts right at any size. Returns how many were replaced.
+    """
+    import onnx
+    from onnx import helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {
+        info.name: len(info.type.tensor_type.shape.dim)
+        for info in [*inferred.graph.input, *inferred.graph.value_info]
+        if info.type.tensor_type.HasField("shape")
+    }
+    replaced = 0
+    for node in model.graph.node:
+        if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = attributes.get("axes") or (_constant_ints(model, node.input[1]) if len(node.input) > 1 else None)
+        if attributes.get("keepdims", 1) != 1 or not axes or sorted(a % 4 for a in axes) != [2, 3]:
+            continue
+        node.CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
+        replaced += 1
+    return replaced

@@ -59,14 +59,14 @@ def classification_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def check_architecture(arch: str) -> None:
+def check_architecture(arch: str, param: str = "model.arch") -> None:
     known = classification_architectures()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise CrossdeployError(
-            f"model.arch '{arch}' is not a torchvision classification architecture{hint}; "
-            f"set model.arch to one of torchvision.models.list_models(module=torchvision.models)."
+            f"{param} '{arch}' is not a torchvision classification architecture{hint}; "
+            f"set {param} to one of torchvision.models.list_models(module=torchvision.models)."
         )
 
 

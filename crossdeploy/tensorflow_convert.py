@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
-from crossdeploy.onnx_rewrite import pad_maxpools_after_relu
+from crossdeploy.onnx_rewrite import pad_maxpools_after_relu, spatial_means_to_global_pools
 from crossdeploy.tensorflow_env import import_tensorflow
 
 TFLITE_PRECISIONS = ("fp32", "fp16", "int8")
@@ -36,7 +36,8 @@ def _working_directory(path: Path):
 def onnx_to_keras(onnx_path: Path):
     """Convert with onnx2tf in a scratch directory, so nothing lands outside our declared outputs.
 
-    MaxPool padding after a Relu is made explicit first (see onnx_rewrite) so INT8 TFLite calibrates.
+    MaxPool padding after a Relu is made explicit first (see onnx_rewrite) so INT8 TFLite calibrates, , and
+    spatial means become GlobalAveragePool, which onnx2tf converts right when the last map is 1x1.
     The ONNX batch axis is dynamic, which keeps onnx2tf from fetching its own sample images.
     """
     import onnx
@@ -46,6 +47,7 @@ def onnx_to_keras(onnx_path: Path):
 
     model = onnx.load(str(onnx_path))
     pad_maxpools_after_relu(model)
+    spatial_means_to_global_pools(model)
     with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)):
         prepared = Path(scratch) / "model.onnx"
         onnx.save(model, str(prepared))

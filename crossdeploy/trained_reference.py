@@ -77,7 +77,7 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
 
     from crossdeploy.source_model import check_architecture
 
-    check_architecture(settings.arch)
+    check_architecture(settings.arch, "trained.arch")
     pixels, labels = digit_pixels(settings.input_size)
     settings.check(len(labels))
     order = np.random.default_rng(settings.seed).permutation(len(labels))

@@ -67,7 +67,7 @@ CONTROLS = {
     "constant": (lambda r: np.repeat(r[:1], len(r), axis=0), "top1_agreement"),
     "mean": (lambda r: np.repeat(r.mean(0, keepdims=True), len(r), axis=0), "cosine_min"),
     "shuffled": (lambda r: np.roll(r, 1, axis=0), "top1_agreement"),
-    "noise_10pct": (lambda r: r + np.random.default_rng(0).normal(0, 0.1 * _spread(r), r.shape), "cosine_min"),
+    "noise_20pct": (lambda r: r + np.random.default_rng(0).normal(0, 0.2 * _spread(r), r.shape), "cosine_min"),
     "zeros": (lambda r: np.zeros_like(r), "cosine_min"),
     "nan": (lambda r: np.where(np.arange(r.size).reshape(r.shape) == 7, np.nan, r), "NaN"),
     "inf": (lambda r: np.where(np.arange(r.size).reshape(r.shape) == 7, np.inf, r), "NaN or inf"),

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-from crossdeploy.onnx_rewrite import pad_maxpools_after_relu
+from crossdeploy.onnx_rewrite import pad_maxpools_after_relu, spatial_means_to_global_pools
 from crossdeploy.parity import compare_logits
 from crossdeploy.tensorflow_convert import convert_tflite
 from tests.conftest import TINY_SIZE, run_onnx
@@ -18,6 +18,33 @@ def test_maxpool_padding_rewrite_is_exact(tiny_optimized, tmp_path):
     onnx.save(model, str(path))
     x = np.random.default_rng(0).standard_normal((3, 3, TINY_SIZE, TINY_SIZE)).astype(np.float32)
     np.testing.assert_array_equal(run_onnx(path, x), run_onnx(tiny_optimized[0], x))
+
+
+def test_a_1x1_final_map_keeps_the_batch(tmp_path):
+    """At 32 px a ResNet's last map is 1x1, where onnx2tf once reduced the mean over the batch axis and
+    returned one row per batch; the GlobalAveragePool rewrite keeps every row, exactly."""
+    import torch
+    import torchvision
+
+    from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx_optimize import optimize_onnx
+    from crossdeploy.source_model import export_program
+    from crossdeploy.tensorflow_convert import onnx_to_keras
+
+    torch.manual_seed(0)
+    torch.export.save(export_program(torchvision.models.resnet18(num_classes=10).eval(), 32), tmp_path / "model.pt2")
+    export_onnx(tmp_path / "model.pt2", tmp_path / "model.onnx", opset=17, input_size=32)
+    optimize_onnx(tmp_path / "model.onnx", tmp_path / "model.optimized.onnx")
+    model = onnx.load(str(tmp_path / "model.optimized.onnx"))
+    assert spatial_means_to_global_pools(model) == 1
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save(model, str(rewritten))
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    expected = run_onnx(tmp_path / "model.optimized.onnx", x)
+    np.testing.assert_allclose(run_onnx(rewritten, x), expected, rtol=1e-5, atol=1e-5)
+    logits = onnx_to_keras(tmp_path / "model.optimized.onnx")(x.transpose(0, 2, 3, 1)).numpy()
+    assert logits.shape == (3, 10)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
 def test_saved_model_has_a_named_nhwc_serving_signature(tiny_saved_model):

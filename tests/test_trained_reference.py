@@ -1,0 +1,63 @@
+"""The trained reference model: it learns, it is the same model on every run with the same settings,
+and every one of its settings changes what the trained stage writes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.trained_reference import TrainingSettings, train_classifier
+
+# one epoch on a small evaluation split: seconds, and enough to tell models apart
+FAST = TrainingSettings(epochs=1, calibration_size=32, evaluation_size=100)
+
+
+def fingerprint(settings: TrainingSettings) -> dict[str, str]:
+    """A digest of each thing the stage writes from the training: weights, image sets, model card."""
+    model, card, calibration, evaluation, _ = train_classifier(settings)
+    digest = lambda *arrays: hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()  # noqa: E731
+    return {
+        "weights": digest(*(t.detach().numpy() for t in model.state_dict().values())),
+        "calibration": digest(calibration.pixels, calibration.labels),
+        "evaluation": digest(evaluation.pixels, evaluation.labels),
+        "card": repr(card),
+    }
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return fingerprint(FAST)
+
+
+def test_the_same_settings_train_the_same_model(baseline):
+    assert fingerprint(FAST) == baseline
+
+
+CHANGES = {
+    "name": "digits-other", "arch": "resnet34", "input_size": 40, "epochs": 2, "batch_size": 64,
+    "learning_rate": 3e-3, "calibration_size": 16, "evaluation_size": 120, "seed": 1,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", sorted(CHANGES))
+def test_every_setting_changes_the_output(baseline, field):
+    assert set(CHANGES) == set(TrainingSettings.__dataclass_fields__), "a setting without a liveness check"
+    assert fingerprint(replace(FAST, **{field: CHANGES[field]})) != baseline, f"trained.{field} changed nothing"
+
+
+def test_it_learns_the_digits():
+    _, card, _, evaluation, figures = train_classifier(replace(FAST, epochs=2))
+    assert figures["evaluation_accuracy"] > 0.9 and evaluation.has_labels and card.random_weights is False
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [({"input_size": 16}, "trained.input_size"), ({"evaluation_size": 1790}, "trained.calibration_size"), ({"arch": "resnet-18"}, "trained.arch")],
+)
+def test_bad_settings_name_the_param(change, message):
+    with pytest.raises(CrossdeployError, match=message.replace(".", r"\.")):
+        train_classifier(replace(FAST, **change))

@@ -23,10 +23,13 @@ def run_variant(variant: Variant, images: ImageSet, batch_size: int, threads: Th
         return runner.infer_all(runner.inputs(images), batch_size)
 
 
-UNJUDGED_INT8 = (
-    "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
-    "the trained/ rows judge the INT8 path on a trained model"
-)
+#: why a tolerance gives no verdict on random weights, by validate.thresholds key
+UNJUDGED_ON_RANDOM_WEIGHTS = {
+    "int8": "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
+    "the trained/ rows judge the INT8 path on a trained model",
+    "encoded": "random weights amplify the grey level the serving graph's resize may round unlike PIL's "
+    "into logit noise, so no verdict; with trained weights (model.weights or model.checkpoint) it is judged",
+}
 
 
 def validate_variants(
@@ -37,7 +40,7 @@ def validate_variants(
     batch_size: int,
     threads: ThreadSettings,
     judge_agreement: bool = True,
-    judge_int8: bool = True,
+    unjudged: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Return the parity table, one row per variant, with status ok, failed, skipped or unjudged.
 
@@ -45,10 +48,10 @@ def validate_variants(
     a variant that raises anything else is failed, with the error as its reason.
 
     judge_agreement=False (random weights) reports top-1/top-5 but judges on cosine and error only:
-    a random network's top logits are near-ties that any rounding flips. judge_int8=False (random
-    weights too) reports INT8 figures as `unjudged`: their quantization noise is as large as their
-    input-dependent signal, so a correct and a damaged INT8 model score alike; a trained model judges INT8.
-    Non-finite logits are failed whatever the precision.
+    a random network's top logits are near-ties that any rounding flips. `unjudged` maps thresholds keys
+    to the reason their variants get figures but no verdict (random weights: INT8 noise is as large as
+    the input-dependent signal, so a correct and a damaged INT8 model score alike; a trained model
+    judges them). Non-finite logits are failed whatever the precision.
     """
     labels = evaluation.labels if evaluation.has_labels else None
     by_name = {v.name: v for v in variants}
@@ -87,8 +90,8 @@ def validate_variants(
                 gc.collect()
         row.update(compare_logits(reference, logits, labels))
         missed = thresholds[variant.thresholds_key].misses(row, judge_agreement)
-        if variant.precision == "int8" and not judge_int8 and not row.get("nonfinite_values"):
-            row.update(status="unjudged", reason=UNJUDGED_INT8)
+        if variant.thresholds_key in (unjudged or {}) and not row.get("nonfinite_values"):
+            row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds_key])
         elif missed:
             row.update(status="failed", reason="; ".join(missed))
         results[variant.name] = row

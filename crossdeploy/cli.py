@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--image", default=DEFAULT_IMAGE, help="TF Serving Docker image (-gpu is added with a GPU)")
     serve.add_argument("--params", default="params.yaml", help="the pipeline's params (model name, repository path)")
     serve.add_argument("--repository", help="the TF Serving repository to serve (default: paths.serving from the params)")
+    serve.add_argument("--model", help="the model in the repository to serve (default: model.name from the params)")
     return parser
 
 
@@ -65,7 +66,7 @@ def choose_engine(requested: str) -> tuple[str, str]:
 
 def serve(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
+    name, version = args.model or params["model"]["name"], int(params["to_tensorflow"]["version"])
     repository = Path(args.repository or params["paths"]["serving"])
     if not (repository / name / str(version) / "saved_model.pb").is_file():
         raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")

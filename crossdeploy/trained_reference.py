@@ -49,22 +49,36 @@ class TrainingSettings:
             )
 
 
-def digit_pixels(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as uint8 RGB images of size x size (N, H, W, 3), and their labels."""
-    import torch
+def _preprocessing(size: int) -> Preprocessing:
+    return Preprocessing(resize_size=size, crop_size=size, mean=MEAN, std=STD, interpolation="bilinear")
+
+
+def digit_images(size: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """scikit-learn's digits as a client would send them (8x8 PNG files), their pixels after the
+    pipeline's preprocessing (upsampled to size x size, RGB), and their labels."""
+    import io
+
+    from PIL import Image
     from sklearn.datasets import load_digits
 
+    from crossdeploy.datasets import decode_image
+
     digits = load_digits()
-    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return np.repeat(pixels.transpose(0, 2, 3, 1), 3, axis=3), digits.target.astype(np.int64)
+    preprocessing = _preprocessing(size)
+    pixels, files = [], []
+    for image in digits.images:
+        out = io.BytesIO()
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).convert("RGB").save(out, format="PNG")
+        files.append(out.getvalue())
+        pixels.append(preprocessing.crop(decode_image(files[-1])))
+    return np.stack(pixels), digits.target.astype(np.int64), files
 
 
-def _image_set(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> ImageSet:
+def _image_set(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, files: list[bytes] | None = None) -> ImageSet:
     return ImageSet(
-        pixels=pixels[indices], labels=labels[indices], sources=[f"sklearn-digits/{i}" for i in indices], mean=MEAN, std=STD
-    )
+        pixels=pixels[indices], labels=labels[indices], sources=[f"sklearn-digits/{i}" for i in indices], mean=MEAN, std=STD,
+        encoded=[files[i] for i in indices] if files is not None else None,
+    )  # fmt: skip
 
 
 def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageSet, ImageSet, dict[str, float]]:
@@ -78,7 +92,7 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
     from crossdeploy.source_model import check_architecture
 
     check_architecture(settings.arch, "trained.arch")
-    pixels, labels = digit_pixels(settings.input_size)
+    pixels, labels, files = digit_images(settings.input_size)
     settings.check(len(labels))
     order = np.random.default_rng(settings.seed).permutation(len(labels))
     evaluation_idx = order[: settings.evaluation_size]
@@ -86,7 +100,8 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
     # calibration images come from the training split, as they would in a real deployment
     calibration_idx = training_idx[: settings.calibration_size]
     calibration = _image_set(pixels, labels, calibration_idx)
-    evaluation = _image_set(pixels, labels, evaluation_idx)
+    # the evaluation set keeps the files, for the served bytes path
+    evaluation = _image_set(pixels, labels, evaluation_idx, files)
     training = _image_set(pixels, labels, training_idx)
 
     torch.manual_seed(settings.seed)
@@ -118,19 +133,19 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
         weights=None,
         checkpoint=None,
         random_weights=False,
-        preprocessing=Preprocessing(
-            resize_size=settings.input_size, crop_size=settings.input_size, mean=MEAN, std=STD, interpolation="bilinear"
-        ),
+        preprocessing=_preprocessing(settings.input_size),
         categories=[str(i) for i in range(NUM_CLASSES)],
     )
     return model, card, calibration, evaluation, figures
 
 
 def convert_every_cpu_variant(
-    model, card: ModelCard, calibration: ImageSet, evaluation: ImageSet, paths: dict[str, str], *, opset: int, quantize, version: int = 1
-) -> None:
+    model, card: ModelCard, calibration: ImageSet, evaluation: ImageSet, paths: dict[str, str], *,
+    opset: int, quantize, package: dict[str, Any], version: int = 1,
+) -> None:  # fmt: skip
     """The same conversions the pipeline's stages make, with the same functions: exported program,
-    ONNX, optimized ONNX, both INT8 flavours, SavedModel and the three TFLite models."""
+    ONNX, optimized ONNX, both INT8 flavours, SavedModel, the three TFLite models, and the TF Serving
+    repository with the float and encoded-image signatures."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -140,6 +155,8 @@ def convert_every_cpu_variant(
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import quantize_onnx
+    from crossdeploy.serving.repository import BatchingParameters, write_repository_files
+    from crossdeploy.serving.signatures import export_with_bytes_signature
     from crossdeploy.source_model import export_program
     from crossdeploy.stage import write_json
     from crossdeploy.tensorflow_convert import TFLITE_PRECISIONS, convert_tflite, onnx_to_keras, save_serving_model
@@ -168,3 +185,8 @@ def convert_every_cpu_variant(
     nhwc = calibration.tensors("NHWC")[: settings.calibration_size]
     for precision in TFLITE_PRECISIONS:
         convert_tflite(version_dir, tflite / f"model.{precision}.tflite", precision, nhwc)
+
+    repository = Path(paths["serving"])
+    repository.mkdir(parents=True, exist_ok=True)
+    write_repository_files(repository, card.name, package["base_path"], BatchingParameters(**package["batching"]))
+    export_with_bytes_signature(version_dir, repository / card.name / str(version), card.preprocessing)

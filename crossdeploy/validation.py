@@ -28,7 +28,7 @@ UNJUDGED_ON_RANDOM_WEIGHTS = {
     "int8": "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
     "the trained/ rows judge the INT8 path on a trained model",
     "encoded": "random weights amplify the grey level the serving graph's resize may round unlike PIL's "
-    "into logit noise, so no verdict; with trained weights (model.weights or model.checkpoint) it is judged",
+    "into logit noise, so no verdict; the trained/ rows judge the bytes path on a trained model",
 }
 
 

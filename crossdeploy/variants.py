@@ -85,7 +85,7 @@ def _tfserving_tftrt(v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.served_runtime import ServedRunner
 
     # <repository>/<model>/<version>: TF Serving's GPU image serves the TF-TRT SavedModel from there
-    return ServedRunner(v.name, "tfserving", "rest", False, threads=threads, repository=v.artifact.parent.parent, status_file=v.record)
+    return ServedRunner(v.name, "tfserving", "rest", False, threads=threads, repository=v.artifact.parent.parent, status_file=v.record, model=v.artifact.parent.name)
 
 
 def _torch_cuda_fp16(v: Variant, threads: ThreadSettings) -> Runner:
@@ -115,7 +115,8 @@ def _tflite(v: Variant, threads: ThreadSettings) -> Runner:
 def _served(engine: str, protocol: str, encoded: bool, v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.served_runtime import ServedRunner
 
-    return ServedRunner(v.name, engine, protocol, encoded, threads=threads)
+    # the artifact is <repository>/<model>/<version>, as the package stage lays it out
+    return ServedRunner(v.name, engine, protocol, encoded, threads=threads, repository=v.artifact.parent.parent, model=v.artifact.parent.name)
 
 
 #: served variant -> (engine, protocol, encoded images); the embedded engine runs anywhere, TF Serving
@@ -180,10 +181,10 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
 TORCH_COMPILE = "torch-compile-fp32"
 
 
-#: what the trained reference model is taken through: every conversion the CPU runs in process
+#: what the trained reference model is taken through: every conversion the CPU runs, and the embedded server
 TRAINED_VARIANTS = (
     REFERENCE, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
-    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8",
+    "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ def main() -> None:
     with atomic_path(params["paths"]["trained"], directory=True) as root:
         convert_every_cpu_variant(
             model, card, calibration, evaluation, trained_paths(root),
-            opset=int(params["export"]["opset"]), quantize=QuantizeSettings(**params["quantize"]),
+            opset=int(params["export"]["opset"]), quantize=QuantizeSettings(**params["quantize"]), package=params["package"],
             version=int(params["to_tensorflow"]["version"]),
         )  # fmt: skip
     print(

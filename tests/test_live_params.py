@@ -73,7 +73,9 @@ EXPLAINED = {
     )},  # fmt: skip
     **{f"trained:{key}": SHARED for key in (
         "export.opset", "quantize.method", "quantize.calibration_method", "quantize.calibration_size", "quantize.calibration_batch",
-        "quantize.per_channel", "quantize.percentile", "to_tensorflow.version",
+        "quantize.per_channel", "quantize.percentile", "to_tensorflow.version", "package.base_path",
+        "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
+        "package.batching.max_enqueued_batches",
     )},  # fmt: skip
     **{f"tftrt:{key}": TFTRT for key in (
         "model.name", "to_tensorflow.version", "quantize.calibration_size", "package.base_path", "package.batching.max_batch_size",
@@ -90,6 +92,8 @@ EXPLAINED = {
     "validate:validate.threads.intra_op": RUN_ONLY,
     "validate:validate.threads.inter_op": RUN_ONLY,
     "validate:validate.require": "which skips fail the stage; parity.json is the same (tests/test_skips)",
+    "validate:validate.random_weights.unjudged": "which rows of a random model get no verdict: their status, not their figures "
+    "(tests/test_pipeline finds the random model's INT8 rows unjudged)",
     "benchmark:model.name": NAMES,
     "benchmark:to_tensorflow.version": NAMES,
 }
@@ -125,7 +129,7 @@ def tracked_params(root=ROOT) -> dict[str, list[str]]:
 def explained(stage: str, key: str) -> bool:
     if f"{stage}:{key}" in EXPLAINED:
         return True
-    if key.startswith("validate.thresholds.") and stage == "validate":
+    if key.startswith(("validate.thresholds.", "validate.random_weights.thresholds.")) and stage == "validate":
         return True  # every threshold: VERDICT
     return stage == "benchmark" and key.startswith(("benchmark.", "tensorrt.cuda_graph"))  # MEASURED
 

@@ -24,10 +24,11 @@ class ServedRunner(Runner):
         threads: ThreadSettings | None = None,
         repository: Path | None = None,  # default: the params' paths.serving
         status_file: Path | None = None,  # a stage's {"status", "reason"} for a repository it may have skipped
+        model: str | None = None,  # the model in the repository; default: the params' model.name
     ):
         super().__init__(name, threads)
         self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
-        self.repository, self.status_file = repository, status_file
+        self.repository, self.status_file, self.model = repository, status_file, model
         self.input_kind = "encoded" if encoded else "tensor"
 
     def _activate_impl(self) -> None:
@@ -40,8 +41,8 @@ class ServedRunner(Runner):
             if status["status"] != "ok":
                 raise RuntimeUnavailable(status["reason"])
         self._check_engine()
-        model = load_params(self.params_file)["model"]["name"]
-        self._server = ServerProcess(self.engine, self.params_file, self.repository)
+        model = self.model or load_params(self.params_file)["model"]["name"]
+        self._server = ServerProcess(self.engine, self.params_file, self.repository, model=model)
         endpoint = self._server.start()
         if self.protocol == "grpc":
             self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", model)

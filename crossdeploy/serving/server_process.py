@@ -36,9 +36,14 @@ def _die_with_parent() -> None:
 
 class ServerProcess:
     def __init__(
-        self, engine: str, params_file: str | Path = "params.yaml", repository: Path | None = None, ready_timeout_s: float = 300.0
+        self,
+        engine: str,
+        params_file: str | Path = "params.yaml",
+        repository: Path | None = None,
+        ready_timeout_s: float = 300.0,
+        model: str | None = None,
     ):
-        self.engine = engine
+        self.engine, self.model = engine, model
         self.repository = repository.resolve() if repository else None
         self.params_file = Path(params_file).resolve()
         self.ready_timeout_s = ready_timeout_s
@@ -54,6 +59,7 @@ class ServerProcess:
             "--host", self.endpoint.host, "--rest-port", str(self.endpoint.rest_port),
             "--grpc-port", str(self.endpoint.grpc_port), "--params", self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),
+            *(["--model", self.model] if self.model else []),
         ]  # fmt: skip
         # the child runs this very crossdeploy, installed or not
         package_root = str(Path(crossdeploy.__file__).resolve().parent.parent)

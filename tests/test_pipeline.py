@@ -25,8 +25,8 @@ VARIANTS = {
     "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
     "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 }
-# random weights: INT8 rows carry figures but no verdict; the trained model's rows judge INT8
-INT8 = {"onnxruntime-int8", "onnxruntime-int8-trt", "tflite-int8"}
+# random weights: INT8 and served-bytes rows carry figures but no verdict; the trained model's rows judge them
+UNJUDGED = {"onnxruntime-int8", "onnxruntime-int8-trt", "tflite-int8", "kserve-rest-bytes", "tfserving-rest-bytes"}
 TRAINED = {f"trained/{name}" for name in TRAINED_VARIANTS}
 # real TF Serving needs its binary or a Docker engine; where neither is, these rows say so
 TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes"}
@@ -69,8 +69,8 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert stages_run(first) == STAGES
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
     assert set(parity) == VARIANTS | TFSERVING | GPU | TRAINED
-    expected = {name: "unjudged" if name in INT8 else "ok" for name in VARIANTS} | {name: "ok" for name in TRAINED}
-    expected |= {name: "ok" if TFSERVING_RUNS else "skipped" for name in TFSERVING}
+    expected = {name: "unjudged" if name in UNJUDGED else "ok" for name in VARIANTS} | {name: "ok" for name in TRAINED}
+    expected |= {name: ("unjudged" if name in UNJUDGED else "ok") if TFSERVING_RUNS else "skipped" for name in TFSERVING}
     statuses = {name: row["status"] for name, row in parity.items()}
     assert {name: statuses[name] for name in expected} == expected
     if not HAS_GPU:
@@ -172,7 +172,7 @@ SECTION_CHANGES = [
     ("quantize.per_channel", False, {"quantize", "trained"}),
     ("to_tensorflow.version", 2, {"to_tensorflow", "package", "tftrt", "trained", "validate", "benchmark"}),
     ("trained.epochs", 2, {"trained"}),
-    ("package.batching.max_batch_size", 16, {"package", "tftrt"}),
+    ("package.batching.max_batch_size", 16, {"package", "tftrt", "trained"}),
     ("tensorrt.workspace_mib", 1024, {"tensorrt", "tftrt"}),
     ("tensorrt.cuda_graph", True, {"validate", "benchmark"}),
     ("validate.batch_size", 8, {"validate"}),
@@ -242,7 +242,7 @@ def test_a_code_change_reaches_every_stage_that_runs_that_code(repo):
         preprocessing.write_text(original + "\n# a fix to normalize() would go here\n")
         would_run = stages_run(sh(repo, "dvc", "repro", "--dry"))
         assert {"model", "data", "quantize", "to_tensorflow", "trained", "validate", "benchmark"} <= would_run
-        assert "optimize" not in would_run and "report" not in would_run
+        assert "export" not in would_run and "optimize" not in would_run
     finally:
         preprocessing.write_text(original)
     assert stages_run(sh(repo, "dvc", "repro", "--dry")) == set()

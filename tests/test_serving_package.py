@@ -45,7 +45,7 @@ def test_bytes_signature_preprocesses_like_the_pipeline(packaged, tiny_source, f
     expected = signatures["serving_default"](images=tf.constant(normalize(pil_pixels, prep.mean, prep.std, "NHWC")))["logits"]
     got = signatures[BYTES_SIGNATURE](**{BYTES_INPUT: tf.constant([encoded(p, fmt) for p in paths])})["logits"]
     metrics = compare_logits(expected.numpy(), got.numpy())
-    assert metrics["cosine_min"] >= min_cosine and metrics["max_abs_err_rel"] < 2e-2
+    assert metrics["cosine_min"] >= min_cosine and metrics["max_abs_err_rel"] < 5e-2
 
 
 def test_float_signature_is_the_pipeline_savedmodel(packaged, tiny_saved_model, tiny_images):

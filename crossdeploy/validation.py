@@ -98,6 +98,17 @@ def validate_variants(
     return results
 
 
+def judging_rules(cfg: dict[str, Any], thresholds: dict[str, Thresholds]) -> dict[str, Any]:
+    """validate_variants' judging arguments for a model with random weights, from the validate params:
+    its own bounds where random networks amplify rounding, and the tolerances given no verdict."""
+    random = cfg["random_weights"]
+    return {
+        "thresholds": {**thresholds, **{key: Thresholds(**values) for key, values in random["thresholds"].items()}},
+        "judge_agreement": bool(cfg["judge_agreement_with_random_weights"]),
+        "unjudged": {key: UNJUDGED_ON_RANDOM_WEIGHTS[key] for key in random["unjudged"]},
+    }
+
+
 def required_variants(value: Any, known: list[str]) -> list[str]:
     """`validate.require` as a list of variant names; a name that is no variant is an error."""
     names = [] if value is None else [value] if isinstance(value, str) else list(value)

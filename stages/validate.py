@@ -12,7 +12,7 @@ from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
-from crossdeploy.validation import UNJUDGED_ON_RANDOM_WEIGHTS, required_variants, unmet_requirements, validate_variants
+from crossdeploy.validation import judging_rules, required_variants, unmet_requirements, validate_variants
 from crossdeploy.variants import pipeline_variants, trained_variants
 
 
@@ -23,16 +23,11 @@ def main() -> None:
     evaluation = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
     variants = pipeline_variants(params)
     required = required_variants(cfg.get("require"), [v.name for v in variants])
-    judge_agreement = not card.random_weights or bool(cfg["judge_agreement_with_random_weights"])
     thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
     run = {"batch_size": int(cfg["batch_size"]), "threads": ThreadSettings(**cfg["threads"])}
-    if card.random_weights:
-        random = cfg["random_weights"]
-        own = {**thresholds, **{key: Thresholds(**values) for key, values in random["thresholds"].items()}}
-        unjudged = {key: UNJUDGED_ON_RANDOM_WEIGHTS[key] for key in random["unjudged"]}
-        results = validate_variants(variants, evaluation, own, judge_agreement=judge_agreement, unjudged=unjudged, **run)
-    else:
-        results = validate_variants(variants, evaluation, thresholds, **run)
+    judging = judging_rules(cfg, thresholds) if card.random_weights else {"thresholds": thresholds}
+    results = validate_variants(variants, evaluation, **judging, **run)
+    judge_agreement = judging.get("judge_agreement", True)
     # the trained model's rows: real thresholds on every figure, accuracy against its labels included
     trained_evaluation = Path(trained_paths(paths["trained"])["data"]) / "evaluation.npz"
     if trained_evaluation.is_file():

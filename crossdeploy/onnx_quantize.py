@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.onnx_export import INPUT_NAME
+from crossdeploy.layout import INPUT_NAME
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 FLAVOURS = ("cpu", "tensorrt")

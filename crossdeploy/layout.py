@@ -17,6 +17,20 @@ SIGNATURE = "serving_default"
 MAX_BATCH = 4096
 #: the variant every other one is compared with
 REFERENCE = "torch-fp32"
+#: variants the to_tensorflow and package stages build, by the names validate and benchmark report
+SAVEDMODEL_VARIANT = "tf-savedmodel-fp32"
+TFLITE_PRECISIONS = ("fp32", "fp16", "int8")
+TFLITE_VARIANTS = {precision: f"tflite-{precision}" for precision in TFLITE_PRECISIONS}
+#: served variant -> (engine, protocol, encoded images); the embedded engine runs anywhere, TF Serving
+#: where its binary or a Docker engine is.
+SERVED = {
+    "tfserving-grpc-fp32": ("tfserving", "grpc", False),
+    "tfserving-rest-fp32": ("tfserving", "rest", False),
+    "tfserving-rest-bytes": ("tfserving", "rest", True),
+    "kserve-rest-fp32": ("kserve", "rest", False),
+    "kserve-rest-bytes": ("kserve", "rest", True),
+}
+TFTRT_VARIANT = "tfserving-tftrt-int8"
 #: parity rows of the trained reference model (stage trained) are named trained/<variant>
 TRAINED_PREFIX = "trained/"
 

@@ -23,15 +23,73 @@ def _name_batch_axis(model) -> None:
             dims[0].dim_param = BATCH_DIM
 
 
+def _splits_to_slices(model) -> int:
+    """Replace each Split by one Slice per output, which computes exactly the same tensors.
+
+    The ONNX version converter has no adapter that takes Split below opset 18 (where it gained
+    `num_outputs`), so a model with a Split (ShuffleNet's channel split) could not be exported at an
+    older opset; Slice has not changed since opset 13. Needs the split axis's size, which is static
+    for a channel split. Returns how many Splits were replaced.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {
+        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for info in [*inferred.graph.input, *inferred.graph.value_info]
+        if info.type.tensor_type.HasField("shape")
+    }
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    constants.update(
+        (node.output[0], numpy_helper.to_array(node.attribute[0].t))
+        for node in model.graph.node
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
+    )
+    nodes, replaced = [], 0
+    for node in model.graph.node:
+        if node.op_type != "Split":
+            nodes.append(node)
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shape = shapes.get(node.input[0])
+        axis = attributes.get("axis", 0)
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in constants[node.input[1]].reshape(-1)] if node.input[1] in constants else None
+        elif shape and shape[axis] is not None:
+            count = attributes.get("num_outputs", len(node.output))
+            step = -(-shape[axis] // count)  # ONNX: equal parts, the last one smaller
+            sizes = [min(step, shape[axis] - i * step) for i in range(count)]
+        else:
+            sizes = None
+        if sizes is None:
+            nodes.append(node)  # the converter reports it
+            continue
+        axis_name = f"{node.name}_slice_axis"
+        model.graph.initializer.append(helper.make_tensor(axis_name, onnx.TensorProto.INT64, [1], [axis]))
+        start = 0
+        for index, (output, size) in enumerate(zip(node.output, sizes)):
+            bounds = [f"{node.name}_slice{index}_start", f"{node.name}_slice{index}_end"]
+            for name, value in zip(bounds, (start, start + size)):
+                model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [1], [value]))
+            nodes.append(helper.make_node("Slice", [node.input[0], *bounds, axis_name], [output], name=f"{node.name}_slice{index}"))
+            start += size
+        replaced += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return replaced
+
+
 def _convert_below_18(model, opset: int):
     """Bring a dynamo-exported graph down to `opset` with the ONNX version converter.
 
-    The converter moves Reduce* axes back to attributes but leaves opset-18's
-    `noop_with_empty_axes`; at its default (0) dropping it changes nothing, otherwise the graph
-    cannot be expressed in the older opset.
+    Splits become Slices first (see _splits_to_slices). The converter moves Reduce* axes back to
+    attributes but leaves opset-18's `noop_with_empty_axes`; at its default (0) dropping it changes
+    nothing, otherwise the graph cannot be expressed in the older opset.
     """
     import onnx.version_converter
 
+    _splits_to_slices(model)
     converted = onnx.version_converter.convert_version(model, opset)
     for node in converted.graph.node:
         if not node.op_type.startswith("Reduce"):

@@ -2,45 +2,89 @@
 
 from __future__ import annotations
 
-NONNEGATIVE_PRODUCERS = {"Relu"}
+#: ops whose output is >= 0 whatever their input
+NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
+#: ops whose output is >= 0 when every (data) input is
+NONNEGATIVE_WHEN_INPUTS_ARE = {"Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad"}
 
 
-def pad_maxpools_after_relu(model) -> int:
-    """Move MaxPool padding into an explicit zero Pad where the pooled tensor comes from a Relu.
+def _nonnegative_tensors(model) -> set[str]:
+    """Names of tensors that are >= 0 by construction, in graph (topological) order."""
+    nonnegative: set[str] = set()
+    for node in model.graph.node:
+        data = node.input[:1] if node.op_type in ("MaxPool", "AveragePool", "Pad") else node.input
+        if node.op_type in NONNEGATIVE_OPS or (node.op_type in NONNEGATIVE_WHEN_INPUTS_ARE and all(i in nonnegative for i in data)):
+            nonnegative.update(node.output)
+    return nonnegative
 
-    onnx2tf pads such a MaxPool with -inf, which full-integer TFLite calibration turns into an
-    infinite quantization range (the runtime aborts preparing the next Add). After a Relu every
-    value is >= 0 and each window holds at least one real value, so padding with 0 gives the
-    same maximum. Returns how many MaxPools were rewritten.
+
+def _ceil_extra_pads(size: int, kernel: int, stride: int, dilation: int, begin: int, end: int) -> int:
+    """Extra end padding that makes floor-mode pooling give ceil-mode's output size (as PyTorch sizes it:
+    the last window must start inside the input or the begin padding)."""
+    span = size + begin + end - dilation * (kernel - 1) - 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + begin:
+        out -= 1
+    return max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - (size + begin + end))
+
+
+def pad_maxpools_over_nonnegative(model) -> int:
+    """Make MaxPool padding, ceil-mode's implicit end padding included, an explicit zero Pad where the
+    pooled tensor cannot be negative (after a Relu, or a Concat or pool of such tensors).
+
+    onnx2tf pads such a MaxPool with the float minimum, which full-integer TFLite calibration turns
+    into an enormous quantization range (the runtime aborts preparing the next Add, or every value
+    rounds to one level: GoogLeNet's ceil-mode pools). Over non-negative values every window holds at
+    least one real value, so padding with 0 gives the same maximum. Returns how many MaxPools were rewritten.
     """
     import onnx
     from onnx import helper
 
-    producers = {out: node for node in model.graph.node for out in node.output}
+    nonnegative = _nonnegative_tensors(model)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {
+        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for info in [*inferred.graph.input, *inferred.graph.value_info]
+        if info.type.tensor_type.HasField("shape")
+    }
     nodes, rewritten = [], 0
     for node in model.graph.node:
-        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), None)
-        producer = producers.get(node.input[0]) if node.input else None
-        if node.op_type != "MaxPool" or not pads or not any(pads) or producer is None or producer.op_type not in NONNEGATIVE_PRODUCERS:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "MaxPool" or node.input[0] not in nonnegative or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             nodes.append(node)
             continue
-        spatial = len(pads) // 2
+        kernel = list(attributes["kernel_shape"])
+        spatial = len(kernel)
+        pads = list(attributes.get("pads") or [0] * 2 * spatial)
+        if attributes.get("ceil_mode", 0):
+            sizes = (shapes.get(node.input[0]) or [None] * (spatial + 2))[2:]
+            if any(size is None for size in sizes):
+                nodes.append(node)  # cannot size the implicit padding: leave it to the converter
+                continue
+            strides = list(attributes.get("strides") or [1] * spatial)
+            dilations = list(attributes.get("dilations") or [1] * spatial)
+            for axis in range(spatial):
+                pads[spatial + axis] += _ceil_extra_pads(
+                    sizes[axis], kernel[axis], strides[axis], dilations[axis], pads[axis], pads[spatial + axis]
+                )
+        if not any(pads):
+            nodes.append(node)
+            continue
         # ONNX Pad wants [N_begin, C_begin, spatial_begins..., N_end, C_end, spatial_ends...].
         full_pads = [0, 0, *pads[:spatial], 0, 0, *pads[spatial:]]
         pads_name = f"{node.name or node.output[0]}_explicit_pads"
         padded = f"{node.input[0]}_zero_padded_for_{node.name or node.output[0]}"
         model.graph.initializer.append(helper.make_tensor(pads_name, onnx.TensorProto.INT64, [len(full_pads)], full_pads))
         nodes.append(helper.make_node("Pad", [node.input[0], pads_name], [padded], mode="constant", name=f"{pads_name}_node"))
-        for attribute in node.attribute:
-            if attribute.name == "pads":
-                attribute.ints[:] = [0] * len(pads)
+        kept = [a for a in node.attribute if a.name not in ("pads", "ceil_mode")]
+        del node.attribute[:]
+        node.attribute.extend(kept)
         node.input[0] = padded
         nodes.append(node)
         rewritten += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return rewritten
-
 
 
 def _constant_ints(model, name: str) -> list[int] | None:

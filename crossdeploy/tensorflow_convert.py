@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
-from crossdeploy.onnx_rewrite import pad_maxpools_after_relu, spatial_means_to_global_pools
+from crossdeploy.build_failures import ConversionFailed, captured_output, error_summary, onnx2tf_failure
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_PRECISIONS, TFLITE_VARIANTS
+from crossdeploy.onnx_rewrite import pad_maxpools_over_nonnegative, spatial_means_to_global_pools
 from crossdeploy.tensorflow_env import import_tensorflow
 
-TFLITE_PRECISIONS = ("fp32", "fp16", "int8")
+ONNX2TF_HINT = (
+    "the ONNX Runtime variants are unaffected; try another export.opset, or convert with onnx2tf's "
+    "parameter replacement file (https://github.com/PINTO0309/onnx2tf#parameter-replacement)"
+)
 
 
 @contextlib.contextmanager
@@ -46,17 +50,21 @@ def onnx_to_keras(onnx_path: Path):
     import onnx2tf
 
     model = onnx.load(str(onnx_path))
-    pad_maxpools_after_relu(model)
+    pad_maxpools_over_nonnegative(model)
     spatial_means_to_global_pools(model)
-    with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)):
+    with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)), captured_output() as output:
         prepared = Path(scratch) / "model.onnx"
         onnx.save(model, str(prepared))
-        return onnx2tf.convert(
-            input_onnx_file_path=str(prepared),
-            output_folder_path=str(Path(scratch) / "onnx2tf"),
-            disable_model_save=True,
-            non_verbose=True,
-        )
+        try:
+            return onnx2tf.convert(
+                input_onnx_file_path=str(prepared),
+                output_folder_path=str(Path(scratch) / "onnx2tf"),
+                disable_model_save=True,
+                non_verbose=True,
+            )
+        except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some errors
+            op_types = {node.name: node.op_type for node in model.graph.node}
+            raise onnx2tf_failure(exc, output.getvalue(), op_types, ONNX2TF_HINT) from None
 
 
 def save_serving_model(keras_model, export_dir: Path, input_size: int) -> None:
@@ -72,6 +80,9 @@ def save_serving_model(keras_model, export_dir: Path, input_size: int) -> None:
             return {OUTPUT_NAME: self.model(images, training=False)}
 
     module = ServingModule(keras_model)
+    # onnx2tf creates some weights outside Keras layers (RegNet's grouped convolutions), which the
+    # SavedModel would refuse as untracked; attaching every variable the traced graph reads tracks them.
+    module.graph_variables = list(module.serve.get_concrete_function().variables)
     tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: module.serve})
 
 
@@ -97,3 +108,35 @@ def convert_tflite(saved_model_dir: Path, output: Path, precision: str, calibrat
     elif precision != "fp32":
         raise ValueError(f"unknown TFLite precision {precision}")
     output.write_bytes(converter.convert())
+
+
+def convert_to_tensorflow(
+    onnx_path: Path, version_dir: Path, tflite_dir: Path, input_size: int, calibration_nhwc: np.ndarray
+) -> dict[str, str]:
+    """ONNX -> SavedModel at `version_dir` -> TFLite FP32/FP16/INT8 in `tflite_dir`.
+
+    Returns {variant: why it could not be built}: a converter that cannot handle the architecture
+    fails the variants it would have produced, and the caller records them (build_failures).
+    """
+    tflite_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        keras_model = onnx_to_keras(onnx_path)
+        try:
+            save_serving_model(keras_model, version_dir, input_size)
+        except Exception as exc:
+            raise ConversionFailed(
+                f"TensorFlow could not save onnx2tf's model as a SavedModel ({error_summary(exc)}); the ONNX Runtime variants are unaffected"
+            ) from None
+    except ConversionFailed as exc:
+        return {SAVEDMODEL_VARIANT: str(exc), **{name: f"no SavedModel to convert: {exc}" for name in TFLITE_VARIANTS.values()}}
+    failures = {}
+    for precision, name in TFLITE_VARIANTS.items():
+        try:
+            with captured_output():
+                convert_tflite(version_dir, tflite_dir / f"model.{precision}.tflite", precision, calibration_nhwc)
+        except Exception as exc:
+            failures[name] = (
+                f"TensorFlow's TFLite converter could not convert the SavedModel to {precision} ({error_summary(exc)}); "
+                "the SavedModel and the other TFLite variants are unaffected"
+            )
+    return failures

@@ -159,7 +159,7 @@ def convert_every_cpu_variant(
     from crossdeploy.serving.signatures import export_with_bytes_signature
     from crossdeploy.source_model import export_program
     from crossdeploy.stage import write_json
-    from crossdeploy.tensorflow_convert import TFLITE_PRECISIONS, convert_tflite, onnx_to_keras, save_serving_model
+    from crossdeploy.tensorflow_convert import convert_to_tensorflow
 
     size = card.preprocessing.crop_size
     source, data = Path(paths["source"]), Path(paths["data"])
@@ -179,12 +179,10 @@ def convert_every_cpu_variant(
         quantize_onnx(Path(paths["onnx_optimized"]), Path(target), calibration.tensors("NCHW"), settings, flavour)
 
     version_dir = saved_model_version_dir(paths, card.name, version)
-    save_serving_model(onnx_to_keras(Path(paths["onnx_optimized"])), version_dir, size)
-    tflite = Path(paths["tflite"])
-    tflite.mkdir(parents=True, exist_ok=True)
     nhwc = calibration.tensors("NHWC")[: settings.calibration_size]
-    for precision in TFLITE_PRECISIONS:
-        convert_tflite(version_dir, tflite / f"model.{precision}.tflite", precision, nhwc)
+    failures = convert_to_tensorflow(Path(paths["onnx_optimized"]), version_dir, Path(paths["tflite"]), size, nhwc)
+    if failures:  # the reference judges the conversions: one it cannot build is a defect, not a limitation
+        raise CrossdeployError("the trained reference model could not be converted: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
 
     repository = Path(paths["serving"])
     repository.mkdir(parents=True, exist_ok=True)

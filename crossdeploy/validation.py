@@ -45,7 +45,8 @@ def validate_variants(
     """Return the parity table, one row per variant, with status ok, failed, skipped or unjudged.
 
     Skipped means an optional runtime or the device is missing here (runtimes.base.unavailable_reason);
-    a variant that raises anything else is failed, with the error as its reason.
+    a variant that raises anything else is failed, with the error as its reason, and so is one whose
+    converter could not build it (Variant.build_failure), with the converter's reason.
 
     judge_agreement=False (random weights) reports top-1/top-5 but judges on cosine and error only:
     a random network's top logits are near-ties that any rounding flips. `unjudged` maps thresholds keys
@@ -59,6 +60,11 @@ def validate_variants(
     results: dict[str, dict[str, Any]] = {}
     for variant in variants:
         row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
+        unbuilt = variant.build_failure()
+        if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
+            row.update(status="failed", reason=unbuilt)
+            results[variant.name] = row
+            continue
         missing = variant.missing_reason()
         if missing:
             row.update(status="skipped", reason=missing)

@@ -11,7 +11,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from crossdeploy.layout import REFERENCE, saved_model_version_dir, tensorrt_engines, trained_paths
+from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
+from crossdeploy.layout import (
+    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, TFTRT_VARIANT, saved_model_version_dir, tensorrt_engines, trained_paths,
+)  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -25,10 +28,16 @@ class Variant:
     #: A record the runtime reads where the artifact may be missing (a TensorRT engine's JSON says
     #: why it was skipped, and the runtime may build an engine for this machine from it).
     record: Path | None = None
+    #: where the stage that builds the artifact records why it could not (build_failures)
+    build_failures: Path | None = None
 
     @property
     def thresholds_key(self) -> str:
         return self.tolerance or self.precision
+
+    def build_failure(self) -> str | None:
+        """Why the converting stage could not build the artifact, as it recorded; None if it did not fail."""
+        return recorded_failure(self.build_failures, self.name)
 
     def missing_reason(self) -> str | None:
         """Why the variant cannot be run at all, before any runtime is tried; None if it can be."""
@@ -119,16 +128,6 @@ def _served(engine: str, protocol: str, encoded: bool, v: Variant, threads: Thre
     return ServedRunner(v.name, engine, protocol, encoded, threads=threads, repository=v.artifact.parent.parent, model=v.artifact.parent.name)
 
 
-#: served variant -> (engine, protocol, encoded images); the embedded engine runs anywhere, TF Serving
-#: where its binary or a Docker engine is.
-SERVED = {
-    "tfserving-grpc-fp32": ("tfserving", "grpc", False),
-    "tfserving-rest-fp32": ("tfserving", "rest", False),
-    "tfserving-rest-bytes": ("tfserving", "rest", True),
-    "kserve-rest-fp32": ("kserve", "rest", False),
-    "kserve-rest-bytes": ("kserve", "rest", True),
-}
-
 RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
     **{name: partial(_served, *spec) for name, spec in SERVED.items()},
     "torch": _torch,
@@ -149,17 +148,22 @@ RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
 def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
     paths, model_name, version = params["paths"], params["model"]["name"], int(params["to_tensorflow"]["version"])
     tflite = Path(paths["tflite"])
-    served = Path(paths["serving"]) / model_name / str(version)
+    repository = Path(paths["serving"])
+    served = repository / model_name / str(version)
     engine_runtime = "tensorrt-cuda-graph" if params["tensorrt"]["cuda_graph"] else "tensorrt"
     return [
         Variant(REFERENCE, "fp32", "torch", Path(paths["source"]) / "model.pt2"),
         Variant("onnxruntime-fp32", "fp32", "onnxruntime", Path(paths["onnx_optimized"])),
         Variant("onnxruntime-int8", "int8", "onnxruntime", Path(paths["onnx_int8"])),
         Variant("onnxruntime-int8-trt", "int8", "onnxruntime", Path(paths["onnx_int8_trt"])),
-        Variant("tf-savedmodel-fp32", "fp32", "tensorflow", saved_model_version_dir(paths, model_name, version)),
-        Variant("tflite-fp32", "fp32", "tflite", tflite / "model.fp32.tflite"),
-        Variant("tflite-fp16", "fp16", "tflite", tflite / "model.fp16.tflite"),
-        Variant("tflite-int8", "int8", "tflite", tflite / "model.int8.tflite"),
+        Variant(
+            SAVEDMODEL_VARIANT, "fp32", "tensorflow", saved_model_version_dir(paths, model_name, version),
+            build_failures=Path(paths["savedmodel"]) / FAILURES_FILE,
+        ),
+        *(
+            Variant(name, precision, "tflite", tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)
+            for precision, name in TFLITE_VARIANTS.items()
+        ),
         # GPU variants: where no GPU (or package) exists their rows say so
         Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", Path(paths["onnx_optimized"])),
         Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", Path(paths["onnx_int8_trt"])),
@@ -170,11 +174,14 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
             for plan in [Path(paths["tensorrt"]) / f"{name}.plan"]
         ),
         Variant(
-            "tfserving-tftrt-int8", "int8", "tfserving-tftrt", Path(paths["serving_tftrt"]) / model_name / str(version),
-            record=Path(paths["serving_tftrt"]) / "status.json",
+            TFTRT_VARIANT, "int8", "tfserving-tftrt", Path(paths["serving_tftrt"]) / model_name / str(version),
+            record=Path(paths["serving_tftrt"]) / "status.json", build_failures=Path(paths["serving_tftrt"]) / FAILURES_FILE,
         ),
         # the bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds
-        *(Variant(name, "fp32", name, served, "encoded" if encoded else "") for name, (_, _, encoded) in SERVED.items()),
+        *(
+            Variant(name, "fp32", name, served, "encoded" if encoded else "", build_failures=repository / FAILURES_FILE)
+            for name, (_, _, encoded) in SERVED.items()
+        ),
     ]
 
 

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.build_failures import FAILURES_FILE, recorded_failure, write_failures
+from crossdeploy.layout import SAVEDMODEL_VARIANT, SERVED, saved_model_version_dir
 from crossdeploy.params import load_params
 from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.serving.manifests import write_manifests
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, BatchingParameters, write_repository_files
 from crossdeploy.serving.signatures import export_with_bytes_signature
 from crossdeploy.stage import read_json, run_stage
-from crossdeploy.layout import saved_model_version_dir
 
 
 def main() -> None:
@@ -21,7 +22,15 @@ def main() -> None:
     name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
     prep = Preprocessing.from_dict(read_json(Path(paths["source"]) / "preprocessing.json")["preprocessing"])
     batching = BatchingParameters(**cfg["batching"])
+    unbuilt = recorded_failure(Path(paths["savedmodel"]) / FAILURES_FILE, SAVEDMODEL_VARIANT)
+    if unbuilt:
+        # the served variants fail with the converter's reason; the rest of the pipeline goes on
+        with atomic_path(paths["serving"], directory=True) as repository:
+            write_failures(repository, {variant: f"no SavedModel to package: {unbuilt}" for variant in SERVED})
+        print(f"warning: package: nothing to serve, {SAVEDMODEL_VARIANT} was not built: {unbuilt}")
+        return
     with atomic_path(paths["serving"], directory=True) as repository:
+        write_failures(repository, {})
         write_repository_files(repository, name, cfg["base_path"], batching)
         export_with_bytes_signature(saved_model_version_dir(paths, name, version), repository / name / str(version), prep)
         # KServe downloads only the model base path, so its TF Serving finds the batching file there

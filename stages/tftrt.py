@@ -4,13 +4,14 @@ image -> models/serving-tftrt/. Where TF-TRT cannot run, status.json says why an
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.build_failures import FAILURES_FILE, recorded_failure, write_failures
 from crossdeploy.datasets import ImageSet
 from crossdeploy.params import load_params
 from crossdeploy.serving.repository import BatchingParameters, write_repository_files
 from crossdeploy.stage import run_stage, write_json
 from crossdeploy.tensorflow_env import import_tensorflow
 from crossdeploy.tensorflow_tensorrt import convert_tftrt_int8, tftrt_unavailable_reason
-from crossdeploy.layout import saved_model_version_dir
+from crossdeploy.layout import SAVEDMODEL_VARIANT, TFTRT_VARIANT, saved_model_version_dir
 
 
 def main() -> None:
@@ -19,8 +20,10 @@ def main() -> None:
     name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
     tf = import_tensorflow()
     reason = "tensorrt.enabled is false" if not cfg["enabled"] else tftrt_unavailable_reason(tf)
+    unbuilt = recorded_failure(Path(paths["savedmodel"]) / FAILURES_FILE, SAVEDMODEL_VARIANT)
     with atomic_path(paths["serving_tftrt"], directory=True) as repository:
-        if reason is None:
+        write_failures(repository, {TFTRT_VARIANT: f"no SavedModel to convert: {unbuilt}"} if reason is None and unbuilt else {})
+        if reason is None and not unbuilt:
             calibration = ImageSet.load(Path(paths["data"]) / "calibration.npz").tensors("NHWC")
             calibration = calibration[: int(params["quantize"]["calibration_size"])]
             write_repository_files(repository, name, params["package"]["base_path"], BatchingParameters(**params["package"]["batching"]))
@@ -29,7 +32,7 @@ def main() -> None:
                 batch_sizes=sorted({1, int(cfg["batch"]["opt"])}), workspace_mib=int(cfg["workspace_mib"]),
             )  # fmt: skip
         write_json(repository / "status.json", {"status": "skipped", "reason": reason} if reason else {"status": "ok"})
-    print(f"tftrt: {reason or 'converted'}")
+    print(f"tftrt: {reason or (f'no SavedModel: {unbuilt}' if unbuilt else 'converted')}")
 
 
 if __name__ == "__main__":

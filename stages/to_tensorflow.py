@@ -3,10 +3,12 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.build_failures import write_failures
 from crossdeploy.datasets import ImageSet
+from crossdeploy.layout import SAVEDMODEL_VARIANT
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage
-from crossdeploy.tensorflow_convert import TFLITE_PRECISIONS, convert_tflite, onnx_to_keras, save_serving_model
+from crossdeploy.tensorflow_convert import convert_to_tensorflow
 
 
 def main() -> None:
@@ -17,14 +19,14 @@ def main() -> None:
     calibration = ImageSet.load(Path(paths["data"]) / "calibration.npz").tensors("NHWC")
     calibration = calibration[: int(params["quantize"]["calibration_size"])]
 
-    keras_model = onnx_to_keras(Path(paths["onnx_optimized"]))
-    with atomic_path(paths["savedmodel"], directory=True) as base:
+    with atomic_path(paths["savedmodel"], directory=True) as base, atomic_path(paths["tflite"], directory=True) as tflite:
         version_dir = base / name / str(int(cfg["version"]))
-        save_serving_model(keras_model, version_dir, input_size)
-        with atomic_path(paths["tflite"], directory=True) as tflite:
-            for precision in TFLITE_PRECISIONS:
-                convert_tflite(version_dir, tflite / f"model.{precision}.tflite", precision, calibration)
+        failures = convert_to_tensorflow(Path(paths["onnx_optimized"]), version_dir, tflite, input_size, calibration)
+        write_failures(base, {k: v for k, v in failures.items() if k == SAVEDMODEL_VARIANT})
+        write_failures(tflite, {k: v for k, v in failures.items() if k != SAVEDMODEL_VARIANT})
     print(f"to_tensorflow: SavedModel -> {paths['savedmodel']}/{name}/{cfg['version']}, TFLite -> {paths['tflite']}")
+    for variant, reason in failures.items():
+        print(f"warning: {variant} was not built: {reason}")
 
 
 if __name__ == "__main__":

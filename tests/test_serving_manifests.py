@@ -38,3 +38,29 @@ def test_fields_outside_the_schema_are_named(tmp_path):
         ".spec.predictor.tensorflow.storageURI: not a field of V1beta1TFServingSpec",
         ".spec.predictor.tensorflow.resources.limit: not a field of V1ResourceRequirements",
     ]
+
+
+def test_a_name_kserve_cannot_take_is_refused_with_the_name_to_set(tmp_path):
+    import pytest
+
+    from crossdeploy.errors import CrossdeployError
+
+    for bad, fix in (("Mobilenet_V3", "mobilenet-v3"), ("3d-net", "model-3d-net"), ("x" * 60, "x" * 54)):
+        with pytest.raises(CrossdeployError, match=f"model.name '{bad}'.*set model.name: {fix}\\.$"):
+            write_manifests(tmp_path / bad[:8], bad, CFG)
+        assert not (tmp_path / bad[:8]).exists()
+    write_manifests(tmp_path / "ok", "mobilenet-v3-large", CFG)
+
+
+def test_the_default_name_follows_the_model_and_fits_kserve():
+    from crossdeploy.compose import compose, default_model_name
+    from crossdeploy.serving.manifests import check_service_name
+    from tests.conftest import ROOT
+
+    params = compose(["model.arch=mobilenet_v3_large"], config_dir=ROOT / "conf")
+    assert params["model"]["name"] == "mobilenet-v3-large"
+    assert params["package"]["kserve"]["storage_uri"].endswith("/serving/mobilenet-v3-large")
+    assert compose(["model.arch=mobilenet_v3_large", "model.name=mine"], config_dir=ROOT / "conf")["model"]["name"] == "mine"
+    assert compose(["model.checkpoint=/data/Run_7.best.pt"], config_dir=ROOT / "conf")["model"]["name"] == "run-7-best"
+    for arch in ("resnet50", "efficientnet_v2_s", "regnet_y_400mf", "shufflenet_v2_x1_0", "vit_b_16", "swin_v2_t", "maxvit_t"):
+        check_service_name(default_model_name(arch, None))

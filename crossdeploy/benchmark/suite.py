@@ -109,14 +109,17 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
             bar.update()
 
         for variant in variants:
-            reason = plan.disabled.get(variant.name) or variant.missing_reason()
+            unbuilt = variant.build_failure()
+            reason = unbuilt or plan.disabled.get(variant.name) or variant.missing_reason()
             if reason:
+                # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
+                row = {"status": "failed", "reason": f"not built: {unbuilt}"} if unbuilt else skipped(reason)
                 bar.update(len(cells))
-                results[variant.name] = {cell: skipped(reason) for cell in cells}
+                results[variant.name] = {cell: dict(row) for cell in cells}
                 if _wants_mlperf(plan, variant):
-                    mlperf[variant.name] = skipped(reason)
+                    mlperf[variant.name] = dict(row)
                 if _wants_harness(plan, variant):
-                    harness = skipped(f"{variant.name} is not measured: {reason}")
+                    harness = {**row, "reason": f"{variant.name} is not measured: {row['reason']}"}
                 continue
             pool = RunnerPool(variant, plan.threads)
             try:

@@ -6,12 +6,31 @@ Built from KServe's own API models, so they follow the InferenceService schema b
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from crossdeploy.errors import CrossdeployError
 
 API_VERSION = "serving.kserve.io/v1beta1"
 CONTAINER = "kserve-container"  # the name KServe's defaulter would give the predictor container
 # KServe's storage initializer downloads storageUri here inside the predictor pod
 MOUNT = "/mnt/models"
+
+
+# KServe names the served model after its InferenceService, a Kubernetes DNS-1035 label; the Triton
+# service adds "-tensorrt" (9 characters) to the 63 a label may have.
+SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,52}[a-z0-9])?")
+
+
+def check_service_name(name: str) -> None:
+    """A model.name KServe cannot take would serve under another name there than in TF Serving."""
+    if not SERVICE_NAME.fullmatch(name):
+        from crossdeploy.compose import default_model_name
+
+        raise CrossdeployError(
+            f"model.name '{name}' cannot name a KServe InferenceService (lowercase letters, digits and '-', "
+            f"starting with a letter, at most 54 characters); set model.name: {default_model_name(name, None)}."
+        )
 
 
 def _isvc(name: str, predictor) -> dict[str, Any]:
@@ -84,6 +103,7 @@ def schema_errors(data: Any, type_name: str = "V1beta1InferenceService", where: 
 def write_manifests(directory, name: str, cfg: dict[str, Any]) -> None:
     import yaml
 
+    check_service_name(name)
     directory.mkdir(parents=True, exist_ok=True)
     services = {
         "inferenceservice-tfserving.yaml": tfserving_service(name, cfg["storage_uri"], str(cfg["tfserving_runtime_version"]), cfg["resources"]),

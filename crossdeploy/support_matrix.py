@@ -1,0 +1,181 @@
+"""The architecture support matrix: the pipeline up to validate for one classifier of each torchvision
+family, as queued DVC experiments, tabulated from each experiment's parity.json.
+
+    python -m crossdeploy.support_matrix run [ARCH ...]    queue one experiment per arch, run them with one worker, tabulate
+    python -m crossdeploy.support_matrix table             tabulate the experiments already run
+
+Each experiment is `dvc exp run --queue -n matrix-<arch> -S model.arch=<arch> -S validate.strict=false validate`:
+the default params otherwise, and strict off so that an experiment whose variants fail still records
+its parity table (DVC keeps no results from a failed experiment). The table lands in
+metrics/support_matrix.json and .md, and in README.md between the support-matrix markers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from crossdeploy.device_info import describe_device
+
+#: one classifier per torchvision family, the smallest that represents it; the large ones last
+ARCHITECTURES = (
+    "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "mnasnet1_0", "mobilenet_v2", "mobilenet_v3_large",
+    "efficientnet_b0", "regnet_y_400mf", "googlenet", "densenet121", "inception_v3", "efficientnet_v2_s",
+    "convnext_tiny", "swin_t", "maxvit_t", "vit_b_16",
+)  # fmt: skip
+#: table column -> the parity rows it summarises
+COLUMNS = {
+    "ONNX FP32": ("onnxruntime-fp32",),
+    "INT8 CPU": ("onnxruntime-int8",),
+    "INT8 TensorRT-flavour": ("onnxruntime-int8-trt",),
+    "SavedModel": ("tf-savedmodel-fp32",),
+    "TFLite FP32": ("tflite-fp32",),
+    "TFLite FP16": ("tflite-fp16",),
+    "TFLite INT8": ("tflite-int8",),
+    "served": ("kserve-rest-fp32", "kserve-rest-bytes"),
+}
+INT8_COLUMNS = ("INT8 CPU", "INT8 TensorRT-flavour", "TFLite INT8")
+PREFIX = "matrix-"
+OUTPUT = Path("metrics/support_matrix")
+README = Path("README.md")
+MARKERS = ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->")
+
+
+def _dvc(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and result.returncode:
+        raise SystemExit(f"dvc {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def queue(architectures: list[str]) -> None:
+    existing = [f"{PREFIX}{arch}" for arch in architectures]
+    _dvc("exp", "remove", *existing, check=False)  # a re-run replaces the previous sweep's experiments
+    for arch in architectures:
+        _dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false", "validate")
+
+
+def queue_states() -> dict[str, str]:
+    """Experiment name -> Queued, Running, Success or Failed, from `dvc queue status`."""
+    states = {}
+    for line in _dvc("queue", "status").splitlines():
+        fields = line.split()
+        names = [f for f in fields if f.startswith(PREFIX)]
+        if names and fields[-1] in ("Queued", "Running", "Success", "Failed"):
+            states[names[0]] = fields[-1]
+    return states
+
+
+def wait(poll_s: float = 30.0) -> None:
+    while any(state in ("Queued", "Running") for state in queue_states().values()):
+        time.sleep(poll_s)
+
+
+def _exp_refs() -> dict[str, str]:
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True, check=True)
+    return {ref.rsplit("/", 1)[1]: ref for ref in refs.stdout.split() if ref.rsplit("/", 1)[1].startswith(PREFIX)}
+
+
+def _git_show(ref: str, path: str) -> str | None:
+    result = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def _failure_from_log(name: str) -> str:
+    """The stage's one-line error (run_stage prints `error: ...`) from the experiment's log."""
+    log = _dvc("queue", "logs", name, check=False)
+    errors = [line.strip() for line in log.splitlines() if line.strip().startswith(("error:", "ERROR:"))]
+    return errors[-1] if errors else "the experiment failed before validate; see `dvc queue logs " + name + "`"
+
+
+def collect(architectures: list[str]) -> dict[str, Any]:
+    refs, states = _exp_refs(), queue_states()
+    rows: dict[str, Any] = {}
+    for arch in architectures:
+        name = f"{PREFIX}{arch}"
+        parity = _git_show(refs[name], "metrics/parity.json") if name in refs else None
+        if parity is None:
+            state = states.get(name, "not run")
+            rows[arch] = {"pipeline": _failure_from_log(name) if state == "Failed" else f"experiment {state.lower()}"}
+            continue
+        rows[arch] = {"pipeline": "ok", "variants": {k: v for k, v in json.loads(parity).items() if not k.startswith("trained/")}}
+    return rows
+
+
+def _cell(rows: dict[str, Any], column: str, notes: list[str]) -> str:
+    cells = []
+    for variant in COLUMNS[column]:
+        row = rows.get(variant, {"status": "missing", "reason": "no parity row"})
+        status = row["status"]
+        if status in ("ok", "unjudged"):
+            text = "ok" if status == "ok" else "runs"
+            if column in INT8_COLUMNS and "cosine_min" in row:
+                text += f" (cos {row['cosine_min']:.2f}, top-1 {row['top1_agreement']:.0%})"
+        else:
+            reason = re.sub(r"\s+", " ", row.get("reason", ""))
+            if reason not in notes:
+                notes.append(reason)
+            text = f"{status} [{notes.index(reason) + 1}]"
+        cells.append(text)
+    return " / ".join(cells)
+
+
+def markdown(matrix: dict[str, Any]) -> str:
+    notes: list[str] = []
+    lines = [
+        f"Swept {matrix['date']} on {matrix['machine']}: {matrix['minutes']} min for {len(matrix['rows'])} experiments "
+        "(one worker), default params (random weights), `validate.strict=false`.",
+        "",
+        "| architecture | " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
+    ]
+    for arch, result in matrix["rows"].items():
+        if result["pipeline"] != "ok":
+            notes.append(result["pipeline"])
+            lines.append(f"| {arch} | " + " | ".join([f"pipeline failed [{len(notes)}]"] * len(COLUMNS)) + " |")
+            continue
+        lines.append(f"| {arch} | " + " | ".join(_cell(result["variants"], column, notes) for column in COLUMNS) + " |")
+    lines += ["", *(f"{i}. {note}" for i, note in enumerate(notes, 1))]
+    return "\n".join(lines) + "\n"
+
+
+def write(matrix: dict[str, Any]) -> None:
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.with_suffix(".json").write_text(json.dumps(matrix, indent=2) + "\n")
+    table = markdown(matrix)
+    OUTPUT.with_suffix(".md").write_text(table)
+    text = README.read_text()
+    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    if start >= 0 and end > start:
+        README.write_text(text[: start + len(MARKERS[0])] + "\n" + table + text[end:])
+
+
+def main(argv: list[str]) -> None:
+    command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
+    started = time.monotonic()
+    if command == "run":
+        queue(architectures)
+        _dvc("queue", "start", "-j", "1")
+        wait()
+    elif command != "table":
+        raise SystemExit(__doc__)
+    previous = json.loads(OUTPUT.with_suffix(".json").read_text()) if OUTPUT.with_suffix(".json").is_file() else {}
+    device = describe_device()
+    matrix = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{device['cpu']} CPU, {device['usable_cores']} cores, no GPU" if not device["gpus"] else f"{device['gpus']}",
+        "minutes": round((time.monotonic() - started) / 60) if command == "run" else previous.get("minutes"),
+        "rows": collect(architectures),
+    }
+    write(matrix)
+    print(markdown(matrix))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

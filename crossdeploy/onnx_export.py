@@ -80,17 +80,75 @@ def _splits_to_slices(model) -> int:
     return replaced
 
 
+#: a private domain the version converter leaves alone
+_HELD = "crossdeploy.held"
+
+
+def _hold_pads(model) -> bool:
+    """Pad means the same in opsets 13 to 17 as in 18 once its optional `axes` input is folded into
+    full-rank pads, but the version converter has no adapter for it (Swin pads its windows). Fold the
+    axes, and move the Pads to a private domain the converter leaves alone; _release_pads moves them
+    back. Returns whether any Pad was held."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {
+        info.name: len(info.type.tensor_type.shape.dim)
+        for info in [*inferred.graph.input, *inferred.graph.value_info]
+        if info.type.tensor_type.HasField("shape")
+    }
+    initializers = {init.name: init for init in model.graph.initializer}
+    held = False
+    for node in model.graph.node:
+        if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.input) > 3 and node.input[3]:
+            axes_init, pads_init = initializers.get(node.input[3]), initializers.get(node.input[1])
+            rank = ranks.get(node.input[0])
+            if axes_init is None or pads_init is None or rank is None:
+                continue  # cannot fold: the converter reports it
+            axes = [int(a) % rank for a in numpy_helper.to_array(axes_init)]
+            pads = [int(p) for p in numpy_helper.to_array(pads_init)]
+            full = [0] * (2 * rank)
+            for i, axis in enumerate(axes):
+                full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+            name = f"{node.name or node.output[0]}_full_pads"
+            model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [len(full)], full))
+            node.input[1] = name
+            del node.input[3:]
+        node.domain = _HELD
+        held = True
+    if held:
+        model.opset_import.append(helper.make_opsetid(_HELD, 1))
+    return held
+
+
+def _release_pads(model, held: bool) -> None:
+    if not held:
+        return
+    for node in model.graph.node:
+        if node.domain == _HELD:
+            node.domain = ""
+    kept = [o for o in model.opset_import if o.domain != _HELD]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
 def _convert_below_18(model, opset: int):
     """Bring a dynamo-exported graph down to `opset` with the ONNX version converter.
 
-    Splits become Slices first (see _splits_to_slices). The converter moves Reduce* axes back to
+    Splits become Slices first (see _splits_to_slices) and Pads are held out of the conversion
+    (_hold_pads). The converter moves Reduce* axes back to
     attributes but leaves opset-18's `noop_with_empty_axes`; at its default (0) dropping it changes
     nothing, otherwise the graph cannot be expressed in the older opset.
     """
     import onnx.version_converter
 
     _splits_to_slices(model)
+    held = _hold_pads(model)
     converted = onnx.version_converter.convert_version(model, opset)
+    _release_pads(converted, held)
     for node in converted.graph.node:
         if not node.op_type.startswith("Reduce"):
             continue

@@ -254,7 +254,8 @@ def make_random_model_input_sensitive(model, images, num_classes: int, batch_siz
     real activation: layer by layer the signal shrinks (logits near 1e-9 in some families) or is
     swamped by an input-independent vector, so every image gets the same prediction. Re-estimate each
     BatchNorm's statistics on real photographs (no gradients; a cumulative average over the batches),
-    then centre the classifier's bias on their mean logits, so the logits follow the input."""
+    give a zero-initialised classifier (ViT's) random weights, then centre the classifier's bias on
+    their mean logits, so the logits follow the input."""
     import torch
 
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -272,6 +273,10 @@ def make_random_model_input_sensitive(model, images, num_classes: int, batch_siz
                 norm.momentum = momentum
             model.eval()
         heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_classes]
+        if heads and not heads[-1].weight.any():
+            # ViT initialises its classifier to zero (for fine-tuning), so every image would get the bias;
+            # the other transformers' heads start from this distribution
+            torch.nn.init.trunc_normal_(heads[-1].weight, std=0.02)
         if heads and heads[-1].bias is not None:
             mean_logits = torch.cat([model(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]).mean(0)
             heads[-1].bias -= mean_logits

@@ -140,3 +140,19 @@ def test_random_weights_are_made_input_sensitive(tiny_source, tiny_images):
     assert _input_independence(untouched) > 3 * _input_independence(ours), (_input_independence(untouched), _input_independence(ours))
     assert _input_independence(ours) < 0.5
     assert len(np.unique(ours.argmax(1))) >= 3
+
+
+def test_a_zero_initialised_head_is_given_random_weights(tiny_images):
+    """torchvision's ViT starts its classifier at zero: every image got the bias alone (one class for all)."""
+    from crossdeploy.source_model import make_random_model_input_sensitive
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=64, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
+    inputs = torch.from_numpy(tiny_images[1].tensors("NCHW"))
+    with torch.no_grad():
+        assert len(np.unique(vit(inputs).numpy().round(6), axis=0)) == 1
+        make_random_model_input_sensitive(vit, tiny_images[0].tensors("NCHW"), 10)
+        logits = vit(inputs).numpy()
+    assert len(np.unique(logits.argmax(1))) >= 3

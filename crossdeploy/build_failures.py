@@ -60,6 +60,12 @@ def captured_output() -> Iterator[io.StringIO]:
 
 def onnx2tf_failure(exc: BaseException, output: str, op_types: dict[str, str], hint: str) -> ConversionFailed:
     """One sentence naming onnx2tf, the ONNX op and node it failed on (from its log), the error, and what to try."""
+    missing = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and missing.startswith("onnx2tf.ops."):
+        op = missing.rsplit(".", 1)[1]
+        nodes = [name for name, op_type in op_types.items() if op_type == op]
+        where = f" {nodes[0]}" if nodes else ""
+        return ConversionFailed(f"onnx2tf has no converter for the ONNX op {op} (node{where}); {hint}")
     nodes = _ONNX2TF_NODE.findall(_ANSI.sub("", output))
     where = f" at ONNX {op_types.get(nodes[-1], 'node')} {nodes[-1]}" if nodes else ""
     return ConversionFailed(f"onnx2tf could not convert the model{where} ({error_summary(exc)}); {hint}")

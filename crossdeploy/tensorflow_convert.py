@@ -10,7 +10,10 @@ TensorFlow's converter; INT8 is full-integer and calibrated on the pipeline's ca
 from __future__ import annotations
 
 import contextlib
+import json
+import multiprocessing
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -37,52 +40,106 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
+#: onnx2tf fetches this file of sample images from the network when the batch is fixed, unless it is in
+#: the working directory; ours is seeded noise (onnx2tf only runs it through both models to compare them)
+_ONNX2TF_SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"
+#: the batch onnx2tf converts at when it cannot keep the batch dynamic
+FIXED_BATCH = 1
+
+
+def _onnx2tf(prepared: Path, op_types: set[str]):
+    import onnx2tf
+
+    return onnx2tf.convert(
+        input_onnx_file_path=str(prepared),
+        output_folder_path=str(prepared.parent / "onnx2tf"),
+        disable_model_save=True,
+        non_verbose=True,
+        # TFLite has no builtin Erf (exact GELU: ConvNeXt, ViT, Swin, MaxViT); onnx2tf's pseudo-Erf builds it
+        # from builtin ops (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7)
+        replace_to_pseudo_operators=["erf"] if "Erf" in op_types else [],  # onnx2tf matches them lowercased
+    )
+
+
+def _at_fixed_batch(model, batch: int):
+    """The model with its batch axis fixed and the shape arithmetic that hung on it folded into
+    constants by onnxslim: what onnx2tf cannot follow (ConvNeXt's and ViT's batch-sized ranges and
+    concatenations) becomes plain constants."""
+    import onnxslim
+
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    shape = ",".join(str(d) for d in [batch, *dims[1:]])
+    return onnxslim.slim(model, input_shapes=[f"{model.graph.input[0].name}:{shape}"])
+
+
 def onnx_to_keras(onnx_path: Path):
     """Convert with onnx2tf in a scratch directory, so nothing lands outside our declared outputs.
 
-    MaxPool padding after a Relu is made explicit first (see onnx_rewrite) so INT8 TFLite calibrates, , and
-    spatial means become GlobalAveragePool, which onnx2tf converts right when the last map is 1x1.
-    The ONNX batch axis is dynamic, which keeps onnx2tf from fetching its own sample images.
+    MaxPool padding over non-negative tensors is made explicit first (see onnx_rewrite) so INT8 TFLite
+    calibrates, and spatial means become GlobalAveragePool, which onnx2tf converts right when the
+    last map is 1x1. onnx2tf first converts the model with its dynamic batch axis; where it cannot
+    (ConvNeXt and ViT compute shapes from the batch size), it converts the model at a fixed batch of
+    1 (_at_fixed_batch), and save_serving_model restores the dynamic batch. Raises ConversionFailed
+    with the first attempt's error when neither converts.
     """
     import onnx
 
     import_tensorflow()
-    import onnx2tf
-
     model = onnx.load(str(onnx_path))
     pad_maxpools_over_nonnegative(model)
     spatial_means_to_global_pools(model)
-    with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)), captured_output() as output:
-        prepared = Path(scratch) / "model.onnx"
-        onnx.save(model, str(prepared))
-        try:
-            return onnx2tf.convert(
-                input_onnx_file_path=str(prepared),
-                output_folder_path=str(Path(scratch) / "onnx2tf"),
-                disable_model_save=True,
-                non_verbose=True,
-            )
-        except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some errors
-            op_types = {node.name: node.op_type for node in model.graph.node}
-            raise onnx2tf_failure(exc, output.getvalue(), op_types, ONNX2TF_HINT) from None
+    op_types = {node.name: node.op_type for node in model.graph.node}
+    with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)):
+        np.save(Path(scratch) / _ONNX2TF_SAMPLES, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+        first = None
+        for attempt, prepare in (("dynamic", lambda: model), ("fixed", lambda: _at_fixed_batch(model, FIXED_BATCH))):
+            prepared = Path(scratch) / attempt / "model.onnx"
+            prepared.parent.mkdir()
+            with captured_output() as output:
+                try:
+                    onnx.save(prepare(), str(prepared))
+                    return _onnx2tf(prepared, set(op_types.values()))
+                except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit on some errors
+                    first = first or onnx2tf_failure(exc, output.getvalue(), op_types, ONNX2TF_HINT)
+        raise first
 
 
-def save_serving_model(keras_model, export_dir: Path, input_size: int) -> None:
+def fixed_batch(keras_model) -> int | None:
+    """The batch size the converted model was built for, or None when it takes any."""
+    return keras_model.inputs[0].shape[0]
+
+
+def _serving_module(keras_model, input_size: int, batch: int | None):
     tf = import_tensorflow()
+    fixed = fixed_batch(keras_model)
 
     class ServingModule(tf.Module):
         def __init__(self, model):
             super().__init__()
             self.model = model
 
-        @tf.function(input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name=INPUT_NAME)])
+        @tf.function(input_signature=[tf.TensorSpec([batch, input_size, input_size, 3], tf.float32, name=INPUT_NAME)])
         def serve(self, images):
-            return {OUTPUT_NAME: self.model(images, training=False)}
+            if fixed is None or batch == fixed:
+                return {OUTPUT_NAME: self.model(images, training=False)}
+            # a model converted at a fixed batch of 1 serves any batch one image at a time
+            logits = tf.map_fn(
+                lambda image: self.model(image[None], training=False)[0], images,
+                fn_output_signature=tf.TensorSpec(self.model.outputs[0].shape[1:], tf.float32),
+            )  # fmt: skip
+            return {OUTPUT_NAME: logits}
 
     module = ServingModule(keras_model)
     # onnx2tf creates some weights outside Keras layers (RegNet's grouped convolutions), which the
     # SavedModel would refuse as untracked; attaching every variable the traced graph reads tracks them.
     module.graph_variables = list(module.serve.get_concrete_function().variables)
+    return module
+
+
+def save_serving_model(keras_model, export_dir: Path, input_size: int, batch: int | None = None) -> None:
+    """The `serving_default` signature (`images` NHWC -> `logits`) at `batch` (None: any), under TF Serving's layout."""
+    tf = import_tensorflow()
+    module = _serving_module(keras_model, input_size, batch)
     tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: module.serve})
 
 
@@ -130,13 +187,50 @@ def convert_to_tensorflow(
     except ConversionFailed as exc:
         return {SAVEDMODEL_VARIANT: str(exc), **{name: f"no SavedModel to convert: {exc}" for name in TFLITE_VARIANTS.values()}}
     failures = {}
-    for precision, name in TFLITE_VARIANTS.items():
-        try:
-            with captured_output():
-                convert_tflite(version_dir, tflite_dir / f"model.{precision}.tflite", precision, calibration_nhwc)
-        except Exception as exc:
-            failures[name] = (
-                f"TensorFlow's TFLite converter could not convert the SavedModel to {precision} ({error_summary(exc)}); "
-                "the SavedModel and the other TFLite variants are unaffected"
-            )
+    with tempfile.TemporaryDirectory() as scratch:
+        source = version_dir
+        if fixed_batch(keras_model) is not None:
+            # a loop over the batch would not quantize to integers: TFLite gets the model at its fixed batch
+            source = Path(scratch) / "fixed-batch"
+            save_serving_model(keras_model, source, input_size, fixed_batch(keras_model))
+        for precision, name in TFLITE_VARIANTS.items():
+            try:
+                with captured_output():
+                    convert_tflite(source, tflite_dir / f"model.{precision}.tflite", precision, calibration_nhwc)
+            except Exception as exc:
+                failures[name] = (
+                    f"TensorFlow's TFLite converter could not convert the SavedModel to {precision} ({error_summary(exc)}); "
+                    "the SavedModel and the other TFLite variants are unaffected"
+                )
     return failures
+
+
+def _convert_in_child(result: Path, *args) -> None:
+    result.write_text(json.dumps(convert_to_tensorflow(*args)))
+
+
+def convert_to_tensorflow_isolated(
+    onnx_path: Path, version_dir: Path, tflite_dir: Path, input_size: int, calibration_nhwc: np.ndarray
+) -> dict[str, str]:
+    """convert_to_tensorflow in a child process: onnx2tf and TensorFlow's converters are native code that
+    can crash the process (MaxViT), and a crash must fail the variants being built, not the pipeline."""
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "failures.json"
+        child = multiprocessing.get_context("spawn").Process(
+            target=_convert_in_child, args=(result, onnx_path, version_dir, tflite_dir, input_size, calibration_nhwc)
+        )
+        child.start()
+        child.join()
+        if child.exitcode == 0:
+            return json.loads(result.read_text())
+    if child.exitcode is None or child.exitcode > 0:
+        raise RuntimeError(f"the TensorFlow conversion process failed (exit code {child.exitcode}); its error is above")
+    crash = f"crashed with {signal.Signals(-child.exitcode).name}"
+    if not (version_dir / "saved_model.pb").is_file():
+        reason = f"onnx2tf or TensorFlow {crash} converting the model; the ONNX Runtime variants are unaffected"
+        return {SAVEDMODEL_VARIANT: reason, **{name: f"no SavedModel to convert: {reason}" for name in TFLITE_VARIANTS.values()}}
+    return {
+        name: f"TensorFlow's TFLite converter {crash}; the SavedModel is unaffected"
+        for precision, name in TFLITE_VARIANTS.items()
+        if not (tflite_dir / f"model.{precision}.tflite").is_file()
+    }

@@ -8,7 +8,7 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.layout import SAVEDMODEL_VARIANT
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage
-from crossdeploy.tensorflow_convert import convert_to_tensorflow
+from crossdeploy.tensorflow_convert import convert_to_tensorflow_isolated
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
 
     with atomic_path(paths["savedmodel"], directory=True) as base, atomic_path(paths["tflite"], directory=True) as tflite:
         version_dir = base / name / str(int(cfg["version"]))
-        failures = convert_to_tensorflow(Path(paths["onnx_optimized"]), version_dir, tflite, input_size, calibration)
+        failures = convert_to_tensorflow_isolated(Path(paths["onnx_optimized"]), version_dir, tflite, input_size, calibration)
         write_failures(base, {k: v for k, v in failures.items() if k == SAVEDMODEL_VARIANT})
         write_failures(tflite, {k: v for k, v in failures.items() if k != SAVEDMODEL_VARIANT})
     print(f"to_tensorflow: SavedModel -> {paths['savedmodel']}/{name}/{cfg['version']}, TFLite -> {paths['tflite']}")

@@ -46,6 +46,10 @@ class TFLiteRunner(Runner):
         self._output = self._interpreter.get_output_details()[0]
         self._input_shape = tuple(int(d) for d in self._input["shape"][1:])
         self._batch = None
+        signature = self._input.get("shape_signature")
+        if signature is not None and len(signature) and int(signature[0]) > 0:
+            # converted at a fixed batch (onnx2tf could not keep it dynamic): resizing would break its reshapes
+            self.fixed_batch = int(signature[0])
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         interpreter = self._interpreter

@@ -23,16 +23,13 @@ def _name_batch_axis(model) -> None:
             dims[0].dim_param = BATCH_DIM
 
 
-def _splits_to_slices(model) -> int:
-    """Replace each Split by one Slice per output, which computes exactly the same tensors.
+#: a private domain the version converter leaves alone
+_HELD = "crossdeploy.held"
 
-    The ONNX version converter has no adapter that takes Split below opset 18 (where it gained
-    `num_outputs`), so a model with a Split (ShuffleNet's channel split) could not be exported at an
-    older opset; Slice has not changed since opset 13. Needs the split axis's size, which is static
-    for a channel split. Returns how many Splits were replaced.
-    """
+
+def _shapes_and_constants(model):
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {
@@ -41,90 +38,80 @@ def _splits_to_slices(model) -> int:
         if info.type.tensor_type.HasField("shape")
     }
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    constants.update(
-        (node.output[0], numpy_helper.to_array(node.attribute[0].t))
-        for node in model.graph.node
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
-    )
-    nodes, replaced = [], 0
-    for node in model.graph.node:
-        if node.op_type != "Split":
-            nodes.append(node)
-            continue
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        shape = shapes.get(node.input[0])
-        axis = attributes.get("axis", 0)
-        if len(node.input) > 1 and node.input[1]:
-            sizes = [int(v) for v in constants[node.input[1]].reshape(-1)] if node.input[1] in constants else None
-        elif shape and shape[axis] is not None:
-            count = attributes.get("num_outputs", len(node.output))
-            step = -(-shape[axis] // count)  # ONNX: equal parts, the last one smaller
-            sizes = [min(step, shape[axis] - i * step) for i in range(count)]
-        else:
-            sizes = None
-        if sizes is None:
-            nodes.append(node)  # the converter reports it
-            continue
-        axis_name = f"{node.name}_slice_axis"
-        model.graph.initializer.append(helper.make_tensor(axis_name, onnx.TensorProto.INT64, [1], [axis]))
-        start = 0
-        for index, (output, size) in enumerate(zip(node.output, sizes)):
-            bounds = [f"{node.name}_slice{index}_start", f"{node.name}_slice{index}_end"]
-            for name, value in zip(bounds, (start, start + size)):
-                model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [1], [value]))
-            nodes.append(helper.make_node("Slice", [node.input[0], *bounds, axis_name], [output], name=f"{node.name}_slice{index}"))
-            start += size
-        replaced += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    return replaced
+    return shapes, constants
 
 
-#: a private domain the version converter leaves alone
-_HELD = "crossdeploy.held"
-
-
-def _hold_pads(model) -> bool:
-    """Pad means the same in opsets 13 to 17 as in 18 once its optional `axes` input is folded into
-    full-rank pads, but the version converter has no adapter for it (Swin pads its windows). Fold the
-    axes, and move the Pads to a private domain the converter leaves alone; _release_pads moves them
-    back. Returns whether any Pad was held."""
+def _split_sizes_as_input(node, shapes, constants, model) -> bool:
+    """Split-18's `num_outputs` as Split-13's explicit sizes input (equal parts, the last one smaller);
+    needs the split axis's size, which is static for a channel split."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {
-        info.name: len(info.type.tensor_type.shape.dim)
-        for info in [*inferred.graph.input, *inferred.graph.value_info]
-        if info.type.tensor_type.HasField("shape")
-    }
-    initializers = {init.name: init for init in model.graph.initializer}
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if len(node.input) > 1 and node.input[1]:
+        return node.input[1] in constants
+    shape, axis = shapes.get(node.input[0]), attributes.get("axis", 0)
+    if not shape or shape[axis] is None:
+        return False
+    count = attributes.get("num_outputs", len(node.output))
+    step = -(-shape[axis] // count)
+    sizes = [min(step, shape[axis] - i * step) for i in range(count)]
+    name = f"{node.name or node.output[0]}_sizes"
+    model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [len(sizes)], sizes))
+    node.input[1:] = [name]
+    kept = [a for a in node.attribute if a.name != "num_outputs"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    return True
+
+
+def _pad_axes_folded(node, shapes, constants, model) -> bool:
+    """Pad-18's optional `axes` folded into Pad-13's full-rank pads."""
+    import onnx
+    from onnx import helper
+
+    if len(node.input) <= 3 or not node.input[3]:
+        return True
+    shape = shapes.get(node.input[0])
+    if node.input[3] not in constants or node.input[1] not in constants or shape is None:
+        return False
+    rank = len(shape)
+    axes = [int(a) % rank for a in constants[node.input[3]].reshape(-1)]
+    pads = [int(p) for p in constants[node.input[1]].reshape(-1)]
+    full = [0] * (2 * rank)
+    for i, axis in enumerate(axes):
+        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+    name = f"{node.name or node.output[0]}_full_pads"
+    model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [len(full)], full))
+    node.input[1] = name
+    del node.input[3:]
+    return True
+
+
+#: ops that changed in opset 18 only by an input or attribute the older form can express, but for which
+#: the ONNX version converter has no adapter (ShuffleNet's channel Split, Swin's window Pad)
+_OLDER_FORM = {"Split": _split_sizes_as_input, "Pad": _pad_axes_folded}
+
+
+def _hold_for_conversion(model) -> bool:
+    """Rewrite those ops into their pre-18 form and move them to a private domain the converter leaves
+    alone; _release moves them back. Rewriting a Split into Slices instead converts, but onnx2tf then
+    loses ShuffleNet's layout. Returns whether any op was held."""
+    from onnx import helper
+
+    shapes, constants = _shapes_and_constants(model)
     held = False
     for node in model.graph.node:
-        if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):
-            continue
-        if len(node.input) > 3 and node.input[3]:
-            axes_init, pads_init = initializers.get(node.input[3]), initializers.get(node.input[1])
-            rank = ranks.get(node.input[0])
-            if axes_init is None or pads_init is None or rank is None:
-                continue  # cannot fold: the converter reports it
-            axes = [int(a) % rank for a in numpy_helper.to_array(axes_init)]
-            pads = [int(p) for p in numpy_helper.to_array(pads_init)]
-            full = [0] * (2 * rank)
-            for i, axis in enumerate(axes):
-                full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
-            name = f"{node.name or node.output[0]}_full_pads"
-            model.graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.INT64, [len(full)], full))
-            node.input[1] = name
-            del node.input[3:]
-        node.domain = _HELD
-        held = True
+        rewrite = _OLDER_FORM.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rewrite and rewrite(node, shapes, constants, model):
+            node.domain = _HELD
+            held = True
     if held:
         model.opset_import.append(helper.make_opsetid(_HELD, 1))
     return held
 
 
-def _release_pads(model, held: bool) -> None:
+def _release(model, held: bool) -> None:
     if not held:
         return
     for node in model.graph.node:
@@ -138,17 +125,15 @@ def _release_pads(model, held: bool) -> None:
 def _convert_below_18(model, opset: int):
     """Bring a dynamo-exported graph down to `opset` with the ONNX version converter.
 
-    Splits become Slices first (see _splits_to_slices) and Pads are held out of the conversion
-    (_hold_pads). The converter moves Reduce* axes back to
+    Splits and Pads are held out of the conversion in their older form (_hold_for_conversion). The converter moves Reduce* axes back to
     attributes but leaves opset-18's `noop_with_empty_axes`; at its default (0) dropping it changes
     nothing, otherwise the graph cannot be expressed in the older opset.
     """
     import onnx.version_converter
 
-    _splits_to_slices(model)
-    held = _hold_pads(model)
+    held = _hold_for_conversion(model)
     converted = onnx.version_converter.convert_version(model, opset)
-    _release_pads(converted, held)
+    _release(converted, held)
     for node in converted.graph.node:
         if not node.op_type.startswith("Reduce"):
             continue

@@ -55,8 +55,9 @@ def _dvc(*args: str, check: bool = True) -> str:
 
 
 def queue(architectures: list[str]) -> None:
-    existing = [f"{PREFIX}{arch}" for arch in architectures]
-    _dvc("exp", "remove", *existing, check=False)  # a re-run replaces the previous sweep's experiments
+    existing = [name for name in _exp_refs() if name[len(PREFIX) :] in architectures]
+    if existing:  # a re-run replaces the previous sweep's experiments
+        _dvc("exp", "remove", *existing)
     for arch in architectures:
         _dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false", "validate")
 
@@ -94,8 +95,20 @@ def _failure_from_log(name: str) -> str:
     return errors[-1] if errors else "the experiment failed before validate; see `dvc queue logs " + name + "`"
 
 
+def _finished_at(ref: str) -> int:
+    return int(subprocess.run(["git", "log", "-1", "--format=%ct", ref], capture_output=True, text=True, check=True).stdout)
+
+
+def minutes_each(refs: dict[str, str]) -> dict[str, float]:
+    """One worker runs the experiments one after another: each took about the time since the one before
+    it finished (the first has no such mark)."""
+    finished = sorted((_finished_at(ref), name) for name, ref in refs.items())
+    return {name: round((t - previous) / 60, 1) for (previous, _), (t, name) in zip(finished, finished[1:])}
+
+
 def collect(architectures: list[str]) -> dict[str, Any]:
     refs, states = _exp_refs(), queue_states()
+    minutes = minutes_each(refs)
     rows: dict[str, Any] = {}
     for arch in architectures:
         name = f"{PREFIX}{arch}"
@@ -104,7 +117,8 @@ def collect(architectures: list[str]) -> dict[str, Any]:
             state = states.get(name, "not run")
             rows[arch] = {"pipeline": _failure_from_log(name) if state == "Failed" else f"experiment {state.lower()}"}
             continue
-        rows[arch] = {"pipeline": "ok", "variants": {k: v for k, v in json.loads(parity).items() if not k.startswith("trained/")}}
+        variants = {k: v for k, v in json.loads(parity).items() if not k.startswith("trained/")}
+        rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants}
     return rows
 
 
@@ -129,18 +143,19 @@ def _cell(rows: dict[str, Any], column: str, notes: list[str]) -> str:
 def markdown(matrix: dict[str, Any]) -> str:
     notes: list[str] = []
     lines = [
-        f"Swept {matrix['date']} on {matrix['machine']}: {matrix['minutes']} min for {len(matrix['rows'])} experiments "
-        "(one worker), default params (random weights), `validate.strict=false`.",
+        f"Swept {matrix['date']} on {matrix['machine']}, one worker, default params (random weights), "
+        "`validate.strict=false`; `min`: minutes per experiment up to validate (the trained model's stage cached).",
         "",
-        "| architecture | " + " | ".join(COLUMNS) + " |",
-        "|---|" + "---|" * len(COLUMNS),
+        "| architecture | " + " | ".join(COLUMNS) + " | min |",
+        "|---|" + "---|" * (len(COLUMNS) + 1),
     ]
     for arch, result in matrix["rows"].items():
         if result["pipeline"] != "ok":
             notes.append(result["pipeline"])
-            lines.append(f"| {arch} | " + " | ".join([f"pipeline failed [{len(notes)}]"] * len(COLUMNS)) + " |")
+            lines.append(f"| {arch} | pipeline failed [{len(notes)}] |" + " |" * len(COLUMNS))
             continue
-        lines.append(f"| {arch} | " + " | ".join(_cell(result["variants"], column, notes) for column in COLUMNS) + " |")
+        cells = [_cell(result["variants"], column, notes) for column in COLUMNS]
+        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {result.get('minutes') or '-'} |")
     lines += ["", *(f"{i}. {note}" for i, note in enumerate(notes, 1))]
     return "\n".join(lines) + "\n"
 
@@ -158,19 +173,16 @@ def write(matrix: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
-    started = time.monotonic()
     if command == "run":
         queue(architectures)
         _dvc("queue", "start", "-j", "1")
         wait()
     elif command != "table":
         raise SystemExit(__doc__)
-    previous = json.loads(OUTPUT.with_suffix(".json").read_text()) if OUTPUT.with_suffix(".json").is_file() else {}
     device = describe_device()
     matrix = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{device['cpu']} CPU, {device['usable_cores']} cores, no GPU" if not device["gpus"] else f"{device['gpus']}",
-        "minutes": round((time.monotonic() - started) / 60) if command == "run" else previous.get("minutes"),
         "rows": collect(architectures),
     }
     write(matrix)

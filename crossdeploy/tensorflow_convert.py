@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.build_failures import ConversionFailed, captured_output, error_summary, onnx2tf_failure
-from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_PRECISIONS, TFLITE_VARIANTS
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_VARIANTS
 from crossdeploy.onnx_rewrite import pad_maxpools_over_nonnegative, spatial_means_to_global_pools
 from crossdeploy.tensorflow_env import import_tensorflow
 

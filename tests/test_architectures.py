@@ -199,7 +199,7 @@ def test_a_converter_failure_fails_its_variants_and_every_other_variant_still_ru
     assert measured.returncode == 0, measured.stderr[-2000:]
     benchmark = json.loads((tmp_path / "metrics" / "benchmark.json").read_text())
     assert benchmark[SAVEDMODEL_VARIANT]["b1_c1"] == {"status": "failed", "reason": f"not built: {sentence}"}
-    assert benchmark["onnxruntime-fp32"]["b1_c1"]["status"] == "ok" and benchmark["onnxruntime-fp32"]["b1_c1"]["images_per_s"] > 0
+    assert benchmark["onnxruntime-fp32"]["b1_c1"]["status"] == "ok" and benchmark["onnxruntime-fp32"]["b1_c1"]["throughput_ips"] > 0
 
 
 def test_failure_records_are_one_sentence_per_variant(tmp_path):

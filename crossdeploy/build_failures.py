@@ -22,6 +22,7 @@ FAILURES_FILE = "failures.json"
 _ONNX2TF_NODE = re.compile(r"onnx_op_name:\s*(\S+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # lines of a Keras/TensorFlow error that frame the cause rather than state it
+_MLIR_OP_ERROR = re.compile(r"('[a-z_]+\.[A-Za-z0-9_]+' op [^\n]*)")
 _FRAMING = re.compile(r"^(Exception encountered when calling|Call arguments received|•|for '|with input shapes)")
 
 
@@ -44,7 +45,11 @@ def recorded_failure(record: Path | None, variant: str) -> str | None:
 def error_summary(exc: BaseException, limit: int = 300) -> str:
     """The line of an exception a user can read: the first that states the cause (Keras wraps it in
     framing lines), without colour codes, cut to `limit` characters."""
-    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    text = _ANSI.sub("", str(exc))
+    mlir = _MLIR_OP_ERROR.search(text)  # TFLite's converter names the op deep inside a location dump
+    if mlir:
+        return mlir.group(1)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     causes = [line for line in lines if not _FRAMING.match(line)]
     text = (causes or lines or [type(exc).__name__])[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."

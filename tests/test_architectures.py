@@ -77,9 +77,9 @@ def test_each_family_converts_and_validates(arch, tmp_path):
         _variants(tmp_path, arch), evaluation, **judging_rules(cfg, thresholds), batch_size=8, threads=ThreadSettings(0, 0)
     )
     assert {name: row["status"] for name, row in rows.items() if row["status"] not in ("ok", "unjudged")} == {}
-    # the INT8 rows carry no verdict on random weights, but a variant that lost everything shows here
+    # random weights: the INT8 rows carry figures but no verdict (the trained model's rows judge INT8)
     for name in ("onnxruntime-int8", "onnxruntime-int8-trt", "tflite-int8"):
-        assert rows[name]["cosine_min"] > 0.5, (name, rows[name])
+        assert rows[name]["status"] == "unjudged" and np.isfinite(rows[name]["cosine_min"]), (name, rows[name])
 
 
 def add_unconvertible_op(path: Path) -> None:
@@ -202,6 +202,10 @@ def test_a_converter_failure_fails_its_variants_and_every_other_variant_still_ru
     assert benchmark["onnxruntime-fp32"]["b1_c1"]["status"] == "ok" and benchmark["onnxruntime-fp32"]["b1_c1"]["throughput_ips"] > 0
 
 
+class ConverterError(Exception):
+    """The shape of TensorFlow's tf.lite ConverterError message."""
+
+
 def test_failure_records_are_one_sentence_per_variant(tmp_path):
     from crossdeploy.build_failures import error_summary, recorded_failure, write_failures
 
@@ -211,6 +215,11 @@ def test_failure_records_are_one_sentence_per_variant(tmp_path):
     )
     assert error_summary(keras_error) == "Shape must be rank 0 but is rank 1"
     assert len(error_summary(ValueError("x" * 1000))) == 300
+    mlir = ConverterError(
+        'Could not translate MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused["Erf:", "model/tf.math.erf/Erf@serve"])): '
+        "'tf.Erf' op is neither a custom op nor a flex op\n<unknown>:0: note: see current operation"
+    )
+    assert error_summary(mlir) == "'tf.Erf' op is neither a custom op nor a flex op"
     write_failures(tmp_path, {"tflite-int8": "TFLite could not convert it"})
     assert recorded_failure(tmp_path / "failures.json", "tflite-int8") == "TFLite could not convert it"
     assert recorded_failure(tmp_path / "failures.json", "tflite-fp32") is None

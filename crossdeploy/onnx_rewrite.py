@@ -125,3 +125,68 @@ def spatial_means_to_global_pools(model) -> int:
         node.CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
         replaced += 1
     return replaced
+
+
+def _scalar(model, name: str) -> float | None:
+    from onnx import numpy_helper
+
+    for initializer in model.graph.initializer:
+        if initializer.name == name:
+            value = numpy_helper.to_array(initializer)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name and node.attribute and node.attribute[0].name == "value":
+            value = numpy_helper.to_array(node.attribute[0].t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def gelus_in_onnx2tf_order(model) -> int:
+    """Reorder exact GELU, x * (0.5 * (1 + erf(x / sqrt 2))) as torch exports it, into
+    (x * (1 + erf(x / sqrt 2))) * 0.5: the same product (to float rounding) in the order onnx2tf
+    recognises, so it emits one GELU op (a TFLite builtin, full-integer included) instead of an Erf
+    that TFLite has no builtin for. Returns how many GELUs were reordered.
+    """
+    import onnx
+    from onnx import helper
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(node, op_type):
+        found = consumers.get(node.output[0], [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    half, sqrt2 = "gelu_one_half", "gelu_sqrt2"
+    reordered = 0
+    for erf in [n for n in model.graph.node if n.op_type == "Erf"]:
+        div = producers.get(erf.input[0])
+        add = only_consumer(erf, "Add")
+        scale = only_consumer(add, "Mul") if add is not None else None
+        product = only_consumer(scale, "Mul") if scale is not None else None
+        if div is None or div.op_type != "Div" or product is None:
+            continue
+        x = div.input[0]
+        if abs((_scalar(model, div.input[1]) or 0) - 2**0.5) > 1e-6 or _scalar(model, [i for i in add.input if i != erf.output[0]][0]) != 1.0:
+            continue
+        halves = [i for i in scale.input if i != add.output[0]]
+        if len(halves) != 1 or _scalar(model, halves[0]) != 0.5 or x not in product.input or scale.output[0] not in product.input:
+            continue
+        # scale: x * (1 + erf); product: that * 0.5, keeping product's output name
+        div.input[1] = sqrt2
+        scale.input[:] = [x, add.output[0]]
+        product.input[:] = [scale.output[0], half]
+        reordered += 1
+    if reordered:
+        model.graph.initializer.append(helper.make_tensor(half, onnx.TensorProto.FLOAT, [], [0.5]))
+        # onnx2tf tests the divisor with `.numpy()`, which a Constant node's tensor has and an initializer lacks
+        value = helper.make_tensor(sqrt2, onnx.TensorProto.FLOAT, [], [2**0.5])
+        model.graph.node.insert(0, helper.make_node("Constant", [], [sqrt2], value=value, name=sqrt2))
+        used = {name for node in model.graph.node for name in node.input}
+        unused = [i for i in model.graph.initializer if i.name not in used]
+        for initializer in unused:  # the halves the products no longer read
+            model.graph.initializer.remove(initializer)
+    return reordered

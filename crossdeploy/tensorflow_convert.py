@@ -21,7 +21,7 @@ import numpy as np
 
 from crossdeploy.build_failures import ConversionFailed, captured_output, error_summary, onnx2tf_failure
 from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_VARIANTS
-from crossdeploy.onnx_rewrite import pad_maxpools_over_nonnegative, spatial_means_to_global_pools
+from crossdeploy.onnx_rewrite import gelus_in_onnx2tf_order, pad_maxpools_over_nonnegative, spatial_means_to_global_pools
 from crossdeploy.tensorflow_env import import_tensorflow
 
 ONNX2TF_HINT = (
@@ -55,8 +55,8 @@ def _onnx2tf(prepared: Path, op_types: set[str]):
         output_folder_path=str(prepared.parent / "onnx2tf"),
         disable_model_save=True,
         non_verbose=True,
-        # TFLite has no builtin Erf (exact GELU: ConvNeXt, ViT, Swin, MaxViT); onnx2tf's pseudo-Erf builds it
-        # from builtin ops (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7)
+        # TFLite has no builtin Erf: an Erf outside a GELU is built from builtin ops by onnx2tf's pseudo-Erf
+        # (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7; its sign division cannot run in INT8)
         replace_to_pseudo_operators=["erf"] if "Erf" in op_types else [],  # onnx2tf matches them lowercased
     )
 
@@ -76,8 +76,8 @@ def onnx_to_keras(onnx_path: Path):
     """Convert with onnx2tf in a scratch directory, so nothing lands outside our declared outputs.
 
     MaxPool padding over non-negative tensors is made explicit first (see onnx_rewrite) so INT8 TFLite
-    calibrates, and spatial means become GlobalAveragePool, which onnx2tf converts right when the
-    last map is 1x1. onnx2tf first converts the model with its dynamic batch axis; where it cannot
+    calibrates, spatial means become GlobalAveragePool, which onnx2tf converts right when the last map
+    is 1x1, and exact GELUs are put in the order onnx2tf turns into one GELU op. onnx2tf first converts the model with its dynamic batch axis; where it cannot
     (ConvNeXt and ViT compute shapes from the batch size), it converts the model at a fixed batch of
     1 (_at_fixed_batch), and save_serving_model restores the dynamic batch. Raises ConversionFailed
     with the first attempt's error when neither converts.
@@ -88,6 +88,7 @@ def onnx_to_keras(onnx_path: Path):
     model = onnx.load(str(onnx_path))
     pad_maxpools_over_nonnegative(model)
     spatial_means_to_global_pools(model)
+    gelus_in_onnx2tf_order(model)
     op_types = {node.name: node.op_type for node in model.graph.node}
     with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)):
         np.save(Path(scratch) / _ONNX2TF_SAMPLES, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))

@@ -113,3 +113,35 @@ def test_tflite_variants_run_at_any_batch(tiny_saved_model, tiny_images, tiny_op
         logits = np.concatenate([runner.infer(evaluation.tensors("NHWC")[:3]), runner.infer(evaluation.tensors("NHWC")[3:])])
     metrics = compare_logits(run_onnx(tiny_optimized[0], evaluation.tensors("NCHW")), logits)
     assert metrics["cosine_min"] >= min_cosine
+
+
+def test_exact_gelu_reaches_tflite_as_one_op_and_runs_in_int8(tmp_path):
+    """torch exports GELU as x * (0.5 * (1 + erf(x / sqrt 2))); TFLite has no Erf, and the pseudo-Erf's
+    sign division made full-integer ConvNeXt abort (`div.cc: data[i] != zero_point`). Reordered, onnx2tf
+    emits TFLite's GELU: every precision converts and runs, FP32 equal to ONNX Runtime."""
+    import torch
+
+    from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx_rewrite import gelus_in_onnx2tf_order
+    from crossdeploy.runtimes.tflite_runtime import TFLiteRunner
+    from crossdeploy.source_model import export_program
+    from crossdeploy.tensorflow_convert import convert_to_tensorflow
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Conv2d(8, 8, 1), torch.nn.GELU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    torch.export.save(export_program(model, 16), tmp_path / "m.pt2")
+    export_onnx(tmp_path / "m.pt2", tmp_path / "m.onnx", opset=17, input_size=16)
+    rewritten = onnx.load(str(tmp_path / "m.onnx"))
+    assert gelus_in_onnx2tf_order(rewritten) == 2
+    onnx.save(rewritten, str(tmp_path / "r.onnx"))
+    x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(tmp_path / "r.onnx", x), run_onnx(tmp_path / "m.onnx", x), rtol=0, atol=1e-6)
+
+    assert convert_to_tensorflow(tmp_path / "m.onnx", tmp_path / "sm" / "1", tmp_path / "tflite", 16, x.transpose(0, 2, 3, 1)) == {}
+    reference = run_onnx(tmp_path / "m.onnx", x)
+    for precision, cosine in (("fp32", 0.99999), ("int8", 0.9)):
+        with TFLiteRunner(tmp_path / "tflite" / f"model.{precision}.tflite", precision) as runner:
+            assert compare_logits(reference, runner.infer_all(x.transpose(0, 2, 3, 1), 3))["cosine_min"] > cosine

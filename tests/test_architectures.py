@@ -82,47 +82,44 @@ def test_each_family_converts_and_validates(arch, tmp_path):
         assert rows[name]["status"] == "unjudged" and np.isfinite(rows[name]["cosine_min"]), (name, rows[name])
 
 
-def add_unconvertible_op(path: Path) -> None:
-    """Route the logits through an op onnx2tf has no converter for (SoftmaxCrossEntropyLoss), added
-    times zero: ONNX Runtime computes the very same logits, so only the TensorFlow side can fail."""
+def _add_zero_term(path: Path, term: str, nodes: list, initializers: list) -> None:
+    """logits = previous logits + `term` (which `nodes` compute, times zero): ONNX Runtime computes the
+    very same logits, so only the converter meeting `nodes` can tell the models apart."""
     model = onnx.load(str(path))
     out = model.graph.output[0].name
     for node in model.graph.node:
-        node.output[:] = ["logits_before_loss" if o == out else o for o in node.output]
-    model.graph.initializer.append(helper.make_tensor("loss_weight", TensorProto.FLOAT, [], [0.0]))
-    model.graph.node.extend([
-        helper.make_node("ArgMax", ["logits_before_loss"], ["predicted"], axis=1, keepdims=0, name="predicted"),
-        helper.make_node("SoftmaxCrossEntropyLoss", ["logits_before_loss", "predicted"], ["loss"], name="self_loss"),
-        helper.make_node("Mul", ["loss", "loss_weight"], ["no_loss"], name="no_loss"),
-        helper.make_node("Add", ["logits_before_loss", "no_loss"], [out], name="logits_unchanged"),
-    ])  # fmt: skip
+        node.output[:] = ["logits_before" if o == out else o for o in node.output]
+    model.graph.initializer.extend(initializers)
+    model.graph.node.extend([*nodes, helper.make_node("Add", ["logits_before", term], [out], name="logits_plus_zero")])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
+def add_unconvertible_op(path: Path) -> None:
+    """An op onnx2tf has no converter for: SoftmaxCrossEntropyLoss of the logits against their argmax."""
+    _add_zero_term(path, "no_loss", [
+        helper.make_node("ArgMax", ["logits_before"], ["predicted"], axis=1, keepdims=0, name="predicted"),
+        helper.make_node("SoftmaxCrossEntropyLoss", ["logits_before", "predicted"], ["loss"], name="self_loss"),
+        helper.make_node("Mul", ["loss", "loss_weight"], ["no_loss"], name="no_loss"),
+    ], [helper.make_tensor("loss_weight", TensorProto.FLOAT, [], [0.0])])  # fmt: skip
+
+
 def add_batch_range(path: Path) -> None:
-    """ConvNeXt's pattern: a Range whose limit is the batch size (Shape -> Squeeze -> Cast), added times
-    zero. onnx2tf cannot follow it with a dynamic batch; folded at a fixed batch it converts."""
-    model = onnx.load(str(path))
-    out, images = model.graph.output[0].name, model.graph.input[0].name
-    for node in model.graph.node:
-        node.output[:] = ["logits_before_range" if o == out else o for o in node.output]
-    model.graph.initializer.extend([
-        helper.make_tensor("range_start", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("range_delta", TensorProto.FLOAT, [], [1.0]),
-        helper.make_tensor("range_axis", TensorProto.INT64, [1], [1]),
-    ])  # fmt: skip
-    model.graph.node.extend([
+    """ConvNeXt's pattern: a Range whose limit is the batch size (Shape -> Squeeze -> Cast). onnx2tf
+    cannot follow it with a dynamic batch; folded at a fixed batch it converts."""
+    images = onnx.load(str(path)).graph.input[0].name
+    _add_zero_term(path, "zeros", [
         helper.make_node("Shape", [images], ["batch_shape"], start=0, end=1, name="batch_shape"),
         helper.make_node("Squeeze", ["batch_shape"], ["batch"], name="batch"),
         helper.make_node("Cast", ["batch"], ["batch_float"], to=TensorProto.FLOAT, name="batch_float"),
         helper.make_node("Range", ["range_start", "batch_float", "range_delta"], ["rows"], name="batch_range"),
         helper.make_node("Unsqueeze", ["rows", "range_axis"], ["row_column"], name="row_column"),
         helper.make_node("Mul", ["row_column", "range_start"], ["zeros"], name="zeros"),
-        helper.make_node("Add", ["logits_before_range", "zeros"], [out], name="logits_plus_zero"),
+    ], [
+        helper.make_tensor("range_start", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("range_delta", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("range_axis", TensorProto.INT64, [1], [1]),
     ])  # fmt: skip
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def test_a_batch_sized_range_converts_at_a_fixed_batch_and_serves_any(tiny_optimized, tiny_images, tmp_path):

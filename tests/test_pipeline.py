@@ -82,8 +82,11 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert json.loads((repo / "metrics" / "optimize.json").read_text())["nodes"]["exported"] > 0
     assert (repo / "models" / "tensorflow" / "savedmodel" / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
     serving = repo / "models" / "serving"
-    assert {p.name for p in serving.iterdir()} == {"models.config", "batching_parameters.txt", "resnet18-tiny", "kserve"}
+    assert {p.name for p in serving.iterdir()} == {"models.config", "batching_parameters.txt", "resnet18-tiny", "kserve", "failures.json"}
     assert (serving / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
+    # every converter built every variant: the records say so
+    for built in ("models/serving", "models/tensorflow/savedmodel", "models/tensorflow/tflite", "models/serving-tftrt"):
+        assert json.loads((repo / built / "failures.json").read_text()) == {}, built
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
     assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup"}

@@ -19,7 +19,7 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
 from crossdeploy.serving import tfserving_launch as launch
 
-DEFAULT_IMAGE = "tensorflow/serving:2.21.0"
+DEFAULT_IMAGE = launch.IMAGE
 READY_TIMEOUT_S = 300
 
 
@@ -32,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--rest-port", type=int, default=8501)
     serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--image", default=DEFAULT_IMAGE, help="TF Serving Docker image (-gpu is added with a GPU)")
+    serve.add_argument("--image", default=DEFAULT_IMAGE, help="TF Serving Docker image (-gpu is added to run on the GPU)")
+    serve.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                       help="TF Serving on the CPU (its binary, else the Docker image) or on the GPU (the -gpu image with "
+                            "--gpus all, Docker only); auto: the binary, else the Docker image, -gpu where an NVIDIA GPU is")
     serve.add_argument("--params", default="params.yaml", help="the pipeline's params (model name, repository path)")
     serve.add_argument("--repository", help="the TF Serving repository to serve (default: paths.serving from the params)")
     serve.add_argument("--model", help="the model in the repository to serve (default: model.name from the params)")
@@ -71,6 +74,8 @@ def serve(args: argparse.Namespace) -> int:
     if not (repository / name / str(version) / "saved_model.pb").is_file():
         raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
     engine, why = choose_engine(args.engine)
+    if args.device == "gpu" and engine != "tfserving":
+        raise CrossdeployError(f"--device gpu runs TF Serving's -gpu image, but the engine is {engine} ({why}).")
     endpoint = launch.Endpoint(args.host, args.rest_port, args.grpc_port)
     _check_free(endpoint.host, endpoint.rest_port, "--rest-port")
     if engine == "tfserving":
@@ -82,7 +87,7 @@ def serve(args: argparse.Namespace) -> int:
         _announce_when_ready(endpoint, name, grpc=False)
         serve_kserve(name, repository / name / str(version), args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]))
         return 0
-    return _run_tfserving(repository, name, endpoint, args.image)
+    return _run_tfserving(repository, name, endpoint, args.image, args.device)
 
 
 def _check_free(host: str, port: int, option: str) -> None:
@@ -93,16 +98,26 @@ def _check_free(host: str, port: int, option: str) -> None:
             raise CrossdeployError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another {option} or --host.") from None
 
 
-def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str) -> int:
+def tfserving_command(repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str, scratch: Path) -> list[str]:
+    """The command that starts TF Serving on `device` (cpu | gpu | auto). The GPU runs the official -gpu image
+    only: a local binary's build (CPU or CUDA) cannot be told from the binary itself."""
     from crossdeploy.device_info import gpus
 
+    if device == "gpu":
+        reason = launch.gpu_unavailable_reason(image)
+        if reason:
+            raise CrossdeployError(f"--device gpu: {reason}.")
+        return launch.docker_command(repository, endpoint, image, gpu=True)
+    if launch.binary_available():
+        if endpoint.host not in ("0.0.0.0", "::"):
+            print(f"note: {launch.BINARY} has no bind-address flag; it listens on every interface", flush=True)
+        return launch.binary_command(repository, launch.host_models_config(repository, name, scratch), endpoint)
+    return launch.docker_command(repository, endpoint, image, gpu=device == "auto" and bool(gpus()))
+
+
+def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str = "auto") -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        if launch.binary_available():
-            if endpoint.host not in ("0.0.0.0", "::"):
-                print(f"note: {launch.BINARY} has no bind-address flag; it listens on every interface", flush=True)
-            command = launch.binary_command(repository, launch.host_models_config(repository, name, Path(scratch)), endpoint)
-        else:
-            command = launch.docker_command(repository, endpoint, image, gpu=bool(gpus()))
+        command = tfserving_command(repository, name, endpoint, image, device, Path(scratch))
         process = subprocess.Popen(command)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: process.terminate())

@@ -7,7 +7,7 @@ such as the TensorRT build, does not depend on the runtimes' code under DVC.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The model's interface, the same in every artifact: ONNX input/output names, the SavedModel's
 #: serving signature, and the largest batch the exported programs accept.
@@ -21,16 +21,27 @@ REFERENCE = "torch-fp32"
 SAVEDMODEL_VARIANT = "tf-savedmodel-fp32"
 TFLITE_PRECISIONS = ("fp32", "fp16", "int8")
 TFLITE_VARIANTS = {precision: f"tflite-{precision}" for precision in TFLITE_PRECISIONS}
-#: served variant -> (engine, protocol, encoded images); the embedded engine runs anywhere, TF Serving
-#: where its binary or a Docker engine is.
+
+
+class Served(NamedTuple):
+    engine: str  # kserve | tfserving
+    protocol: str  # rest | grpc
+    encoded: bool  # the bytes signature (JPEG/PNG in, resized in the graph) rather than float tensors
+    gpu: bool = False  # TF Serving's -gpu image with --gpus all (CUDA kernels); otherwise the server runs on the CPU
+
+
+#: served variant -> how it is served, all from the one repository the package stage builds. The embedded
+#: engine runs anywhere; TF Serving where its binary or a Docker engine is; its GPU rows where a Docker
+#: engine and an NVIDIA GPU are.
 SERVED = {
-    "tfserving-grpc-fp32": ("tfserving", "grpc", False),
-    "tfserving-rest-fp32": ("tfserving", "rest", False),
-    "tfserving-rest-bytes": ("tfserving", "rest", True),
-    "kserve-rest-fp32": ("kserve", "rest", False),
-    "kserve-rest-bytes": ("kserve", "rest", True),
+    "tfserving-grpc-fp32": Served("tfserving", "grpc", False),
+    "tfserving-rest-fp32": Served("tfserving", "rest", False),
+    "tfserving-rest-bytes": Served("tfserving", "rest", True),
+    "tfserving-gpu-grpc-fp32": Served("tfserving", "grpc", False, gpu=True),
+    "tfserving-gpu-rest-bytes": Served("tfserving", "rest", True, gpu=True),
+    "kserve-rest-fp32": Served("kserve", "rest", False),
+    "kserve-rest-bytes": Served("kserve", "rest", True),
 }
-TFTRT_VARIANT = "tfserving-tftrt-int8"
 #: parity rows of the trained reference model (stage trained) are named trained/<variant>
 TRAINED_PREFIX = "trained/"
 
@@ -64,5 +75,4 @@ def trained_paths(root: str | Path) -> dict[str, str]:
         "tflite": str(root / "tensorflow" / "tflite"),
         "serving": str(root / "serving"),
         "tensorrt": str(root / "tensorrt"),
-        "serving_tftrt": str(root / "serving-tftrt"),
     }

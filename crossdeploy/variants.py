@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
-    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, TFTRT_VARIANT, saved_model_version_dir, tensorrt_engines, trained_paths,
+    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, saved_model_version_dir, tensorrt_engines, trained_paths,
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -30,6 +30,8 @@ class Variant:
     record: Path | None = None
     #: where the stage that builds the artifact records why it could not (build_failures)
     build_failures: Path | None = None
+    #: params a runtime needs beyond the artifact (the TensorRT provider's batch profile: tensorrt.batch)
+    batch_profile: dict[str, int] | None = None
 
     @property
     def thresholds_key(self) -> str:
@@ -70,7 +72,8 @@ def _onnxruntime(v: Variant, threads: ThreadSettings) -> Runner:
 def _onnxruntime_cuda(v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=("CUDAExecutionProvider",))
+    # TF32 (the provider's default on Ampere and later) would round FP32 convolutions to a 10-bit mantissa
+    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=(("CUDAExecutionProvider", {"use_tf32": "0"}),))
 
 
 def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
@@ -80,21 +83,18 @@ def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
 
     # the QDQ model carries its scales, so INT8 needs no calibration table; FP16 covers what stays float.
     # CUDA behind TensorRT runs whatever TensorRT declines.
+    cache = str(local_cache_dir() / "onnxruntime")
     options = {
         "trt_int8_enable": v.precision == "int8",
         "trt_fp16_enable": True,
         "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": True,
-        "trt_engine_cache_path": str(local_cache_dir() / "onnxruntime"),
+        "trt_timing_cache_path": cache,  # its default is the working directory: the project's root
     }
-    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=(("TensorrtExecutionProvider", options), "CUDAExecutionProvider"))
-
-
-def _tfserving_tftrt(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.served_runtime import ServedRunner
-
-    # <repository>/<model>/<version>: TF Serving's GPU image serves the TF-TRT SavedModel from there
-    return ServedRunner(v.name, "tfserving", "rest", False, threads=threads, repository=v.artifact.parent.parent, status_file=v.record, model=v.artifact.parent.name)
+    return OnnxRuntimeRunner(
+        v.artifact, v.name, threads, providers=(("TensorrtExecutionProvider", options), "CUDAExecutionProvider"), trt_batch=v.batch_profile
+    )
 
 
 def _torch_cuda_fp16(v: Variant, threads: ThreadSettings) -> Runner:
@@ -121,11 +121,13 @@ def _tflite(v: Variant, threads: ThreadSettings) -> Runner:
     return TFLiteRunner(v.artifact, v.name, threads)
 
 
-def _served(engine: str, protocol: str, encoded: bool, v: Variant, threads: ThreadSettings) -> Runner:
+def _served(engine: str, protocol: str, encoded: bool, gpu: bool, v: Variant, threads: ThreadSettings) -> Runner:
     from crossdeploy.runtimes.served_runtime import ServedRunner
 
     # the artifact is <repository>/<model>/<version>, as the package stage lays it out
-    return ServedRunner(v.name, engine, protocol, encoded, threads=threads, repository=v.artifact.parent.parent, model=v.artifact.parent.name)
+    return ServedRunner(
+        v.name, engine, protocol, encoded, threads=threads, repository=v.artifact.parent.parent, model=v.artifact.parent.name, gpu=gpu
+    )
 
 
 RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
@@ -136,7 +138,6 @@ RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
     "onnxruntime-cuda": _onnxruntime_cuda,
     "onnxruntime-tensorrt": _onnxruntime_tensorrt,
     "torch-cuda-fp16": _torch_cuda_fp16,
-    "tfserving-tftrt": _tfserving_tftrt,
     "tensorrt": partial(_tensorrt, False),
     "tensorrt-cuda-graph": partial(_tensorrt, True),
     "tensorflow": _tensorflow,
@@ -166,21 +167,18 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         ),
         # GPU variants: where no GPU (or package) exists their rows say so
         Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", Path(paths["onnx_optimized"])),
-        Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", Path(paths["onnx_int8_trt"])),
+        Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", Path(paths["onnx_int8_trt"]), batch_profile=dict(params["tensorrt"]["batch"])),
         Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", Path(paths["source"]) / "model.pt2"),
         *(
             Variant(name, precision, engine_runtime, plan, record=plan.with_suffix(".json"))
             for name, precision, _ in tensorrt_engines(paths)
             for plan in [Path(paths["tensorrt"]) / f"{name}.plan"]
         ),
-        Variant(
-            TFTRT_VARIANT, "int8", "tfserving-tftrt", Path(paths["serving_tftrt"]) / model_name / str(version),
-            record=Path(paths["serving_tftrt"]) / "status.json", build_failures=Path(paths["serving_tftrt"]) / FAILURES_FILE,
-        ),
-        # the bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds
+        # the bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds.
+        # The tfserving-gpu-* rows serve this same repository from TF Serving's -gpu image.
         *(
-            Variant(name, "fp32", name, served, "encoded" if encoded else "", build_failures=repository / FAILURES_FILE)
-            for name, (_, _, encoded) in SERVED.items()
+            Variant(name, "fp32", name, served, "encoded" if spec.encoded else "", build_failures=repository / FAILURES_FILE)
+            for name, spec in SERVED.items()
         ),
     ]
 

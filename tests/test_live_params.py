@@ -41,7 +41,6 @@ LIVE = {
         "tensorrt.enabled": False, "tensorrt.batch.min": 2, "tensorrt.batch.opt": 8, "tensorrt.batch.max": 64,
         "tensorrt.workspace_mib": 1024, "tensorrt.optimization_level": 5,
     },
-    "tftrt": {"tensorrt.enabled": False},
     "report": {
         "benchmark.baseline": "HEAD", "benchmark.targets.int8_speedup_batch": 1, "benchmark.targets.int8_speedup_min": 100.0,
         "benchmark.targets.harness_overhead_max_pct": 0.001, "benchmark.targets.served_batch": 1,
@@ -53,7 +52,6 @@ LIVE = {
 NAMES = "a folder name the stage reads artifacts from; the artifacts, and so the figures, are the same"
 VERDICT = "a verdict threshold: the output changes only when a row crosses it (tests/test_negative_controls, test_validation)"
 RUN_ONLY = "how the variants are run, not what they compute: the figures agree to float rounding"
-TFTRT = "TensorFlow >= 2.18 has no TF-TRT, so the stage records only why it skipped (tensorrt.enabled changes that reason)"
 MEASURED = "measurements differ on every run, so a changed output proves nothing: test_benchmark_params_reach_the_plan"
 TRAINED = "the trained model's own knob: live-tested on train_classifier in tests/test_trained_reference"
 SHARED = "the same call as the stage that owns the param, where it is live-tested"
@@ -76,11 +74,6 @@ EXPLAINED = {
         "quantize.per_channel", "quantize.percentile", "to_tensorflow.version", "package.base_path",
         "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
         "package.batching.max_enqueued_batches",
-    )},  # fmt: skip
-    **{f"tftrt:{key}": TFTRT for key in (
-        "model.name", "to_tensorflow.version", "quantize.calibration_size", "package.base_path", "package.batching.max_batch_size",
-        "package.batching.batch_timeout_micros", "package.batching.num_batch_threads", "package.batching.max_enqueued_batches",
-        "tensorrt.batch.opt", "tensorrt.workspace_mib",
     )},  # fmt: skip
     "validate:model.name": NAMES,
     "validate:trained.name": NAMES,

@@ -32,10 +32,13 @@ TRAINED = {f"trained/{name}" for name in TRAINED_VARIANTS}
 TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes"}
 TFSERVING_RUNS = tfserving_launch.binary_available() or tfserving_launch.docker_available()
 # without an NVIDIA GPU the GPU stages still complete, and these rows say why they were skipped
-GPU = {"tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "torch-cuda-fp16", "tfserving-tftrt-int8"}
+GPU = {
+    "tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "torch-cuda-fp16",
+    "tfserving-gpu-grpc-fp32", "tfserving-gpu-rest-bytes",
+}  # fmt: skip
 HAS_GPU = bool(gpus())
 STAGES = {
-    "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "tftrt", "trained",
+    "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "trained",
     "validate", "benchmark", "report",
 }
 
@@ -76,6 +79,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     if not HAS_GPU:
         assert {statuses[name] for name in GPU} == {"skipped"}
         assert parity["tensorrt-int8"]["reason"] == "no NVIDIA GPU here (nvidia-smi finds none)"
+        assert "missing here: an NVIDIA GPU" in parity["tfserving-gpu-grpc-fp32"]["reason"]
         engine = json.loads((repo / "models" / "tensorrt" / "tensorrt-int8.json").read_text())
         assert engine["status"] == "skipped" and engine["onnx"].endswith("model.int8-trt.onnx")
     assert "random weights: fidelity figures only" in (repo / "metrics" / "parity.md").read_text()
@@ -85,7 +89,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert {p.name for p in serving.iterdir()} == {"models.config", "batching_parameters.txt", "resnet18-tiny", "kserve", "failures.json"}
     assert (serving / "resnet18-tiny" / "1" / "saved_model.pb").is_file()
     # every converter built every variant: the records say so
-    for built in ("models/serving", "models/tensorflow/savedmodel", "models/tensorflow/tflite", "models/serving-tftrt"):
+    for built in ("models/serving", "models/tensorflow/savedmodel", "models/tensorflow/tflite"):
         assert json.loads((repo / built / "failures.json").read_text()) == {}, built
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
@@ -129,11 +133,11 @@ def test_exp_run_composes_params_with_hydra(repo):
     # Hydra composes conf/ with this override; the tiny sizes ride along as overrides too.
     overrides = [f"-S{o}" for o in TINY] + ["-Squantize.calibration_method=entropy", "-Squantize.calibration_size=12"]
     output = sh(repo, "dvc", "exp", "run", *overrides)
-    # calibration_size feeds every INT8 path (ONNX QDQ, TFLite, TF-TRT); nothing upstream re-runs. The TF
+    # calibration_size feeds every INT8 path (ONNX QDQ, TFLite, TensorRT); nothing upstream re-runs. The TF
     # Serving package follows only if re-running to_tensorflow rewrote the SavedModel's bytes.
     ran = stages_run(output)
-    assert {"quantize", "to_tensorflow", "trained", "tensorrt", "tftrt", "validate", "benchmark", "report"} <= ran
-    assert ran <= {"quantize", "to_tensorflow", "package", "trained", "tensorrt", "tftrt", "validate", "benchmark", "report"}
+    assert {"quantize", "to_tensorflow", "trained", "tensorrt", "validate", "benchmark", "report"} <= ran
+    assert ran <= {"quantize", "to_tensorflow", "package", "trained", "tensorrt", "validate", "benchmark", "report"}
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["quantize"]["calibration_method"] == "entropy" and params["quantize"]["calibration_size"] == 12
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
@@ -173,10 +177,10 @@ SECTION_CHANGES = [
     ("data.evaluation_size", 12, {"data"}),
     ("export.opset", 18, {"export", "trained"}),
     ("quantize.per_channel", False, {"quantize", "trained"}),
-    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "tftrt", "trained", "validate", "benchmark"}),
+    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark"}),
     ("trained.epochs", 2, {"trained"}),
-    ("package.batching.max_batch_size", 16, {"package", "tftrt", "trained"}),
-    ("tensorrt.workspace_mib", 1024, {"tensorrt", "tftrt"}),
+    ("package.batching.max_batch_size", 16, {"package", "trained"}),
+    ("tensorrt.workspace_mib", 1024, {"tensorrt"}),
     ("tensorrt.cuda_graph", True, {"validate", "benchmark"}),
     ("validate.batch_size", 8, {"validate"}),
     ("benchmark.concurrency", [1], {"benchmark"}),

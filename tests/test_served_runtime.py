@@ -1,14 +1,18 @@
 """Served variants as runners: `crossdeploy serve` started in a child process and called over REST,
-compared with the in-process SavedModel it serves; TF Serving's variants say why they cannot run."""
+compared with the in-process SavedModel it serves; TF Serving's variants (CPU and GPU) say why they cannot run."""
 
 import numpy as np
 import pytest
 
+from crossdeploy.compose import compose
+from crossdeploy.device_info import gpus
 from crossdeploy.parity import compare_logits
-from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.runtimes.base import RuntimeUnavailable, ThreadSettings, unavailable_reason
 from crossdeploy.runtimes.served_runtime import ServedRunner
 from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 from crossdeploy.serving import tfserving_launch
+from crossdeploy.variants import pipeline_variants
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,43 @@ def test_tfserving_variants_say_why_they_cannot_run(served_repo):
     runner = ServedRunner("tfserving-grpc-fp32", "tfserving", "grpc", encoded=False, params_file=served_repo / "params.yaml")
     with pytest.raises(RuntimeUnavailable, match="tensorflow_model_server on PATH or a running Docker engine"):
         runner.activate()
+
+
+@pytest.mark.skipif(bool(gpus()), reason="this machine has an NVIDIA GPU")
+def test_a_tfserving_gpu_row_without_a_gpu_is_skipped_naming_the_gpu(served_repo):
+    """The table's tfserving-gpu-* rows serve the packaged repository from the -gpu image; where there is
+    no GPU, the runner (a real one) says so, and validate and benchmark record the row as skipped."""
+    params = compose(["model=resnet18-tiny"], config_dir=ROOT / "conf")
+    params["model"]["name"], params["paths"]["serving"] = "tiny", str(served_repo / "models" / "serving")
+    by_name = {v.name: v for v in pipeline_variants(params)}
+    for name in ("tfserving-gpu-grpc-fp32", "tfserving-gpu-rest-bytes"):
+        variant = by_name[name]
+        assert variant.missing_reason() is None and variant.build_failure() is None  # the CPU rows' repository
+        runner = variant.runner(ThreadSettings())
+        assert isinstance(runner, ServedRunner) and runner.gpu
+        with pytest.raises(RuntimeUnavailable) as raised:
+            runner.activate()
+        reason = unavailable_reason(variant.runtime, raised.value)
+        assert "tensorflow/serving:2.21.0-gpu with --gpus all" in reason
+        assert "missing here: an NVIDIA GPU (nvidia-smi lists none)" in reason
+        assert ("a running Docker engine" in reason) != tfserving_launch.docker_available()
+        assert "2.17" not in reason and "TF-TRT" not in reason  # nothing the project's pins forbid
+        assert not runner.is_active
+
+
+def test_served_rows_start_their_server_on_their_device(served_repo):
+    """A TF Serving row starts `crossdeploy serve --device cpu`, its GPU twin `--device gpu`."""
+    endpoint = tfserving_launch.Endpoint("127.0.0.1", 9001, 9000)
+    for gpu, device in ((False, "cpu"), (True, "gpu")):
+        runner = ServedRunner("tfserving-grpc-fp32", "tfserving", "grpc", encoded=False, params_file=served_repo / "params.yaml", gpu=gpu)
+        server = runner.server_process("tiny")
+        try:
+            command = server.command(endpoint)
+        finally:
+            server.close()
+        assert command[command.index("--device") + 1] == device
+    server = ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False).server_process("tiny")
+    server.close()
+    assert "--device" not in server.command(endpoint)
+    with pytest.raises(ValueError, match="only TF Serving runs on the GPU"):
+        ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False, gpu=True)

@@ -1,7 +1,11 @@
-"""The TF Serving command lines, checked as data: no binary or Docker engine needed."""
+"""The TF Serving command lines, checked as data: no binary, Docker engine or GPU needed."""
 
+import pytest
 from google.protobuf import text_format
 
+from crossdeploy import cli
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.repository import BatchingParameters, write_repository_files
 from crossdeploy.serving.tfserving_launch import Endpoint, binary_command, docker_command, host_models_config
 
@@ -24,7 +28,35 @@ def test_docker_command_mounts_the_repository_read_only_and_publishes_on_loopbac
 def test_docker_command_uses_the_gpu_image_with_a_gpu(tmp_path):
     command = docker_command(tmp_path, Endpoint(), "tensorflow/serving:2.21.0", gpu=True)
     assert command[command.index("--gpus") + 1] == "all"
-    assert "tensorflow/serving:2.21.0-gpu" in command
+    assert command[command.index("-e") + 1] == "NVIDIA_TF32_OVERRIDE=0"  # the fp32 rows compute in fp32
+    image_at = command.index("tensorflow/serving:2.21.0-gpu")
+    # server-side batching into GPU batches, from the package stage's package.batching
+    assert command[image_at + 1 :] == [
+        "--model_config_file=/models/models.config",
+        "--enable_batching=true",
+        "--batching_parameters_file=/models/batching_parameters.txt",
+    ]
+
+
+def test_the_gpu_rows_launch_the_gpu_image_even_beside_a_local_binary(tmp_path, monkeypatch):
+    """`crossdeploy serve --device gpu` (the tfserving-gpu-* rows) runs the official -gpu image: a local
+    tensorflow_model_server may be a CPU build, so it serves only --device cpu and auto."""
+    endpoint = Endpoint("127.0.0.1", 9001, 9000)
+    monkeypatch.setattr(tfserving_launch, "binary_available", lambda: True)
+    monkeypatch.setattr(tfserving_launch, "gpu_unavailable_reason", lambda image=tfserving_launch.IMAGE: None)
+    command = cli.tfserving_command(tmp_path, "tiny", endpoint, cli.DEFAULT_IMAGE, "gpu", tmp_path)
+    assert command == docker_command(tmp_path, endpoint, "tensorflow/serving:2.21.0", gpu=True)
+    assert "tensorflow/serving:2.21.0-gpu" in command and command[command.index("--gpus") + 1] == "all"
+    assert cli.tfserving_command(tmp_path, "tiny", endpoint, cli.DEFAULT_IMAGE, "cpu", tmp_path)[0] == "tensorflow_model_server"
+
+
+def test_serving_on_the_gpu_where_none_is_names_what_is_missing(tmp_path):
+    reason = tfserving_launch.gpu_unavailable_reason()
+    if reason is None:
+        pytest.skip("this machine has an NVIDIA GPU and a Docker engine")
+    with pytest.raises(CrossdeployError, match="--device gpu: TF Serving on the GPU runs tensorflow/serving:2.21.0-gpu") as raised:
+        cli.tfserving_command(tmp_path, "tiny", Endpoint(), cli.DEFAULT_IMAGE, "gpu", tmp_path)
+    assert "missing here: " in str(raised.value)
 
 
 def test_binary_command_reads_a_models_config_with_host_paths(tmp_path):

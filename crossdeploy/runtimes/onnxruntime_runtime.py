@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import tempfile
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
+
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 
 
 class OnnxRuntimeRunner(Runner):
@@ -18,26 +26,31 @@ class OnnxRuntimeRunner(Runner):
         name: str,
         threads: ThreadSettings | None = None,
         providers: tuple[str | tuple[str, dict], ...] = ("CPUExecutionProvider",),
+        trt_batch: dict[str, int] | None = None,
     ):
         super().__init__(name, threads)
         self.model_path = Path(model_path)
         self.providers = providers
+        #: tensorrt.batch (min/opt/max) for the TensorRT provider's explicit profile
+        self.trt_batch = trt_batch
 
     def _activate_impl(self) -> None:
         import onnxruntime as ort
 
-        names = [p if isinstance(p, str) else p[0] for p in self.providers]
-        missing = [p for p in names if p not in ort.get_available_providers()]
-        if missing:
-            raise RuntimeUnavailable(
-                f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(ort.get_available_providers())}); "
-                "install onnxruntime-gpu on a machine with a GPU."
-            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads.intra_op
         options.inter_op_num_threads = self.threads.inter_op
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(self.model_path), options, providers=list(self.providers))
+        providers = [self._with_profile(p) for p in self.providers]
+        with captured_native_output() as output, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        requested = _provider_name(self.providers[0])
+        used = self._session.get_providers()
+        if used[0] != requested:
+            log = "\n".join([output.getvalue(), *(str(w.message) for w in caught)])
+            del self._session
+            raise RuntimeUnavailable(provider_fallback_reason(requested, used, ort.get_available_providers(), log))
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
         self._output_name = self._session.get_outputs()[0].name
@@ -45,6 +58,12 @@ class OnnxRuntimeRunner(Runner):
             self._input_shape = tuple(model_input.shape[1:])
         if isinstance(model_input.shape[0], int):
             self.fixed_batch = model_input.shape[0]
+
+    def _with_profile(self, provider: str | tuple[str, dict]) -> str | tuple[str, dict]:
+        if self.trt_batch is None or _provider_name(provider) != TENSORRT_PROVIDER:
+            return provider
+        name, options = provider if isinstance(provider, tuple) else (provider, {})
+        return name, {**options, **tensorrt_profile_options(self.model_path, self.trt_batch)}
 
     @property
     def session(self):
@@ -60,3 +79,66 @@ class OnnxRuntimeRunner(Runner):
 
     def _deactivate_impl(self) -> None:
         del self._session
+
+
+def _provider_name(provider: str | tuple[str, dict]) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def tensorrt_profile_options(model_path: Path, batch: dict[str, int]) -> dict[str, str]:
+    """The TensorRT provider's explicit optimization profile over the batch axis (tensorrt.batch): without
+    one it builds an engine for the first shape it sees and rebuilds on each larger batch, mid-benchmark."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim[1:]
+        if not all(d.HasField("dim_value") for d in dims):
+            raise RuntimeUnavailable(f"{model_path}: input {value.name} has a dynamic dimension besides the batch; the TensorRT profile needs the rest fixed")
+        sample = "x".join(str(d.dim_value) for d in dims)
+        for key in shapes:
+            shapes[key].append(f"{value.name}:{int(batch[key])}x{sample}")
+    return {f"trt_profile_{key}_shapes": ",".join(values) for key, values in shapes.items()}
+
+
+_ORT_REASON = re.compile(r"(EP Error.*|.*Failed to (?:load|create).*|.*not in available provider names.*|.*CUDA failure.*|.*cudaError.*)")
+
+
+def provider_fallback_reason(requested: str, used: list[str], available: list[str], log: str) -> str:
+    """Why a session asked for `requested` runs on `used` instead: ONNX Runtime falls back silently (to
+    the CPU, say), and a row measured that way would be a CPU run under a GPU name."""
+    said = [line.strip() for line in _ORT_REASON.findall(log) if line.strip()]
+    if requested not in available:
+        why = f"this onnxruntime has no {requested} (available: {', '.join(available)}); install onnxruntime-gpu alone (pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu)"
+    else:
+        why = f"ONNX Runtime said: {said[-1][:300]}" if said else "ONNX Runtime gave no reason; run with ORT's verbose log"
+    return f"ONNX Runtime could not start {requested} and fell back to {', '.join(used)}: {why}"
+
+
+@contextlib.contextmanager
+def captured_native_output() -> Iterator["_Captured"]:
+    """ONNX Runtime's C++ log (why a provider failed to load) goes to file descriptor 2, past sys.stderr."""
+    captured = _Captured()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace")
+            if captured.text:
+                os.write(2, captured.text.encode())  # still shown: only read for the reason
+
+
+class _Captured:
+    text = ""
+
+    def getvalue(self) -> str:
+        return self.text

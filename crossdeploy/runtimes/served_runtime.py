@@ -1,9 +1,9 @@
 """A served model as a runner: `crossdeploy serve` in a child process, called over REST or gRPC, so
-the benchmark measures what the network hop and serialization cost next to the in-process rows."""
+the benchmark measures what the network hop and serialization cost next to the in-process rows. A
+TF Serving row runs its server on the CPU, or with `gpu` on the GPU (the official -gpu image)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +23,35 @@ class ServedRunner(Runner):
         params_file: str | Path = "params.yaml",
         threads: ThreadSettings | None = None,
         repository: Path | None = None,  # default: the params' paths.serving
-        status_file: Path | None = None,  # a stage's {"status", "reason"} for a repository it may have skipped
         model: str | None = None,  # the model in the repository; default: the params' model.name
+        gpu: bool = False,  # TF Serving's -gpu image with --gpus all; otherwise the server runs on the CPU
     ):
+        if gpu and engine != "tfserving":
+            raise ValueError(f"{name}: only TF Serving runs on the GPU (its -gpu image), not {engine}")
         super().__init__(name, threads)
         self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
-        self.repository, self.status_file, self.model = repository, status_file, model
+        self.repository, self.model, self.gpu = repository, model, gpu
         self.input_kind = "encoded" if encoded else "tensor"
 
     def _activate_impl(self) -> None:
         from crossdeploy.params import load_params
         from crossdeploy.serving import clients
-        from crossdeploy.serving.server_process import ServerProcess
 
-        if self.status_file is not None:
-            status = json.loads(self.status_file.read_text())
-            if status["status"] != "ok":
-                raise RuntimeUnavailable(status["reason"])
         self._check_engine()
         model = self.model or load_params(self.params_file)["model"]["name"]
-        self._server = ServerProcess(self.engine, self.params_file, self.repository, model=model)
+        self._server = self.server_process(model)
         endpoint = self._server.start()
         if self.protocol == "grpc":
             self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", model)
         else:
             self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", model)
+
+    def server_process(self, model: str):
+        """The child that serves `model` (not yet started)."""
+        from crossdeploy.serving.server_process import ServerProcess
+
+        device = None if self.engine == "kserve" else "gpu" if self.gpu else "cpu"
+        return ServerProcess(self.engine, self.params_file, self.repository, model=model, device=device)
 
     def _check_engine(self) -> None:
         if self.engine == "kserve":
@@ -55,6 +59,11 @@ class ServedRunner(Runner):
             return
         from crossdeploy.serving import tfserving_launch as launch
 
+        if self.gpu:
+            reason = launch.gpu_unavailable_reason()
+            if reason:
+                raise RuntimeUnavailable(reason)
+            return
         if not (launch.binary_available() or launch.docker_available()):
             raise RuntimeUnavailable(f"TF Serving needs {launch.BINARY} on PATH or a running Docker engine; neither is here")
 

@@ -42,8 +42,9 @@ class ServerProcess:
         repository: Path | None = None,
         ready_timeout_s: float = 300.0,
         model: str | None = None,
+        device: str | None = None,  # TF Serving's --device (cpu | gpu); None: the command's default
     ):
-        self.engine, self.model = engine, model
+        self.engine, self.model, self.device = engine, model, device
         self.repository = repository.resolve() if repository else None
         self.params_file = Path(params_file).resolve()
         self.ready_timeout_s = ready_timeout_s
@@ -52,15 +53,20 @@ class ServerProcess:
         # a file, not a pipe: nobody reads a pipe while the server runs, and a full pipe stalls it
         self.log = Path(tempfile.mkstemp(prefix=f"crossdeploy-serve-{engine}-", suffix=".log")[1])
 
-    def start(self) -> Endpoint:
-        self.endpoint = Endpoint("127.0.0.1", free_port(), free_port())
-        command = [
+    def command(self, endpoint: Endpoint) -> list[str]:
+        """The `crossdeploy serve` command line that serves on `endpoint`."""
+        return [
             sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", self.engine,
-            "--host", self.endpoint.host, "--rest-port", str(self.endpoint.rest_port),
-            "--grpc-port", str(self.endpoint.grpc_port), "--params", self.params_file.name,
+            "--host", endpoint.host, "--rest-port", str(endpoint.rest_port),
+            "--grpc-port", str(endpoint.grpc_port), "--params", self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),
             *(["--model", self.model] if self.model else []),
+            *(["--device", self.device] if self.device else []),
         ]  # fmt: skip
+
+    def start(self) -> Endpoint:
+        self.endpoint = Endpoint("127.0.0.1", free_port(), free_port())
+        command = self.command(self.endpoint)
         # the child runs this very crossdeploy, installed or not
         package_root = str(Path(crossdeploy.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}

@@ -1,5 +1,5 @@
 """The command lines that start real TF Serving on the packaged repository: the `tensorflow_model_server`
-binary, or the official Docker image (its `-gpu` variant where a GPU is present).
+binary, or the official Docker image (its `-gpu` variant, with `--gpus all`, to run on the GPU).
 
 Kept as data (argument lists) so they can be checked without either being installed.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, MODELS_CONFIG, models_config
 
 BINARY = "tensorflow_model_server"
+IMAGE = "tensorflow/serving:2.21.0"  # the official image; gpu_image() names its CUDA build
 CONTAINER_ROOT = "/models"  # where the official image expects models, and package.base_path's default
 CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501  # the image's entrypoint listens on these
 
@@ -39,6 +40,25 @@ def docker_available() -> bool:
         return False
 
 
+def gpu_image(image: str) -> str:
+    """The official image's CUDA build: the same version's `-gpu` tag."""
+    return image if image.endswith("-gpu") else f"{image}-gpu"
+
+
+def gpu_unavailable_reason(image: str = IMAGE) -> str | None:
+    """Why TF Serving cannot run on the GPU here, naming what is missing; None where it can."""
+    from crossdeploy.device_info import gpus
+
+    missing = [*([] if gpus() else ["an NVIDIA GPU (nvidia-smi lists none)"]), *([] if docker_available() else ["a running Docker engine"])]
+    if not missing:
+        return None
+    # Docker only: a tensorflow_model_server on PATH does not say whether it is a CUDA build
+    return (
+        f"TF Serving on the GPU runs {gpu_image(image)} with --gpus all (Docker only, not a local {BINARY}); "
+        f"missing here: {' and '.join(missing)}"
+    )
+
+
 def host_models_config(repository: Path, model_name: str, config_dir: Path) -> Path:
     """models.config with host paths, for the binary (the packaged one names the container's /models)."""
     path = config_dir / MODELS_CONFIG
@@ -59,11 +79,13 @@ def binary_command(repository: Path, config_file: Path, endpoint: Endpoint) -> l
 
 
 def docker_command(repository: Path, endpoint: Endpoint, image: str, gpu: bool, name: str | None = None) -> list[str]:
-    image = f"{image}-gpu" if gpu and not image.endswith("-gpu") else image
+    image = gpu_image(image) if gpu else image
     return [
         "docker", "run", "--rm", "--init",
         *(["--name", name] if name else []),
-        *(["--gpus", "all"] if gpu else []),
+        # TF32 off: cuDNN and cuBLAS would otherwise round fp32 convolutions to 10-bit mantissas on
+        # Ampere and later, and the fp32 rows are judged against fp32 thresholds
+        *(["--gpus", "all", "-e", "NVIDIA_TF32_OVERRIDE=0"] if gpu else []),
         "-p", f"{endpoint.host}:{endpoint.rest_port}:{CONTAINER_REST_PORT}",
         "-p", f"{endpoint.host}:{endpoint.grpc_port}:{CONTAINER_GRPC_PORT}",
         "--mount", f"type=bind,source={repository.resolve()},target={CONTAINER_ROOT},readonly",

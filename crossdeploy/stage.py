@@ -13,12 +13,24 @@ from crossdeploy.atomic import atomic_path
 from crossdeploy.errors import CrossdeployError
 
 
+ONNXRUNTIME_MISSING = (
+    "ONNX Runtime is not installed: install crossdeploy with the cpu extra (pip install -e '.[cpu]'), "
+    "or on a GPU machine with the gpu extra (README, GPU)."
+)
+
+
 def run_stage(main: Callable[[], None]) -> None:
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     try:
         main()
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnxruntime":
+            raise
+        # it comes from one of two extras, never the base install (pyproject.toml says why)
+        print(f"error: {ONNXRUNTIME_MISSING}", file=sys.stderr)
         sys.exit(1)
 
 

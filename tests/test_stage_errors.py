@@ -45,3 +45,18 @@ def test_a_hand_edited_checkpoint_that_dvc_would_not_hash_stops_the_model_stage(
     assert result.returncode == 1 and "paths.inputs.checkpoint: stages/model.py" in result.stderr
     assert "python -m crossdeploy.compose" in result.stderr and "Traceback" not in result.stderr
     assert run_stage(tmp_path, "model", f"model.checkpoint={checkpoint}").stderr.count("is not a PyTorch checkpoint") == 1
+
+
+def test_a_missing_onnx_runtime_names_the_extras_to_install(tiny_optimized, monkeypatch, capsys):
+    # ONNX Runtime comes from the cpu or the gpu extra, not the base install: a bare `pip install -e .` lacks it
+    import pytest
+
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+    from crossdeploy.stage import run_stage as run_stage_main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # how Python itself marks a module unimportable
+    with pytest.raises(SystemExit) as exited:
+        run_stage_main(lambda: OnnxRuntimeRunner(tiny_optimized[0], "onnxruntime-fp32").activate())
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ONNX Runtime is not installed") and "pip install -e '.[cpu]'" in err and "Traceback" not in err

@@ -48,6 +48,32 @@ def gpus() -> list[dict[str, str]]:
     return [dict(zip(keys, (field.strip() for field in line.split(",")))) for line in out.splitlines() if line.strip()]
 
 
+#: The oldest Linux driver branch each CUDA major version runs on (CUDA's release notes: minor-version
+#: compatibility). A library built for CUDA 13 fails on an older driver with errors that do not say so.
+MIN_DRIVER = {11: 450, 12: 525, 13: 580}
+
+
+def driver_too_old(cuda_major: int | None, library: str, driver: str | None = None) -> str | None:
+    """Why `library`, built for CUDA `cuda_major`, cannot run on this machine's NVIDIA driver; None if it can
+    (or where either version is unknown). `driver` defaults to the first GPU's, as nvidia-smi reports it."""
+    if driver is None:
+        found = gpus()
+        driver = found[0]["driver"] if found else None
+    if cuda_major not in MIN_DRIVER or not driver:
+        return None
+    try:
+        branch = int(driver.split(".")[0])
+    except ValueError:
+        return None
+    needed = MIN_DRIVER[cuda_major]
+    if branch >= needed:
+        return None
+    return (
+        f"the NVIDIA driver {driver} is too old for {library}, which is built for CUDA {cuda_major}: "
+        f"CUDA {cuda_major} needs driver R{needed} or newer; update the driver"
+    )
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:

@@ -140,7 +140,7 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     assert checks["tfserving_bytes_over_in_process"]["met"] is None  # not benchmarked here: said, not dropped
     # a target whose variant was skipped reads "not measured" with the skip's reason
     cuda = check_targets(results, {}, Targets(int8_variant="onnxruntime-cuda-fp32", int8_speedup_batch=4))["int8_over_fp32"]
-    assert cuda["met"] is None and cuda["note"].startswith("not measured: onnxruntime-cuda-fp32 skipped: ONNX Runtime here has no CUDAExecutionProvider")
+    assert cuda["met"] is None and cuda["note"].startswith("not measured: onnxruntime-cuda-fp32 skipped: ONNX Runtime could not start CUDAExecutionProvider")
 
 
 class SleepingRunner(Runner):

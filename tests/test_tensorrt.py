@@ -77,6 +77,18 @@ def test_an_engine_never_built_says_which_stage_builds_it(tmp_path):
 
 # ---- on a GPU: `python -m pytest -m gpu` ----
 
+needs_tensorrt = pytest.mark.skipif(current_target()[0] is None, reason=f"needs TensorRT on an NVIDIA GPU: {current_target()[1]}")
+
+
+def needs_provider(provider: str):
+    import onnxruntime as ort
+
+    return pytest.mark.skipif(
+        provider not in ort.get_available_providers(),
+        reason=f"needs onnxruntime-gpu: this onnxruntime has no {provider} (available: {', '.join(ort.get_available_providers())})",
+    )
+
+
 
 @pytest.fixture(scope="module")
 def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
@@ -90,6 +102,7 @@ def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
 # the tiny model has random weights, which amplify FP16 and INT8 rounding (FP16 cosine about 0.998 on the
 # CPU); tests/test_negative_controls judges INT8 at the real thresholds on a trained model
 @pytest.mark.gpu
+@needs_tensorrt
 @pytest.mark.parametrize("precision,cosine", [("fp16", 0.995), ("int8", 0.9)])
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference, tmp_path):
@@ -108,9 +121,66 @@ def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, tin
         with pytest.raises(ValueError, match="batches of 1 to 8"):
             runner.infer(np.zeros((9, *tiny_images[1].tensors("NCHW").shape[1:]), np.float32))
     assert compare_logits(tiny_reference, logits)["cosine_min"] >= cosine
+    if precision == "int8":
+        # the same QDQ model on ONNX Runtime's CPU: the same calibrated scales, so the engine must agree
+        # far more closely than with the FP32 reference; a mis-scaled layer shows here first
+        from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+
+        with OnnxRuntimeRunner(onnx, "onnxruntime-int8-trt") as cpu:
+            same_scales = cpu.infer_all(tiny_images[1].tensors("NCHW"), 4)
+        assert compare_logits(same_scales, logits)["cosine_min"] >= 0.99
 
 
 @pytest.mark.gpu
+@needs_tensorrt
+def test_cuda_graphs_follow_the_batch_size_and_match_the_plain_engine(tiny_optimized, tiny_images, tmp_path):
+    from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
+
+    plan = tmp_path / "tensorrt-fp16.plan"
+    record = build_record(plan, tiny_optimized[0], BuildSettings("fp16", BatchProfile(1, 4, 8), workspace_mib=1024), tmp_path / "timing")
+    record_path(plan).write_text(json.dumps(record))
+    images = tiny_images[1].tensors("NCHW")
+    sequence = [images[:4], images[:4], images[4:6], images[4:6], images[4:8], images[4:8], images[:2], images[:4]]
+    with TensorRTRunner(plan, "plain") as plain, TensorRTRunner(plan, "graphed", cuda_graph=True) as graphed:
+        for batch in sequence:
+            np.testing.assert_allclose(graphed.infer(batch), plain.infer(batch), rtol=0, atol=1e-5)
+        assert graphed._replay.captures == 3 and graphed._replay.replays == 0
+        for _ in range(3):
+            np.testing.assert_allclose(graphed.infer(images[:4]), plain.infer(images[:4]), rtol=0, atol=1e-5)
+        assert graphed._replay.replays >= 1
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_a_timing_cache_from_elsewhere_is_replaced_not_kept(tiny_optimized, tmp_path, caplog):
+    settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512)
+    target, _ = current_target()
+    from crossdeploy.tensorrt.engines import timing_cache_path
+
+    cache = timing_cache_path(tmp_path / "timing", target)
+    cache.parent.mkdir()
+    cache.write_bytes(b"not a timing cache from this GPU" * 64)
+    record = build_record(tmp_path / "tensorrt-fp16.plan", tiny_optimized[0], settings, tmp_path / "timing")
+    assert record["status"] == "ok"
+    assert b"not a timing cache" not in cache.read_bytes() and cache.stat().st_size > 0
+    assert "does not match this GPU or TensorRT" in caplog.text
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_a_swapped_plan_is_not_loaded(tiny_optimized, tmp_path, monkeypatch):
+    settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512)
+    plan = tmp_path / "tensorrt-fp16.plan"
+    record_path(plan).write_text(json.dumps(build_record(plan, tiny_optimized[0], settings, tmp_path / "timing")))
+    assert usable_engine(plan) == plan
+    plan.write_bytes(plan.read_bytes()[:-16] + bytes(16))  # damaged in transit, or another engine
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    local = usable_engine(plan)
+    assert local != plan and local.is_relative_to(tmp_path / "cache") and record_path(local).is_file()
+
+
+@pytest.mark.gpu
+@needs_tensorrt
 def test_a_mismatched_shared_engine_is_rebuilt_locally(tiny_optimized, tmp_path, monkeypatch):
     settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512)
     plan = tmp_path / "tensorrt-fp16.plan"
@@ -123,7 +193,13 @@ def test_a_mismatched_shared_engine_is_rebuilt_locally(tiny_optimized, tmp_path,
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("runtime,precision,cosine", [("onnxruntime-cuda", "fp32", 0.99999), ("onnxruntime-tensorrt", "int8", 0.9)])
+@pytest.mark.parametrize(
+    "runtime,precision,cosine",
+    [
+        pytest.param("onnxruntime-cuda", "fp32", 0.99999, marks=needs_provider("CUDAExecutionProvider")),
+        pytest.param("onnxruntime-tensorrt", "int8", 0.9, marks=needs_provider("TensorrtExecutionProvider")),
+    ],
+)
 def test_onnxruntime_gpu_providers_match_torch(runtime, precision, cosine, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference):
     model = tiny_optimized[0] if precision == "fp32" else trt_int8_onnx
     with Variant(runtime, precision, runtime, model).runner(None) as runner:

@@ -56,7 +56,7 @@ def unavailable_reason(runtime: str, exc: BaseException) -> str | None:
         return str(exc)
     package = missing_optional_package(exc)
     if package:
-        return f"{runtime} needs the optional package {package}, which is not installed here (pip install '.[gpu]')"
+        return f"{runtime} needs the optional package {package}, which is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
     return None
 
 

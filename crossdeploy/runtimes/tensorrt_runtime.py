@@ -27,12 +27,13 @@ class TensorRTRunner(Runner):
         engine_path = usable_engine(self.engine_path)
         import tensorrt as trt
 
-        from crossdeploy.tensorrt.cuda import DeviceBuffer, PinnedBuffer, check, cudart
+        from crossdeploy.tensorrt.build import create_runtime
+        from crossdeploy.tensorrt.cuda import DeviceBuffer, GraphReplay, PinnedBuffer, check, cudart
 
         self._rt = rt = cudart()
         self._check = check
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        self._runtime = create_runtime(trt)  # kept: TensorRT wants the runtime to outlive its engines
+        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
             raise RuntimeUnavailable(f"TensorRT {trt.__version__} cannot load {engine_path} on this GPU; rebuild it here")
         self._context = self._engine.create_execution_context()
@@ -51,23 +52,8 @@ class TensorRTRunner(Runner):
         self._context.set_tensor_address(self._output, self._dev_out.pointer)
         self._stream = check(rt.cudaStreamCreate())
         self._start, self._end = check(rt.cudaEventCreate()), check(rt.cudaEventCreate())
-        self._graphs: dict[int, object] = {}  # batch size -> instantiated CUDA graph
-
-    def _execute(self, batch_size: int) -> None:
-        rt, check = self._rt, self._check
-        if not self.cuda_graph:
-            self._context.execute_async_v3(self._stream)
-            return
-        if batch_size not in self._graphs:
-            # one plain run first: TensorRT applies shape changes lazily, which a capture must not see
-            self._context.execute_async_v3(self._stream)
-            check(rt.cudaStreamSynchronize(self._stream))
-            check(rt.cudaStreamBeginCapture(self._stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-            self._context.execute_async_v3(self._stream)
-            graph = check(rt.cudaStreamEndCapture(self._stream))
-            self._graphs[batch_size] = check(rt.cudaGraphInstantiate(graph, 0))
-            check(rt.cudaGraphDestroy(graph))
-        check(rt.cudaGraphLaunch(self._graphs[batch_size], self._stream))
+        # one graph per context, for the shape it was captured with (GraphReplay says why)
+        self._replay = GraphReplay(self._stream) if self.cuda_graph else None
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         rt, check = self._rt, self._check
@@ -82,7 +68,10 @@ class TensorRTRunner(Runner):
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check(rt.cudaMemcpyAsync(self._dev_in.pointer, self._host_in.pointer, in_bytes, h2d, self._stream))
         check(rt.cudaEventRecord(self._start, self._stream))
-        self._execute(n)
+        if self._replay is None:
+            self._context.execute_async_v3(self._stream)
+        else:
+            self._replay.run(n, self._context.execute_async_v3)
         check(rt.cudaEventRecord(self._end, self._stream))
         check(rt.cudaMemcpyAsync(self._host_out.pointer, self._dev_out.pointer, out_bytes, d2h, self._stream))
         check(rt.cudaStreamSynchronize(self._stream))
@@ -91,11 +80,11 @@ class TensorRTRunner(Runner):
 
     def _deactivate_impl(self) -> None:
         rt, check = self._rt, self._check
-        for graph in self._graphs.values():
-            check(rt.cudaGraphExecDestroy(graph))
+        if self._replay is not None:
+            self._replay.drop()
         check(rt.cudaEventDestroy(self._start))
         check(rt.cudaEventDestroy(self._end))
         check(rt.cudaStreamDestroy(self._stream))
         for buffer in (self._host_in, self._host_out, self._dev_in, self._dev_out):
             buffer.free()
-        del self._context, self._engine
+        del self._context, self._engine, self._runtime

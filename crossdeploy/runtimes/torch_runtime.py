@@ -35,7 +35,7 @@ class TorchRunner(Runner):
         from crossdeploy.source_model import load_program
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeUnavailable("PyTorch sees no CUDA GPU here")
+            raise RuntimeUnavailable(cuda_unavailable_reason(torch))
         if self.threads.intra_op:
             torch.set_num_threads(self.threads.intra_op)
         self._torch = torch
@@ -55,3 +55,15 @@ class TorchRunner(Runner):
 
     def _deactivate_impl(self) -> None:
         del self._module
+
+
+def cuda_unavailable_reason(torch) -> str:
+    """Why PyTorch cannot use a GPU: no GPU, a CPU build, or a driver too old for its CUDA."""
+    from crossdeploy.device_info import driver_too_old, gpus
+
+    if not gpus():
+        return "PyTorch sees no CUDA GPU here (nvidia-smi finds none)"
+    if torch.version.cuda is None:
+        return f"PyTorch {torch.__version__} is a CPU build; install a CUDA build of torch on this GPU machine"
+    major = int(torch.version.cuda.split(".")[0])
+    return driver_too_old(major, f"PyTorch {torch.__version__}") or f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA on this GPU"

@@ -9,17 +9,73 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.runtimes.base import RuntimeUnavailable
 from crossdeploy.tensorrt.engine_key import BuildSettings
 
 log = logging.getLogger(__name__)
 
 
+class TensorRTUnusable(RuntimeUnavailable):
+    """TensorRT is installed but cannot work on this machine (driver, GPU or library mismatch)."""
+
+
+def _unusable(trt, what: str, detail: str) -> TensorRTUnusable:
+    from crossdeploy.tensorrt.engine_key import tensorrt_driver_reason
+
+    cause = tensorrt_driver_reason() or "check that the NVIDIA driver, the GPU and TensorRT's CUDA libraries match"
+    return TensorRTUnusable(f"TensorRT {trt.__version__} cannot create a {what} on this machine ({detail}): {cause}")
+
+
+def _logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def create_builder(trt):
+    """trt.Builder, or TensorRTUnusable with the reason: where CUDA cannot start (a driver too old for
+    TensorRT's CUDA, an unsupported GPU) the bindings raise a bare pybind11 TypeError or return None."""
+    try:
+        builder = trt.Builder(_logger(trt))
+    except TypeError as exc:
+        raise _unusable(trt, "builder", str(exc)) from exc
+    if builder is None:
+        raise _unusable(trt, "builder", "trt.Builder returned None")
+    return builder
+
+
+def create_runtime(trt):
+    """trt.Runtime, or TensorRTUnusable with the reason (as create_builder)."""
+    try:
+        runtime = trt.Runtime(_logger(trt))
+    except TypeError as exc:
+        raise _unusable(trt, "runtime", str(exc)) from exc
+    if runtime is None:
+        raise _unusable(trt, "runtime", "trt.Runtime returned None")
+    return runtime
+
+
+def _timing_cache(config, path: Path):
+    """The timing cache from `path` where it suits this GPU and TensorRT, else an empty one."""
+    data = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(data) if data else None
+    except (RuntimeError, TypeError, ValueError):  # bytes TensorRT cannot even read
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    if data:
+        # another device's or TensorRT's timings (or a damaged file): TensorRT refuses them, and writing
+        # them back unchanged would keep the next build from ever caching its own
+        log.warning("timing cache %s does not match this GPU or TensorRT; starting from an empty one", path)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise CrossdeployError("TensorRT refused an empty timing cache")
+
+
 def build_engine(onnx_path: Path, settings: BuildSettings, timing_cache: Path, out_path: Path) -> None:
-    """Write the serialized engine to out_path; timing_cache is read if present and rewritten."""
+    """Write the serialized engine to out_path; timing_cache is read if it suits and rewritten."""
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = create_builder(trt)
+    logger = _logger(trt)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -41,12 +97,13 @@ def build_engine(onnx_path: Path, settings: BuildSettings, timing_cache: Path, o
         profile.set_shape(tensor.name, *settings.batch.shapes(tuple(tensor.shape)[1:]))
     config.add_optimization_profile(profile)
 
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise CrossdeployError(f"TensorRT could not build a {settings.precision} engine from {onnx_path}; see its log above.")
-    out_path.write_bytes(bytes(serialized))
-    with atomic_path(timing_cache) as tmp:
-        tmp.write_bytes(bytes(cache.serialize()))
+    with atomic_path(out_path, unique=True) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    # unique temporary names: builders of one engine in parallel (dvc queue start -j 2) share the caches
+    with atomic_path(timing_cache, unique=True) as tmp:
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     log.info("built %s (%d MB)", out_path, out_path.stat().st_size >> 20)

@@ -81,6 +81,26 @@ def tensorrt_version() -> str | None:
     return None
 
 
+def tensorrt_cuda_major() -> int | None:
+    """The CUDA major version the installed TensorRT wheels are built for (tensorrt-cu12 / -cu13)."""
+    for major in (13, 12, 11):
+        for distribution in (f"tensorrt-cu{major}", f"tensorrt-cu{major}-libs", f"tensorrt-cu{major}-bindings"):
+            try:
+                metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                continue
+            return major
+    return None
+
+
+def tensorrt_driver_reason() -> str | None:
+    """Why this machine's driver cannot run the installed TensorRT; None if it can or cannot be told."""
+    from crossdeploy.device_info import driver_too_old
+
+    version = tensorrt_version()
+    return driver_too_old(tensorrt_cuda_major(), f"TensorRT {version}")
+
+
 @functools.cache  # the GPU and TensorRT do not change under a running process; each runner asks
 def current_target() -> tuple[GpuTarget | None, str]:
     """(this machine's target, "") or (None, why TensorRT cannot build or run here)."""
@@ -91,7 +111,10 @@ def current_target() -> tuple[GpuTarget | None, str]:
         return None, "no NVIDIA GPU here (nvidia-smi finds none)"
     version = tensorrt_version()
     if version is None:
-        return None, "TensorRT is not installed here (pip install '.[gpu]')"
+        return None, "TensorRT is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
+    too_old = tensorrt_driver_reason()
+    if too_old:
+        return None, too_old
     first = found[0]
     return GpuTarget(first["name"], first["compute_capability"], version), ""
 

@@ -33,16 +33,29 @@ def timing_cache_path(directory: Path, target: GpuTarget) -> Path:
 
 def build_record(plan: Path, onnx: Path, settings: BuildSettings, timing_dir: Path) -> dict[str, Any]:
     """Build `plan` for this machine and return its record; where TensorRT cannot run, the skip reason."""
-    from crossdeploy.tensorrt.build import build_engine
+    from crossdeploy.tensorrt.build import TensorRTUnusable, build_engine
 
     target, why = current_target()
     if target is None:
         return {"status": "skipped", "reason": why, "onnx": str(onnx), "settings": settings.to_dict()}
     digest = file_sha256(onnx)
     timing_dir.mkdir(parents=True, exist_ok=True)
-    build_engine(onnx, settings, timing_cache_path(timing_dir, target), plan)
+    try:
+        build_engine(onnx, settings, timing_cache_path(timing_dir, target), plan)
+    except TensorRTUnusable as exc:
+        return {"status": "skipped", "reason": str(exc), "onnx": str(onnx), "settings": settings.to_dict()}
     record = EngineRecord(engine_key(digest, settings, target), digest, settings, target)
-    return {"status": "ok", "onnx": str(onnx), **record.to_dict()}
+    return {"status": "ok", "onnx": str(onnx), **record.to_dict(), "plan_sha256": file_sha256(plan)}
+
+
+def plan_mismatch(plan: Path, data: dict[str, Any]) -> str | None:
+    """Why `plan`'s bytes are not the ones its record was written for; None where they are."""
+    if not plan.is_file():
+        return f"{plan} is missing"
+    if data.get("plan_sha256") != file_sha256(plan):
+        # a plan is deserialized straight into GPU code: never load one its record does not vouch for
+        return f"{plan.name}'s SHA-256 does not match its record (a corrupted or swapped file)"
+    return None
 
 
 def usable_engine(plan: Path, timing_dir: Path | None = None) -> Path:
@@ -58,17 +71,21 @@ def usable_engine(plan: Path, timing_dir: Path | None = None) -> Path:
     settings = BuildSettings.from_dict(data["settings"])
     digest = file_sha256(onnx)
     if data["status"] == "ok":
-        mismatch = EngineRecord.from_dict(data).mismatch(digest, settings, target)
-        if mismatch is None and plan.is_file():
+        reason = EngineRecord.from_dict(data).mismatch(digest, settings, target) or plan_mismatch(plan, data)
+        if reason is None:
             return plan
-        reason = mismatch or f"{plan} is missing"
     else:
         reason = f"the pipeline skipped it ({data['reason']})"
     local = local_cache_dir() / f"{plan.stem}-{engine_key(digest, settings, target)}.plan"
-    if not local.is_file():
+    local_record = record_path(local)
+    local_reason = plan_mismatch(local, json.loads(local_record.read_text())) if local_record.is_file() else "not built yet"
+    if local_reason is not None:
         log.warning("%s: not loading the pipeline's engine: %s; building one for %s in %s", plan.stem, reason, target.gpu, local)
+        if local.is_file():
+            log.warning("%s: not loading the local engine either: %s", local.name, local_reason)
         from crossdeploy.tensorrt.build import build_engine
 
-        with atomic_path(local) as tmp:
-            build_engine(onnx, settings, timing_cache_path(timing_dir or local_cache_dir(), target), tmp)
+        build_engine(onnx, settings, timing_cache_path(timing_dir or local_cache_dir(), target), local)
+        with atomic_path(local_record, unique=True) as tmp:
+            tmp.write_text(json.dumps({"plan_sha256": file_sha256(local)}))
     return local

@@ -114,14 +114,24 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict:
 
 
 def _read_checkpoint(path: Path, trust: bool):
-    """Return a state_dict, or an nn.Module when the file is a whole pickled model and the user trusts it."""
+    """Return a state_dict, or an nn.Module (a pickled model or TorchScript) when the user trusts the file."""
     import torch
 
     if not path.is_file():
         raise CrossdeployError(f"model.checkpoint {path} does not exist; set model.checkpoint to your state_dict file, or null.")
     if _is_torchscript(path):
-        # TorchScript code never runs here: its weights are loaded into the torchvision architecture.
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        # torch.jit.load runs the code the archive carries (PyTorch calls TorchScript loading unsecured,
+        # CVE-2025-32434), so it is a whole model like a pickled one: only with explicit trust.
+        if not trust:
+            raise CrossdeployError(
+                f"model.checkpoint {path} is a TorchScript archive, and loading one runs code it carries; "
+                f"set model.trust_checkpoint: true if you trust its source, or save a state_dict "
+                f"(torch.save(model.state_dict(), ...)) instead."
+            )
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise CrossdeployError(f"model.checkpoint {path} is not a TorchScript archive torch.jit.load can read ({exc}).") from None
     try:
         return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
     except CrossdeployError:
@@ -140,6 +150,100 @@ def _read_checkpoint(path: Path, trust: bool):
     if not isinstance(module, torch.nn.Module):
         raise CrossdeployError(f"model.checkpoint {path} holds a {type(module).__name__}, not a state_dict or nn.Module.")
     return module
+
+
+def _class_name(module) -> str:
+    """The model's class: TorchScript keeps the scripted or traced class's name as original_name."""
+    import torch
+
+    return module.original_name if isinstance(module, torch.jit.ScriptModule) else type(module).__name__
+
+
+def _layers(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state_dict.items()}
+
+
+def _empty_model(arch: str, num_classes: int):
+    """`arch` with its layers' shapes but no weights: built on the meta device, which costs next to nothing
+    (a few builders copy tensors while building, which meta cannot: those are built on the CPU)."""
+    import torch
+    import torchvision
+
+    try:
+        with torch.device("meta"):
+            return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    except NotImplementedError:
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _architectures_matching(class_name: str, layers: dict, num_classes: int) -> list[str]:
+    """The torchvision architectures with this class and exactly these layers (names and shapes). Only builders
+    whose module defines the class are built: resnet18 and resnet50 share ResNet, and the layers tell them apart."""
+    import sys
+
+    import torchvision
+
+    matches = []
+    for arch in classification_architectures():
+        builder_module = sys.modules[torchvision.models.get_model_builder(arch).__module__]
+        if not isinstance(getattr(builder_module, class_name, None), type):
+            continue
+        if _layers(_empty_model(arch, num_classes).state_dict()) == layers:
+            matches.append(arch)
+    return matches
+
+
+def _output_classes(module, input_size: int, path: Path) -> int:
+    """The width of the module's logits on one input of the configured size: every classifier head (fc,
+    classifier[-1], heads.head, ...) shows there, and so does anything the forward does after it."""
+    import torch
+
+    module.eval()
+    try:
+        with torch.no_grad():
+            logits = module(torch.zeros(1, 3, input_size, input_size))
+    except Exception as exc:
+        raise CrossdeployError(
+            f"model.checkpoint {path} fails on a 1x3x{input_size}x{input_size} input ({exc}); "
+            f"set model.input_size to the size it was trained on."
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        got = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+        raise CrossdeployError(
+            f"model.checkpoint {path} returns {got} for a 1x3x{input_size}x{input_size} input, not (batch, classes) logits; "
+            f"save a classifier whose forward returns its logits."
+        )
+    return int(logits.shape[1])
+
+
+def _whole_model_mismatch_message(module, arch: str, num_classes: int, input_size: int, path: Path) -> str | None:
+    """What a trusted whole model (pickled or TorchScript) holds against model.arch and model.num_classes, as one
+    sentence naming both sides and the param to change; None when it is what the params say."""
+    classes = _output_classes(module, input_size, path)
+    class_name, layers = _class_name(module), _layers(module.state_dict())
+    expected = _empty_model(arch, classes)
+    if type(expected).__name__ != class_name or _layers(expected.state_dict()) != layers:
+        also = f" and model.num_classes: {classes}" if classes != num_classes else ""
+        matches = _architectures_matching(class_name, layers, classes)
+        if matches:
+            fix = f"model.arch: {matches[0]}" if len(matches) == 1 else f"model.arch to one of {', '.join(matches)}"
+            return (
+                f"model.checkpoint {path} holds a {' / '.join(matches)} ({class_name}, {classes} classes) but model.arch is "
+                f"{arch} (a {type(expected).__name__}); set {fix}{also}."
+            )
+        count = sum(p.numel() for p in module.parameters())
+        expected_count = sum(p.numel() for p in expected.parameters())
+        return (
+            f"model.checkpoint {path} holds a {class_name} ({count:,} parameters, {classes} classes) that is no torchvision "
+            f"classification architecture, and model.arch {arch} is a {type(expected).__name__} ({expected_count:,} parameters); "
+            f"set model.arch to the architecture it was built with{also}, or save it as one of those."
+        )
+    if classes != num_classes:
+        return (
+            f"model.checkpoint {path} has {classes} output classes but model.num_classes is {num_classes}; "
+            f"set model.num_classes: {classes}."
+        )
+    return None
 
 
 def _checkpoint_mismatch_message(model, state_dict: dict, arch: str, num_classes: int, path: Path) -> str | None:
@@ -204,6 +308,13 @@ def build_source_model(
             f"set model.num_classes: {len(categories)}."
         )
 
+    preprocessing = Preprocessing.resolve(
+        weights_transforms=weights_enum.transforms() if weights_enum else None,
+        input_size=input_size,
+        resize_size=resize_size,
+        mean=mean,
+        std=std,
+    )
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     source = "random"
@@ -214,7 +325,15 @@ def build_source_model(
         path = Path(checkpoint)
         loaded = _read_checkpoint(path, trust_checkpoint)
         if isinstance(loaded, torch.nn.Module):
-            model = loaded
+            # a trusted whole model: the model card records model.arch and model.num_classes, so they must be its own
+            problem = _whole_model_mismatch_message(loaded, arch, num_classes, preprocessing.crop_size, path)
+            if problem:
+                raise CrossdeployError(problem)
+            if isinstance(loaded, torch.jit.ScriptModule):
+                # torch.export takes no TorchScript: its weights go into the architecture, which it was just shown to be
+                model.load_state_dict(loaded.state_dict())
+            else:
+                model = loaded
         else:
             problem = _checkpoint_mismatch_message(model, loaded, arch, num_classes, path)
             if problem:
@@ -223,13 +342,6 @@ def build_source_model(
         source = "checkpoint"
     model.eval()
 
-    preprocessing = Preprocessing.resolve(
-        weights_transforms=weights_enum.transforms() if weights_enum else None,
-        input_size=input_size,
-        resize_size=resize_size,
-        mean=mean,
-        std=std,
-    )
     if source == "random":
         from crossdeploy.datasets import default_image_sets
 

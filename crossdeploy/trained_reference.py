@@ -156,7 +156,7 @@ def convert_every_cpu_variant(
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import quantize_onnx
     from crossdeploy.serving.repository import BatchingParameters, write_repository_files
-    from crossdeploy.serving.signatures import export_with_bytes_signature
+    from crossdeploy.serving.signatures import ImageLimits, export_with_bytes_signature
     from crossdeploy.source_model import export_program
     from crossdeploy.stage import write_json
     from crossdeploy.tensorflow_convert import convert_to_tensorflow
@@ -187,4 +187,5 @@ def convert_every_cpu_variant(
     repository = Path(paths["serving"])
     repository.mkdir(parents=True, exist_ok=True)
     write_repository_files(repository, card.name, package["base_path"], BatchingParameters(**package["batching"]))
-    export_with_bytes_signature(version_dir, repository / card.name / str(version), card.preprocessing)
+    limits = ImageLimits(**package["image_limits"])
+    export_with_bytes_signature(version_dir, repository / card.name / str(version), card.preprocessing, limits=limits)

@@ -83,7 +83,11 @@ def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
 
     # the QDQ model carries its scales, so INT8 needs no calibration table; FP16 covers what stays float.
     # CUDA behind TensorRT runs whatever TensorRT declines.
-    cache = str(local_cache_dir() / "onnxruntime")
+    from crossdeploy.tensorrt.engine_key import tensorrt_version
+
+    # the provider's caches hold no record of what built them: one folder per ONNX Runtime and TensorRT
+    # version (its file names carry the GPU's compute capability)
+    cache = str(local_cache_dir() / "onnxruntime" / f"ort{_onnxruntime_version()}-trt{tensorrt_version()}")
     options = {
         "trt_int8_enable": v.precision == "int8",
         "trt_fp16_enable": True,
@@ -95,6 +99,17 @@ def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
     return OnnxRuntimeRunner(
         v.artifact, v.name, threads, providers=(("TensorrtExecutionProvider", options), "CUDAExecutionProvider"), trt_batch=v.batch_profile
     )
+
+
+def _onnxruntime_version() -> str | None:
+    from importlib import metadata
+
+    for distribution in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _torch_cuda_fp16(v: Variant, threads: ThreadSettings) -> Runner:

@@ -12,7 +12,7 @@ from crossdeploy.params import load_params
 from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.serving.manifests import write_manifests
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, BatchingParameters, write_repository_files
-from crossdeploy.serving.signatures import export_with_bytes_signature
+from crossdeploy.serving.signatures import ImageLimits, export_with_bytes_signature
 from crossdeploy.stage import read_json, run_stage
 
 
@@ -22,6 +22,7 @@ def main() -> None:
     name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
     prep = Preprocessing.from_dict(read_json(Path(paths["source"]) / "preprocessing.json")["preprocessing"])
     batching = BatchingParameters(**cfg["batching"])
+    limits = ImageLimits(**cfg["image_limits"])
     unbuilt = recorded_failure(Path(paths["savedmodel"]) / FAILURES_FILE, SAVEDMODEL_VARIANT)
     if unbuilt:
         # the served variants fail with the converter's reason; the rest of the pipeline goes on
@@ -32,7 +33,9 @@ def main() -> None:
     with atomic_path(paths["serving"], directory=True) as repository:
         write_failures(repository, {})
         write_repository_files(repository, name, cfg["base_path"], batching)
-        export_with_bytes_signature(saved_model_version_dir(paths, name, version), repository / name / str(version), prep)
+        export_with_bytes_signature(
+            saved_model_version_dir(paths, name, version), repository / name / str(version), prep, limits=limits
+        )
         # KServe downloads only the model base path, so its TF Serving finds the batching file there
         shutil.copy(repository / BATCHING_PARAMETERS, repository / name / BATCHING_PARAMETERS)
         write_manifests(repository / "kserve", name, cfg["kserve"])

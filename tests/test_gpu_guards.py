@@ -9,6 +9,7 @@ import types
 import pytest
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.device_info import driver_too_old
 from crossdeploy.runtimes.base import RuntimeUnavailable
 from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner, provider_fallback_reason, tensorrt_profile_options
@@ -59,8 +60,17 @@ def test_the_tensorrt_provider_gets_the_profile_of_tensorrt_batch(tiny_optimized
     model = onnx.load(str(tiny_optimized[0]))
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     onnx.save(model, tmp_path / "dynamic.onnx")
-    with pytest.raises(RuntimeUnavailable, match="dynamic dimension besides the batch"):
+    with pytest.raises(CrossdeployError, match="dynamic dimension besides the batch"):
         tensorrt_profile_options(tmp_path / "dynamic.onnx", {"min": 1, "opt": 1, "max": 1})
+    # the provider splits its profile on ':' and ',' and drops, with a warning, one it cannot parse
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 64
+    renamed = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = ["images:0" if i == renamed else i for i in node.input]
+    model.graph.input[0].name = "images:0"
+    onnx.save(model, tmp_path / "colon.onnx")
+    with pytest.raises(CrossdeployError, match="holds ':' or ','"):
+        tensorrt_profile_options(tmp_path / "colon.onnx", {"min": 1, "opt": 1, "max": 1})
 
 
 def test_the_tensorrt_provider_variant_carries_profile_and_caches_outside_the_project():

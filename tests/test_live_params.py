@@ -36,6 +36,7 @@ LIVE = {
         "package.kserve.triton_storage_uri": "gs://bucket/triton", "package.kserve.triton_runtime_version": "25.09-py3",
         "package.batching.max_batch_size": 16, "package.batching.batch_timeout_micros": 500,
         "package.batching.num_batch_threads": 4, "package.batching.max_enqueued_batches": 10,
+        "package.image_limits.max_pixels": 1000000, "package.image_limits.max_aspect_ratio": 10,
     },
     "tensorrt": {
         "tensorrt.enabled": False, "tensorrt.batch.min": 2, "tensorrt.batch.opt": 8, "tensorrt.batch.max": 64,
@@ -61,7 +62,7 @@ EXPLAINED = {
     "model:model.weights": "torchvision weights come from the torch hub cache or the network, neither here; "
     "tests/test_source_model checks the param's errors",
     "model:model.checkpoint": "the user's file: tests/test_pipeline overwrites it and the model stage re-runs",
-    "model:model.trust_checkpoint": "read only for a whole pickled module: tests/test_source_model loads one with it and refuses one without",
+    "model:model.trust_checkpoint": "read only for a whole pickled or TorchScript model: tests/test_source_model loads each with it and refuses each without",
     "data:data.images": "the user's folder: tests/test_pipeline adds an image and the data stage re-runs",
     "quantize:quantize.calibration_batch": "images per calibration pass: memory and speed only; tests/test_calibration checks the ranges are equal",
     "quantize:quantize.percentile": "read by calibration_method percentile only: tests/test_calibration shows two percentiles give two models",
@@ -73,7 +74,7 @@ EXPLAINED = {
         "export.opset", "quantize.method", "quantize.calibration_method", "quantize.calibration_size", "quantize.calibration_batch",
         "quantize.per_channel", "quantize.percentile", "to_tensorflow.version", "package.base_path",
         "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
-        "package.batching.max_enqueued_batches",
+        "package.batching.max_enqueued_batches", "package.image_limits.max_pixels", "package.image_limits.max_aspect_ratio",
     )},  # fmt: skip
     "validate:model.name": NAMES,
     "validate:trained.name": NAMES,

@@ -73,7 +73,7 @@ def test_bytes_signature_over_rest_b64(server):
 @pytest.mark.parametrize(
     "path,body,status,message",
     [
-        ("tiny:predict", b"{not json", 400, "Unrecognized request format"),
+        ("tiny:predict", b"{not json", 400, "the body is not valid JSON"),
         ("tiny:predict", {"instances": [[1.0, 2.0]]}, 400, "expected samples of shape [64, 64, 3]"),
         ("tiny:predict", {"instances": [[[["x"] * 3] * 64] * 64]}, 400, "not numbers"),
         ("tiny:predict", {"instances": np.zeros((MAX_BATCH + 1, 64, 64, 3)).tolist()}, 400, f"at most {MAX_BATCH}"),

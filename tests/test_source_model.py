@@ -89,12 +89,63 @@ def test_whole_pickled_model_needs_explicit_trust(tmp_path):
     assert torch.equal(model.fc.weight, reference.fc.weight)
 
 
-def test_torchscript_archive_weights_load_into_the_architecture(tmp_path):
+def _torchscript(model, path, how="script"):
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 3, 64, 64))
+    torch.jit.save(scripted, str(path))
+    return path
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_archive_needs_explicit_trust(tmp_path, how):
+    """torch.jit.load runs the archive's code (CVE-2025-32434): like a pickled model, only when trusted."""
     reference = reference_model()
-    path = tmp_path / "scripted.pt"
-    torch.jit.trace(reference, torch.randn(1, 3, 64, 64)).save(str(path))
-    model, _ = build(checkpoint=str(path))
-    assert torch.equal(model.fc.weight, reference.fc.weight)
+    path = _torchscript(reference, tmp_path / f"{how}.pt", how)
+    with pytest.raises(CrossdeployError, match=r"is a TorchScript archive, and loading one runs code it carries; "
+                                                r"set model\.trust_checkpoint: true if you trust its source"):
+        build(checkpoint=str(path))
+    model, card = build(checkpoint=str(path), trust_checkpoint=True)
+    assert torch.equal(model.fc.weight, reference.fc.weight) and card.source == "checkpoint"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def test_trusted_torchscript_with_other_class_count_names_both(tmp_path):
+    path = _torchscript(reference_model(num_classes=7), tmp_path / "seven.pt")
+    with pytest.raises(CrossdeployError, match=r"has 7 output classes but model\.num_classes is 10; set model\.num_classes: 7\.$"):
+        build(checkpoint=str(path), trust_checkpoint=True)
+
+
+def test_trusted_pickled_model_with_other_class_count_names_both(tmp_path):
+    path = tmp_path / "seven.pt"
+    torch.save(reference_model(num_classes=7), path)
+    with pytest.raises(CrossdeployError, match=r"has 7 output classes but model\.num_classes is 10; set model\.num_classes: 7\.$"):
+        build(checkpoint=str(path), trust_checkpoint=True)
+
+
+@pytest.mark.parametrize("saved, configured, expected_class", [("resnet18", "mobilenet_v2", "MobileNetV2"), ("resnet50", "resnet18", "ResNet")])
+def test_trusted_pickled_model_of_another_architecture_names_both(tmp_path, saved, configured, expected_class):
+    """resnet18 and resnet50 share the class ResNet: their layers tell them apart."""
+    path = tmp_path / "whole.pt"
+    torch.save(reference_model(arch=saved), path)
+    with pytest.raises(CrossdeployError, match=rf"holds a {saved} \(ResNet, 10 classes\) but model\.arch is {configured} "
+                                                rf"\(a {expected_class}\); set model\.arch: {saved}\.$"):
+        build(checkpoint=str(path), trust_checkpoint=True, arch=configured)
+
+
+def test_trusted_model_of_another_architecture_and_class_count_names_both_fixes(tmp_path):
+    path = _torchscript(reference_model(num_classes=7), tmp_path / "seven.pt", "trace")
+    with pytest.raises(CrossdeployError, match=r"holds a resnet18 \(ResNet, 7 classes\) but model\.arch is mobilenet_v2 .*"
+                                                r"set model\.arch: resnet18 and model\.num_classes: 7\.$"):
+        build(checkpoint=str(path), trust_checkpoint=True, arch="mobilenet_v2")
+
+
+def test_trusted_model_of_no_torchvision_architecture(tmp_path):
+    path = tmp_path / "custom.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 10)), path)
+    with pytest.raises(CrossdeployError, match=r"holds a Sequential \(122,890 parameters, 10 classes\) that is no torchvision "
+                                                r"classification architecture, and model\.arch resnet18 is a ResNet"):
+        build(checkpoint=str(path), trust_checkpoint=True)
 
 
 def test_weights_and_checkpoint_are_exclusive(tmp_path):

@@ -47,6 +47,20 @@ def test_a_hand_edited_checkpoint_that_dvc_would_not_hash_stops_the_model_stage(
     assert run_stage(tmp_path, "model", f"model.checkpoint={checkpoint}").stderr.count("is not a PyTorch checkpoint") == 1
 
 
+def test_an_untrusted_torchscript_checkpoint_stops_the_model_stage(tmp_path):
+    """torch.jit.load runs the archive's code: without model.trust_checkpoint the stage loads nothing and writes nothing."""
+    import torch
+    import torchvision
+
+    checkpoint = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torchvision.models.get_model("resnet18", num_classes=10).eval()), str(checkpoint))
+    result = run_stage(tmp_path, "model", f"model.checkpoint={checkpoint}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"error: model.checkpoint {checkpoint} is a TorchScript archive")
+    assert "set model.trust_checkpoint: true" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.*"))
+
+
 def test_a_missing_onnx_runtime_names_the_extras_to_install(tiny_optimized, monkeypatch, capsys):
     # ONNX Runtime comes from the cpu or the gpu extra, not the base install: a bare `pip install -e .` lacks it
     import pytest

@@ -6,12 +6,14 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
@@ -42,15 +44,30 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = self.threads.inter_op
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [self._with_profile(p) for p in self.providers]
+        requested = _provider_name(self.providers[0])
+        available = ort.get_available_providers()
+        if requested in available and requested != "CPUExecutionProvider":
+            _load_gpu_libraries(ort, requested)
         with captured_native_output() as output, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self._session = ort.InferenceSession(str(self.model_path), options, providers=providers)
-        requested = _provider_name(self.providers[0])
+            try:
+                # no fallback: a provider that fails to start raises here instead of leaving a CPU session
+                self._session = ort.InferenceSession(str(self.model_path), options, providers=providers, enable_fallback=0)
+            except Exception as exc:
+                if requested == "CPUExecutionProvider":
+                    raise
+                # installed and present, yet it cannot start (a missing cuDNN, a bad option): broken, not absent
+                raise RuntimeError(f"ONNX Runtime could not start {requested}: {str(exc)[:300]}") from None
         used = self._session.get_providers()
         if used[0] != requested:
             log = "\n".join([output.getvalue(), *(str(w.message) for w in caught)])
             del self._session
-            raise RuntimeUnavailable(provider_fallback_reason(requested, used, ort.get_available_providers(), log))
+            reason = provider_fallback_reason(requested, used, available, log)
+            if requested not in available:
+                raise RuntimeUnavailable(reason)  # this onnxruntime build lacks it: a package to install
+            raise RuntimeError(reason)
+        # nor at run time: ORT would otherwise retry a failed run on the next provider, under this row's name
+        self._session.disable_fallback()
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
         self._output_name = self._session.get_outputs()[0].name
@@ -60,9 +77,12 @@ class OnnxRuntimeRunner(Runner):
             self.fixed_batch = model_input.shape[0]
 
     def _with_profile(self, provider: str | tuple[str, dict]) -> str | tuple[str, dict]:
-        if self.trt_batch is None or _provider_name(provider) != TENSORRT_PROVIDER:
-            return provider
         name, options = provider if isinstance(provider, tuple) else (provider, {})
+        for key, value in options.items():
+            if key.endswith("_cache_path"):
+                Path(value).mkdir(parents=True, exist_ok=True)  # the TensorRT provider creates only the last folder
+        if self.trt_batch is None or name != TENSORRT_PROVIDER:
+            return provider
         return name, {**options, **tensorrt_profile_options(self.model_path, self.trt_batch)}
 
     @property
@@ -79,6 +99,18 @@ class OnnxRuntimeRunner(Runner):
 
     def _deactivate_impl(self) -> None:
         del self._session
+
+
+def _load_gpu_libraries(ort, provider: str) -> None:
+    """Load the CUDA, cuDNN and TensorRT libraries the pip wheels carry before ONNX Runtime's providers
+    look for them on the loader path, where those wheels do not put them."""
+    if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: CUDA and cuDNN from the nvidia-* wheels
+        ort.preload_dlls()
+    if provider == TENSORRT_PROVIDER:
+        try:
+            import tensorrt  # noqa: F401  (its import loads libnvinfer from the tensorrt-libs wheel)
+        except ImportError:
+            pass  # a TensorRT installed system-wide is found by the loader itself
 
 
 def _provider_name(provider: str | tuple[str, dict]) -> str:
@@ -98,7 +130,10 @@ def tensorrt_profile_options(model_path: Path, batch: dict[str, int]) -> dict[st
             continue
         dims = value.type.tensor_type.shape.dim[1:]
         if not all(d.HasField("dim_value") for d in dims):
-            raise RuntimeUnavailable(f"{model_path}: input {value.name} has a dynamic dimension besides the batch; the TensorRT profile needs the rest fixed")
+            raise CrossdeployError(f"{model_path}: input {value.name} has a dynamic dimension besides the batch; the TensorRT profile needs the rest fixed (export with a fixed model.input_size).")
+        if any(c in value.name for c in ":,"):
+            # the provider splits its profile string on these and silently drops a profile it cannot parse
+            raise CrossdeployError(f"{model_path}: input name {value.name!r} holds ':' or ',', which the TensorRT provider's profile cannot carry; rename the input.")
         sample = "x".join(str(d.dim_value) for d in dims)
         for key in shapes:
             shapes[key].append(f"{value.name}:{int(batch[key])}x{sample}")
@@ -119,11 +154,14 @@ def provider_fallback_reason(requested: str, used: list[str], available: list[st
     return f"ONNX Runtime could not start {requested} and fell back to {', '.join(used)}: {why}"
 
 
+_FD2 = threading.Lock()  # one redirection of file descriptor 2 at a time: nested ones would lose it
+
+
 @contextlib.contextmanager
 def captured_native_output() -> Iterator["_Captured"]:
     """ONNX Runtime's C++ log (why a provider failed to load) goes to file descriptor 2, past sys.stderr."""
     captured = _Captured()
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    with _FD2, tempfile.TemporaryFile(mode="w+b") as sink:
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
         try:

@@ -44,6 +44,7 @@ class TensorRTRunner(Runner):
         self._batch_range = (low[0], high[0])
         self._input_shape = tuple(high[1:])
         self._context.set_input_shape(self._input, tuple(high))
+        self._shape = tuple(high)
         out_shape = tuple(self._context.get_tensor_shape(self._output))
         self._host_in = PinnedBuffer(tuple(high), trt.nptype(self._engine.get_tensor_dtype(self._input)))
         self._host_out = PinnedBuffer(out_shape, trt.nptype(self._engine.get_tensor_dtype(self._output)))
@@ -55,6 +56,11 @@ class TensorRTRunner(Runner):
         # one graph per context, for the shape it was captured with (GraphReplay says why)
         self._replay = GraphReplay(self._stream) if self.cuda_graph else None
 
+    def _enqueue(self, stream) -> None:
+        # False, not an exception, is how TensorRT says it enqueued nothing: the outputs would be stale
+        if not self._context.execute_async_v3(stream):
+            raise RuntimeError(f"{self.name}: TensorRT could not enqueue the engine (execute_async_v3 returned False); see its log")
+
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         rt, check = self._rt, self._check
         n = len(batch)
@@ -64,14 +70,17 @@ class TensorRTRunner(Runner):
         in_bytes = self._host_in.nbytes // high * n
         out_bytes = self._host_out.nbytes // high * n
         np.copyto(self._host_in.array[:n], batch, casting="same_kind")
-        self._context.set_input_shape(self._input, batch.shape)
+        if batch.shape != self._shape:
+            if not self._context.set_input_shape(self._input, batch.shape):
+                raise RuntimeError(f"{self.name}: TensorRT refused the input shape {batch.shape}")
+            self._shape = batch.shape
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check(rt.cudaMemcpyAsync(self._dev_in.pointer, self._host_in.pointer, in_bytes, h2d, self._stream))
         check(rt.cudaEventRecord(self._start, self._stream))
         if self._replay is None:
-            self._context.execute_async_v3(self._stream)
+            self._enqueue(self._stream)
         else:
-            self._replay.run(n, self._context.execute_async_v3)
+            self._replay.run(n, self._enqueue)
         check(rt.cudaEventRecord(self._end, self._stream))
         check(rt.cudaMemcpyAsync(self._host_out.pointer, self._dev_out.pointer, out_bytes, d2h, self._stream))
         check(rt.cudaStreamSynchronize(self._stream))

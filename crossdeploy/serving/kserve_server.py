@@ -1,14 +1,84 @@
-"""The embedded server: KServe's Python model server answering KServe's V1 protocol, which is TF
-Serving's REST API, from the packaged SavedModel. It runs wherever Python does (no TF Serving binary,
-no Docker engine), binds to loopback unless told otherwise, and answers bad requests with a 4xx."""
+"""The embedded server: KServe's Python model server answering TF Serving's REST API (KServe's V1
+protocol) from the packaged SavedModel. It runs wherever Python does (no TF Serving binary, no Docker
+engine) and binds to loopback unless told otherwise.
+
+It is written to face a network: a request is refused before any work if the server is busy or its
+body is too large, parsing and inference run off the event loop under a time limit, every bad request
+gets a 4xx whose message names what to change, and no answer carries a trace, a path or a graph node.
+Only the endpoints the README documents are served; KServe's V2 endpoints (whose repository API lets
+anyone who reaches the port unload the model) only with `--enable-v2`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
+
+log = logging.getLogger(__name__)
+
+#: bytes of JSON per float of a float instance, generously: "-2.1179039478302",
+JSON_BYTES_PER_FLOAT = 24
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The embedded server's guards (params `serve:`)."""
+
+    max_body_bytes: int
+    max_in_flight: int
+    max_queued: int
+    request_timeout_s: float
+
+    @classmethod
+    def from_params(cls, cfg: dict[str, Any] | None, max_batch: int, crop_size: int) -> "ServerLimits":
+        cfg = cfg or {}
+        body_mib = cfg.get("max_body_mib")
+        # the largest legal request: a full batch of float instances, plus a megabyte of margin
+        body = int(body_mib * (1 << 20)) if body_mib else max_batch * crop_size * crop_size * 3 * JSON_BYTES_PER_FLOAT + (1 << 20)
+        return cls(body, int(cfg.get("max_in_flight", 8)), int(cfg.get("max_queued", 64)), float(cfg.get("request_timeout_s", 30)))
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Admission:
+    """Requests being read or run are bounded (serve.max_in_flight), and so are those waiting for a turn
+    (serve.max_queued): beyond both a request is refused at once rather than queued without limit. A
+    waiting request holds only its connection, since its body is read once it is admitted; a request
+    leaves when its work ends, not when it is answered: a timed-out inference still holds its memory
+    until TensorFlow returns."""
+
+    def __init__(self, running: int, queued: int):
+        self.running, self.queued = running, queued
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(running)
+
+    async def enter(self) -> bool:
+        if self._slots.locked():
+            if self.waiting >= self.queued:
+                return False
+            self.waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
+            return True
+        await self._slots.acquire()
+        return True
+
+    def leave(self) -> None:
+        self._slots.release()
 
 
 def signature_specs(signatures) -> dict[str, list[InputSpec]]:
@@ -22,52 +92,186 @@ def signature_specs(signatures) -> dict[str, list[InputSpec]]:
     return specs
 
 
-def build_model(name: str, version_dir: Path, max_batch: int):
-    import kserve
-    from kserve.errors import InvalidInput
+#: a message the serving graph raises on purpose (serving/signatures.py), quoted inside TensorFlow's
+#: assertion text as "[image ...]"
+_GRAPH_MESSAGE = re.compile(r"\[(image[^\[\]\n]*)\]")
 
-    from crossdeploy.tensorflow_env import import_tensorflow
 
-    class SavedModelPredictor(kserve.Model):
-        def load(self) -> bool:
-            tf = import_tensorflow()
-            self._tf = tf
-            self._loaded = tf.saved_model.load(str(version_dir))
-            self._signatures = dict(self._loaded.signatures)
-            self._specs = signature_specs(self._signatures)
-            self.ready = True
-            return self.ready
+def model_error_message(text: str) -> str:
+    """What a client may read of a TensorFlow InvalidArgumentError: the graph's own sentence about the
+    image where there is one; never TensorFlow's node names, source paths or traceback."""
+    found = _GRAPH_MESSAGE.search(text)
+    if found:
+        return found.group(1).strip()
+    return "an input was rejected by the model: an encoded image that is not a complete JPEG or PNG file, or a value it cannot take."
 
-        async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+
+_BARE_BOOLEAN = re.compile(rb"(?<![\w\"])(?:true|false)(?![\w\"])")
+
+
+class SavedModelPredictor:
+    """The packaged SavedModel, called from worker threads."""
+
+    def __init__(self, name: str, version_dir: Path, max_batch: int):
+        from crossdeploy.tensorflow_env import import_tensorflow
+
+        self.name, self.version, self.max_batch = name, int(version_dir.name), max_batch
+        self._tf = tf = import_tensorflow()
+        self._loaded = tf.saved_model.load(str(version_dir))
+        self._signatures = dict(self._loaded.signatures)
+        self.specs = signature_specs(self._signatures)
+
+    def handle(self, body: bytes) -> dict[str, Any]:
+        """Parse, check, run and encode one request body (in a worker thread); RequestError on bad input."""
+        import orjson
+
+        try:
+            payload = orjson.loads(body)  # strict JSON: NaN and Infinity literals are refused here
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"the body is not valid JSON ({exc.msg} at byte {exc.pos}).") from None
+        signature, arrays, fmt = decode_request(payload, self.specs, self.max_batch)
+        if all(spec.dtype == "float32" for spec in self.specs[signature]) and _BARE_BOOLEAN.search(body):
+            # numpy takes true among numbers as 1.0; a float request has no other place for the token
+            raise RequestError("float inputs take numbers only; the body holds true or false.")
+        tf = self._tf
+        tensors = {k: tf.constant(list(v) if v.dtype == object else v) for k, v in arrays.items()}
+        try:
+            outputs = self._signatures[signature](**tensors)
+        except tf.errors.InvalidArgumentError as exc:
+            raise RequestError(model_error_message(exc.message)) from None
+        return encode_response({k: v.numpy() for k, v in outputs.items()}, fmt)
+
+
+def model_status(version: int) -> dict[str, Any]:
+    """TF Serving's GetModelStatus answer, so clients written for TF Serving read it unchanged."""
+    return {"model_version_status": [{"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+async def read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"the body is {int(declared)} bytes; this server takes at most {limit} (serve.max_body_mib).")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # a chunked body declares no length: counted as it arrives
+            raise HttpError(413, f"the body exceeds {limit} bytes, the most this server takes (serve.max_body_mib).")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> None:
+    """TF Serving's REST surface for one model: status and predict, with and without a version."""
+    from fastapi.responses import ORJSONResponse
+
+    admission = Admission(limits.max_in_flight, limits.max_queued)
+
+    def error(status: int, message: str) -> ORJSONResponse:
+        return ORJSONResponse({"error": message}, status_code=status)
+
+    def check_model(model_name: str, version: str | None) -> None:
+        if model_name != predictor.name:
+            raise HttpError(404, f"Servable not found for request: Latest({model_name})")
+        if version is not None and version != str(predictor.version):
+            raise HttpError(404, f"Servable not found for request: Specific({model_name}, {version}); this server has version {predictor.version}")
+
+    async def status(model_name: str, version: str | None = None):
+        try:
+            check_model(model_name, version)
+        except HttpError as exc:
+            return error(exc.status, str(exc))
+        return ORJSONResponse({**model_status(predictor.version), "name": predictor.name, "ready": True})
+
+    async def predict(model_name: str, request: Request, version: str | None = None):
+        try:
+            check_model(model_name, version)
+        except HttpError as exc:
+            return error(exc.status, str(exc))
+        if not await admission.enter():
+            return error(
+                503, f"the server is busy: {limits.max_in_flight} requests are running and {limits.max_queued} waiting "
+                "(serve.max_in_flight, serve.max_queued); retry shortly."
+            )
+        handed_over = False
+        deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
+        try:
+            # the time limit covers reading the body too: a client that trickles it holds a slot no longer
+            body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.request_timeout_s)
+            work = asyncio.ensure_future(asyncio.to_thread(predictor.handle, body))
+            work.add_done_callback(lambda _: admission.leave())
+            handed_over = True
+            remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
             try:
-                signature, arrays, fmt = decode_request(payload, self._specs, max_batch)
-            except RequestError as exc:
-                raise InvalidInput(str(exc)) from None
-            # TensorFlow releases the GIL: other requests are decoded while this one runs
-            outputs = await asyncio.to_thread(self._run, signature, arrays)
-            return encode_response(outputs, fmt)
+                # shielded: on timeout the thread runs on (TensorFlow cannot be interrupted) and keeps its slot
+                return ORJSONResponse(await asyncio.wait_for(asyncio.shield(work), remaining))
+            except asyncio.TimeoutError:
+                work.add_done_callback(_discard_result)
+                raise
+        except asyncio.TimeoutError:
+            return error(504, f"the request took longer than {limits.request_timeout_s:g} s (serve.request_timeout_s).")
+        except HttpError as exc:
+            return error(exc.status, str(exc))
+        except RequestError as exc:
+            return error(400, str(exc))
+        except Exception:
+            log.exception("predict failed")  # the trace stays in the server's log
+            return error(500, "the server failed on this request; its log says why.")
+        finally:
+            if not handed_over:
+                admission.leave()
 
-        def _run(self, signature: str, arrays: dict[str, Any]):
-            tf = self._tf
-            tensors = {k: tf.constant(list(v) if v.dtype == object else v) for k, v in arrays.items()}
-            return {k: v.numpy() for k, v in self._signatures[signature](**tensors).items()}
-
-    model = SavedModelPredictor(name)
-    model.load()
-    return model
+    for prefix in ("/v1/models/{model_name}", "/v1/models/{model_name}/versions/{version}"):
+        app.add_api_route(prefix, status, methods=["GET"])
+        app.add_api_route(prefix + ":predict", predict, methods=["POST"], response_model=None)
 
 
-def serve_kserve(name: str, version_dir: Path, host: str, rest_port: int, max_batch: int) -> None:
-    """Block serving REST on host:rest_port until SIGINT or SIGTERM."""
+def _discard_result(work: asyncio.Future) -> None:
+    work.exception()  # read, so asyncio does not log "exception was never retrieved" for an answered request
+
+
+def serve_kserve(
+    name: str, version_dir: Path, host: str, rest_port: int, max_batch: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False
+) -> None:
+    """Block serving REST on host:rest_port until SIGINT or SIGTERM; serve_cfg: the params' `serve:` limits."""
     import kserve
     import kserve.model_server as model_server
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
-    class BoundRESTServer(model_server.RESTServer):
-        # KServe binds 0.0.0.0; a local model server should listen where it is told, loopback by default
+    from crossdeploy.layout import SIGNATURE
+
+    predictor = SavedModelPredictor(name, version_dir, max_batch)
+    limits = ServerLimits.from_params(serve_cfg, max_batch, predictor.specs[SIGNATURE][0].sample_shape[0])
+    log.info("limits: %s", limits)
+
+    class ReadyModel(kserve.Model):
+        """KServe's registry entry: readiness for its liveness and V2 endpoints."""
+
+        def load(self) -> bool:
+            self.ready = True
+            return True
+
+        async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+            import orjson
+
+            return await asyncio.to_thread(predictor.handle, orjson.dumps(payload))
+
+    class GuardedRESTServer(model_server.RESTServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            # KServe binds 0.0.0.0; a local model server listens where it is told, loopback by default
             self.config.host = host
 
-    model_server.RESTServer = BoundRESTServer
-    model = build_model(name, version_dir, max_batch)
+        def _register_endpoints(self, app) -> None:
+            from fastapi import APIRouter
+
+            root = APIRouter()
+            root.add_api_route("/", self.dataplane.live)
+            app.include_router(root)
+            add_routes(app, predictor, limits)
+            if enable_v2:
+                register_v2_endpoints(app, self.dataplane, self.model_repository_extension)
+
+    model_server.RESTServer = GuardedRESTServer
+    model = ReadyModel(name)
+    model.load()
     kserve.ModelServer(http_port=rest_port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])

@@ -32,26 +32,35 @@ def _b64(value: Any, where: str) -> bytes:
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
             raise RequestError(f"{where}: the b64 value is not valid base64.") from None
     if isinstance(value, str):
         return value.encode()
     raise RequestError(f'{where}: expected {{"b64": "<base64>"}} or a string, got {type(value).__name__}.')
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _tensor(values: list[Any], spec: InputSpec) -> np.ndarray:
     if spec.dtype == "string":
         return np.asarray([_b64(v, spec.name) for v in values], dtype=object)
+    # numpy's own float32 conversion would take null as NaN, true as 1.0 and "NaN" as NaN: inferring
+    # the type first lets numbers alone through
     try:
-        array = np.asarray(values, dtype=np.float32)
-    except (ValueError, TypeError):
+        inferred = np.asarray(values)
+    except ValueError:  # ragged rows
+        inferred = None
+    if inferred is None or inferred.dtype.kind not in "iuf":
         raise RequestError(
             f"{spec.name}: expected numbers in a regular array of samples shaped {list(spec.sample_shape)}; "
-            "got values that are not numbers or rows of different lengths."
+            "got values that are not numbers (null, true, strings) or rows of different lengths."
         ) from None
-    if array.shape[1:] != spec.sample_shape:
-        raise RequestError(f"{spec.name}: expected samples of shape {list(spec.sample_shape)}, got {list(array.shape[1:])}.")
-    return array
+    if inferred.shape[1:] != spec.sample_shape:
+        raise RequestError(f"{spec.name}: expected samples of shape {list(spec.sample_shape)}, got {list(inferred.shape[1:])}.")
+    if inferred.dtype.kind == "f" and not (np.isfinite(inferred).all() and np.abs(inferred).max(initial=0.0) <= _FLOAT32_MAX):
+        raise RequestError(f"{spec.name}: every value must be a finite number within float32's range (about ±3.4e38).")
+    return inferred.astype(np.float32)
 
 
 def _split_row(row: Any, specs: list[InputSpec]) -> dict[str, Any]:
@@ -71,6 +80,8 @@ def decode_request(
     if ("instances" in payload) == ("inputs" in payload):
         raise RequestError('give exactly one of "instances" (row format) or "inputs" (columnar format).')
     name = payload.get("signature_name", SIGNATURE)
+    if not isinstance(name, str):
+        raise RequestError(f'"signature_name" must be a string, got {type(name).__name__}.')
     if name not in signatures:
         raise RequestError(f"unknown signature_name {name!r}; this model has {sorted(signatures)}.")
     specs = signatures[name]
@@ -78,6 +89,7 @@ def decode_request(
         rows = payload["instances"]
         if not isinstance(rows, list) or not rows:
             raise RequestError('"instances" must be a non-empty list, one entry per sample.')
+        _check_batch(len(rows), max_batch)
         columns = {s.name: [_split_row(r, specs)[s.name] for r in rows] for s in specs}
         fmt = "row"
     else:
@@ -88,12 +100,19 @@ def decode_request(
             columns = {specs[0].name: inputs} if len(specs) == 1 else {}
         if set(columns) != names or not all(isinstance(v, list) and v for v in columns.values()):
             raise RequestError(f'"inputs" must give a non-empty list of samples for each of {sorted(s.name for s in specs)}.')
+        for values in columns.values():
+            _check_batch(len(values), max_batch)
         fmt = "columnar"
+    # the batch is checked before any conversion: 10,000 instances are never turned into a tensor
     arrays = {s.name: _tensor(columns[s.name], s) for s in specs}
-    batch = len(next(iter(arrays.values())))
-    if batch > max_batch:
-        raise RequestError(f"the request holds {batch} samples; this server takes at most {max_batch} per request.")
+    if len({len(a) for a in arrays.values()}) > 1:
+        raise RequestError("every input must hold the same number of samples.")
     return name, arrays, fmt
+
+
+def _check_batch(size: int, max_batch: int) -> None:
+    if size > max_batch:
+        raise RequestError(f"the request holds {size} samples; this server takes at most {max_batch} per request.")
 
 
 def encode_response(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:

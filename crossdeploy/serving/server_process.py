@@ -43,8 +43,9 @@ class ServerProcess:
         ready_timeout_s: float = 300.0,
         model: str | None = None,
         device: str | None = None,  # TF Serving's --device (cpu | gpu); None: the command's default
+        extra_args: tuple[str, ...] = (),  # further `crossdeploy serve` options
     ):
-        self.engine, self.model, self.device = engine, model, device
+        self.engine, self.model, self.device, self.extra_args = engine, model, device, tuple(extra_args)
         self.repository = repository.resolve() if repository else None
         self.params_file = Path(params_file).resolve()
         self.ready_timeout_s = ready_timeout_s
@@ -62,6 +63,7 @@ class ServerProcess:
             *(["--repository", str(self.repository)] if self.repository else []),
             *(["--model", self.model] if self.model else []),
             *(["--device", self.device] if self.device else []),
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> Endpoint:

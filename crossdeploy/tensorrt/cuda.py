@@ -96,9 +96,16 @@ class GraphReplay:
         check(rt.cudaStreamBeginCapture(self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         try:
             enqueue(self.stream)
-        finally:
-            graph = check(rt.cudaStreamEndCapture(self.stream))
+        except BaseException:
+            err, graph = rt.cudaStreamEndCapture(self.stream)  # leave capture mode; the partial graph goes
+            if int(err) == 0 and graph:
+                rt.cudaGraphDestroy(graph)
+            raise
+        graph = check(rt.cudaStreamEndCapture(self.stream))
         try:
+            _, count = check(rt.cudaGraphGetNodes(graph, 0))
+            if not count:
+                raise RuntimeError("the captured CUDA graph is empty: the work enqueued nothing on the stream")
             self._graph = check(rt.cudaGraphInstantiate(graph, 0))
         finally:
             check(rt.cudaGraphDestroy(graph))

@@ -1,0 +1,355 @@
+"""The embedded server facing a network: each bad request the README's serving limits cover, sent to a
+real `crossdeploy serve --engine kserve` on loopback, gets its 4xx (or 503/504) with a clear message and
+leaks nothing; the server's surface is TF Serving's; and a fuzz test of generated bodies never gets a
+5xx or a reset and keeps the server's memory bounded."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import SERVED_MAX_BATCH as MAX_BATCH
+from conftest import TINY_SIZE
+from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.serving.server_process import ServerProcess
+
+BODY_LIMIT_MIB = 1.0
+LEAKS = ("Traceback", "{{node", ".py", "File \"", "site-packages", "/tmp/")
+
+
+def _serve(served_repo, tmp_path_factory, serve_cfg, *extra_args):
+    root = tmp_path_factory.mktemp("guarded")
+    params = yaml.safe_load((served_repo / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": serve_cfg}))
+    return ServerProcess("kserve", root / "params.yaml", repository=served_repo / "models" / "serving", extra_args=extra_args)
+
+
+@pytest.fixture(scope="module")
+def guarded(served_repo, tmp_path_factory):
+    """A server with a small body limit, two requests running at a time and none waiting."""
+    with _serve(served_repo, tmp_path_factory, {"max_body_mib": BODY_LIMIT_MIB, "max_in_flight": 2, "max_queued": 0, "request_timeout_s": 60}) as served:
+        yield served, f"http://127.0.0.1:{served.endpoint.rest_port}"
+
+
+def send(url, body, content_type="application/json", method="POST", timeout=60):
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    if content_type is None:
+        request.remove_header("Content-type")  # urllib adds one for a body; curl -d sends its own
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw or b"{}")
+        except ValueError:
+            return exc.code, {"error": raw.decode(errors="replace")}
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def photo() -> Image.Image:
+    return Image.open(sample_photograph_paths()[0])
+
+
+def bytes_request(*b64: str) -> dict:
+    return {"signature_name": "serving_bytes", "instances": [{"b64": value} for value in b64]}
+
+
+def floats(n: int = 1) -> list:
+    return np.zeros((n, TINY_SIZE, TINY_SIZE, 3), np.float32).tolist()
+
+
+def assert_clean_4xx(status, answer, expected_status, *phrases):
+    assert status == expected_status, answer
+    message = answer["error"]
+    for phrase in phrases:
+        assert phrase in message, message
+    assert not any(leak in message for leak in LEAKS), message
+
+
+def assert_still_serving(base):
+    status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
+    assert status == 200 and len(answer["predictions"]) == 1
+
+
+# ---- memory is bounded before work starts ----
+
+
+def test_a_body_over_the_limit_gets_413_before_parsing(guarded):
+    served, base = guarded
+    junk = b"[" * int(BODY_LIMIT_MIB * (1 << 20) + 10)
+    status, answer = send(f"{base}/v1/models/tiny:predict", junk)
+    assert_clean_4xx(status, answer, 413, "serve.max_body_mib")
+    assert_still_serving(base)
+
+
+def test_a_chunked_body_over_the_limit_gets_413(guarded):
+    _, base = guarded
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n")
+        chunk = b" " * 65536
+        try:
+            for _ in range(int(BODY_LIMIT_MIB * 16) + 4):
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the rest arrived: what a limit is for
+        reply = conn.recv(65536).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 413")
+    assert_still_serving(base)
+
+
+def test_too_many_instances_are_refused_before_any_conversion(guarded):
+    _, base = guarded
+    # 10,000 tiny rows of the wrong shape: the batch is what is wrong first, not the shape
+    status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": [[0]] * 10_000})
+    assert_clean_4xx(status, answer, 400, f"at most {MAX_BATCH}")
+    status, answer = send(f"{base}/v1/models/tiny:predict", {"inputs": [[0]] * (MAX_BATCH + 1)})
+    assert_clean_4xx(status, answer, 400, f"at most {MAX_BATCH}")
+
+
+def test_requests_over_the_in_flight_bound_get_503_at_once(guarded):
+    _, base = guarded
+    port = int(base.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(2):  # two slow clients that never finish their body hold both slots
+            conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            conn.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            held.append(conn)
+        time.sleep(0.5)
+        start = time.perf_counter()
+        status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
+        assert_clean_4xx(status, answer, 503, "serve.max_in_flight")
+        assert time.perf_counter() - start < 5
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.5)
+    assert_still_serving(base)
+
+
+def test_a_request_over_the_time_limit_gets_504_and_frees_its_slot(served_repo, tmp_path_factory):
+    with _serve(served_repo, tmp_path_factory, {"max_in_flight": 1, "request_timeout_s": 0.000001}) as served:
+        base = f"http://127.0.0.1:{served.endpoint.rest_port}"
+        for _ in range(3):  # the slot comes back when the inference ends, so later requests are admitted
+            status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(MAX_BATCH)})
+            if status == 503:
+                time.sleep(1)
+                status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(MAX_BATCH)})
+            assert_clean_4xx(status, answer, 504, "serve.request_timeout_s")
+        assert served.process.poll() is None
+
+
+# ---- every bad request is a 4xx with a clear message, and nothing leaks ----
+
+
+@pytest.mark.parametrize(
+    "case,value",
+    [
+        ("not_an_image", base64.b64encode(b"hello, this is text").decode()),
+        ("empty", ""),
+        ("truncated_png", encode(photo())[:200]),
+        ("corrupt_jpeg", base64.b64encode(base64.b64decode(encode(photo(), "JPEG"))[:600] + b"\x00" * 600).decode()),
+    ],
+)
+def test_b64_payloads_that_are_not_images_get_400(guarded, case, value):
+    _, base = guarded
+    status, answer = send(f"{base}/v1/models/tiny:predict", bytes_request(value))
+    assert status == 400, (case, answer)
+    assert_clean_4xx(status, answer, 400)
+    assert_still_serving(base)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P"])
+def test_grayscale_alpha_and_palette_pngs_are_served_as_photos(guarded, mode):
+    _, base = guarded
+    image = photo().convert("RGB")
+    status, converted = send(f"{base}/v1/models/tiny:predict", bytes_request(encode(image.convert(mode))))
+    _, rgb = send(f"{base}/v1/models/tiny:predict", bytes_request(encode(image.convert(mode).convert("RGB"))))
+    assert status == 200
+    np.testing.assert_allclose(converted["predictions"], rgb["predictions"], rtol=1e-5, atol=1e-5)
+
+
+def test_an_image_with_a_huge_side_gets_400_naming_the_limit(guarded):
+    _, base = guarded
+    sliver = Image.new("RGB", (20000, 1), (120, 80, 40))  # ~100 bytes as PNG, 15 GB once resized
+    status, answer = send(f"{base}/v1/models/tiny:predict", bytes_request(encode(sliver)))
+    assert_clean_4xx(status, answer, 400, "package.image_limits.max_aspect_ratio")
+    assert_still_serving(base)
+
+
+@pytest.mark.parametrize(
+    "case,token,phrase",
+    [
+        ("null", b"null", "not numbers"),
+        ("true", b"true", "numbers only"),
+        ("string_number", b'"1.5"', "not numbers"),
+        ("nan_string", b'"NaN"', "not numbers"),
+        ("nan_literal", b"NaN", "not valid JSON"),
+        ("infinity_literal", b"-Infinity", "not valid JSON"),
+        ("beyond_float32", b"1e39", "finite number within float32"),
+    ],
+)
+def test_float_inputs_that_are_not_finite_numbers_get_400(guarded, case, token, phrase):
+    _, base = guarded
+    # a full-shaped sample with one bad value: the value is what is wrong, not the shape
+    sample = json.dumps({"instances": [np.zeros((TINY_SIZE, TINY_SIZE, 3)).tolist()]}).encode()
+    body = sample.replace(b"[[[[0.0,", b"[[[[" + token + b",", 1)
+    assert body != sample
+    status, answer = send(f"{base}/v1/models/tiny:predict", body)
+    assert_clean_4xx(status, answer, 400, phrase)
+
+
+@pytest.mark.parametrize(
+    "case,path,body,expected,phrase",
+    [
+        ("signature_name_not_a_string", "tiny:predict", {"signature_name": ["serving_default"], "instances": [1]}, 400, '"signature_name" must be a string'),
+        ("unknown_signature", "tiny:predict", {"signature_name": "nope", "instances": [1]}, 400, "unknown signature_name"),
+        ("unknown_model", "other:predict", {"instances": [1]}, 404, "other"),
+        ("unknown_version", "tiny/versions/7:predict", {"instances": [1]}, 404, "version 1"),
+        ("body_not_an_object", "tiny:predict", [1, 2, 3], 400, "JSON object"),
+        ("instances_not_a_list", "tiny:predict", {"instances": {"a": 1}}, 400, "non-empty list"),
+    ],
+)
+def test_wrong_names_and_types_get_4xx(guarded, case, path, body, expected, phrase):
+    _, base = guarded
+    status, answer = send(f"{base}/v1/models/{path}", body)
+    assert_clean_4xx(status, answer, expected, phrase)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json; charset=utf-8", "application/x-www-form-urlencoded", "text/plain"])
+def test_any_content_type_is_read_as_json(guarded, content_type):
+    _, base = guarded
+    status, answer = send(f"{base}/v1/models/tiny:predict", bytes_request(encode(photo())), content_type=content_type)
+    assert status == 200 and len(answer["predictions"]) == 1
+
+
+def test_the_readmes_curl_example_works_as_written(guarded, tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    if not shutil.which("curl"):
+        pytest.skip("needs the curl command (apt install curl)")
+    _, base = guarded
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Serving", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in re.sub(r"\\\n\s*", " ", block).splitlines() if line.startswith("curl")]
+    assert len(commands) == 2
+    photo().convert("RGB").save(tmp_path / "cat.jpg")
+    for command in commands:
+        command = command.replace("localhost:8501", base.removeprefix("http://")).replace("resnet50", "tiny")
+        out = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+        answer = json.loads(out)
+        assert "predictions" in answer or answer["model_version_status"][0]["state"] == "AVAILABLE", out
+
+
+# ---- TF Serving's surface, and nothing more ----
+
+
+def test_versioned_urls_and_tf_servings_status_shape(guarded):
+    _, base = guarded
+    with urllib.request.urlopen(f"{base}/v1/models/tiny/versions/1", timeout=10) as response:
+        status = json.loads(response.read())
+    assert status["model_version_status"] == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+    code, answer = send(f"{base}/v1/models/tiny/versions/1:predict", {"instances": floats(2)})
+    assert code == 200 and np.asarray(answer["predictions"]).shape == (2, 10)
+
+
+def test_kserves_repository_endpoints_are_off(guarded):
+    _, base = guarded
+    for path in ("/v2/repository/models/tiny/unload", "/v2/repository/models/tiny/load", "/v2/repository/index"):
+        status, _ = send(base + path, b"{}")
+        assert status == 404, path
+    assert_still_serving(base)
+
+
+def test_v2_endpoints_only_with_the_flag(served_repo, tmp_path_factory):
+    with _serve(served_repo, tmp_path_factory, {}, "--enable-v2") as served:
+        base = f"http://127.0.0.1:{served.endpoint.rest_port}"
+        with urllib.request.urlopen(f"{base}/v2/models/tiny/ready", timeout=10) as response:
+            assert response.status == 200
+
+
+def test_the_server_listens_on_loopback_only(guarded):
+    served, _ = guarded
+    process = psutil.Process(served.process.pid)
+    processes = [process, *process.children(recursive=True)]
+    # psutil 6 renamed connections() to net_connections()
+    listening = [c.laddr for p in processes for c in getattr(p, "net_connections", p.connections)("tcp") if c.status == psutil.CONN_LISTEN]
+    assert listening and all(address.ip == "127.0.0.1" for address in listening), listening
+
+
+# ---- proof: generated bodies ----
+
+
+def test_generated_bodies_get_2xx_or_4xx_and_memory_stays_bounded(guarded):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    served, base = guarded
+    process = psutil.Process(served.process.pid)
+    idle_rss = process.memory_info().rss
+    largest_legal = MAX_BATCH * TINY_SIZE * TINY_SIZE * 3 * 4 + int(BODY_LIMIT_MIB * (1 << 20)) * 8
+    ceiling = 2 * idle_rss + largest_legal
+    peak = [idle_rss]
+
+    def png_of(width, height):
+        return encode(Image.new("RGB", (width, height), (10, 200, 30)))
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+    json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=20)
+    b64_values = st.one_of(
+        st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
+        st.text(max_size=40),
+        st.tuples(st.integers(1, 30000), st.integers(1, 8)).map(lambda wh: png_of(*wh)),  # huge dimensions in small images
+        st.tuples(st.integers(1, 8), st.integers(1, 30000)).map(lambda wh: png_of(*wh)),
+    )
+    bodies = st.one_of(
+        json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        st.binary(max_size=256),
+        st.builds(lambda v: json.dumps({"instances": v}, allow_nan=True).encode(), json_values),
+        st.builds(lambda v: json.dumps({"inputs": v}, allow_nan=True).encode(), json_values),
+        st.builds(lambda vs: json.dumps(bytes_request(*vs)).encode(), st.lists(b64_values, min_size=1, max_size=MAX_BATCH + 2)),
+        st.builds(
+            lambda n, shape: json.dumps({"instances": np.zeros((n, *shape)).tolist()}).encode(),
+            st.integers(1, MAX_BATCH + 3),
+            st.sampled_from([(TINY_SIZE, TINY_SIZE, 3), (TINY_SIZE, TINY_SIZE, 4), (3, TINY_SIZE, TINY_SIZE), (1,)]),
+        ),
+        st.builds(lambda sig, v: json.dumps({"signature_name": sig, "instances": v}).encode(), json_values, json_values),
+    )
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(body=bodies, content_type=st.sampled_from([None, "application/json", "text/plain"]))
+    def probe(body, content_type):
+        status, answer = send(f"{base}/v1/models/tiny:predict", body, content_type=content_type)
+        assert 200 <= status < 500, (status, answer, body[:200])
+        if status >= 400:
+            assert not any(leak in answer.get("error", "") for leak in LEAKS), answer
+        peak[0] = max(peak[0], process.memory_info().rss)
+        assert peak[0] < ceiling, f"RSS {peak[0] >> 20} MiB over the ceiling {ceiling >> 20} MiB"
+
+    probe()
+    assert served.process.poll() is None
+    assert_still_serving(base)

@@ -33,24 +33,22 @@ def _logger(trt):
 def create_builder(trt):
     """trt.Builder, or TensorRTUnusable with the reason: where CUDA cannot start (a driver too old for
     TensorRT's CUDA, an unsupported GPU) the bindings raise a bare pybind11 TypeError or return None."""
-    try:
-        builder = trt.Builder(_logger(trt))
-    except TypeError as exc:
-        raise _unusable(trt, "builder", str(exc)) from exc
-    if builder is None:
-        raise _unusable(trt, "builder", "trt.Builder returned None")
-    return builder
+    return _created(trt, trt.Builder, "builder")
 
 
 def create_runtime(trt):
     """trt.Runtime, or TensorRTUnusable with the reason (as create_builder)."""
+    return _created(trt, trt.Runtime, "runtime")
+
+
+def _created(trt, factory, what: str):
     try:
-        runtime = trt.Runtime(_logger(trt))
+        made = factory(_logger(trt))
     except TypeError as exc:
-        raise _unusable(trt, "runtime", str(exc)) from exc
-    if runtime is None:
-        raise _unusable(trt, "runtime", "trt.Runtime returned None")
-    return runtime
+        raise _unusable(trt, what, str(exc)) from exc
+    if made is None:
+        raise _unusable(trt, what, f"trt.{what.capitalize()} returned None")
+    return made
 
 
 def _timing_cache(config, path: Path):

@@ -32,7 +32,7 @@ def _variants(root: Path, name: str):
     from crossdeploy.layout import trained_paths
     from crossdeploy.variants import pipeline_variants
 
-    params = {"paths": trained_paths(root), "model": {"name": name}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": False}}
+    params = {"paths": trained_paths(root), "model": {"name": name}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}}}
     cpu = {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt", SAVEDMODEL_VARIANT, *TFLITE_VARIANTS.values()}
     return [v for v in pipeline_variants(params) if v.name in cpu]
 

@@ -96,9 +96,25 @@ def assert_still_serving(base):
 def test_a_body_over_the_limit_gets_413_before_parsing(guarded):
     served, base = guarded
     junk = b"[" * int(BODY_LIMIT_MIB * (1 << 20) + 10)
-    status, answer = send(f"{base}/v1/models/tiny:predict", junk)
-    assert_clean_4xx(status, answer, 413, "serve.max_body_mib")
+    request = urllib.request.Request(f"{base}/v1/models/tiny:predict", data=junk, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413 and refused.value.headers["Connection"] == "close"  # the rest is not read
+    assert_clean_4xx(413, json.loads(refused.value.read()), 413, "serve.max_body_mib")
     assert_still_serving(base)
+
+
+def test_a_body_of_tiny_json_elements_is_refused_before_parsing(guarded):
+    # "[]," is 3 bytes of body and tens of bytes once parsed: a body within the size limit made of them
+    # took 30 times its size; it is refused by counting, before any parsing
+    served, base = guarded
+    process = psutil.Process(served.process.pid)
+    before = process.memory_info().rss
+    body = b'{"instances": [' + b"[]," * int(BODY_LIMIT_MIB * (1 << 20) / 3 - 100) + b"[]]}"
+    start = time.perf_counter()
+    status, answer = send(f"{base}/v1/models/tiny:predict", body)
+    assert_clean_4xx(status, answer, 400, "JSON arrays or objects", f"a full batch of {MAX_BATCH}")
+    assert time.perf_counter() - start < 5 and process.memory_info().rss - before < 20 * BODY_LIMIT_MIB * (1 << 20)
 
 
 def test_a_chunked_body_over_the_limit_gets_413(guarded):
@@ -147,14 +163,52 @@ def test_requests_over_the_in_flight_bound_get_503_at_once(guarded):
     assert_still_serving(base)
 
 
+def test_idle_connections_beyond_what_the_server_holds_get_503(guarded):
+    _, base = guarded
+    port = int(base.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2 + 0 + 32 + 8)]
+    try:
+        time.sleep(0.5)
+        status, answer = send(f"{base}/v1/models/tiny", None, method="GET", timeout=10)
+        assert status == 503  # uvicorn's own answer: no file descriptor or task is taken beyond the bound
+    finally:
+        for conn in idle:
+            conn.close()
+    time.sleep(0.5)
+    assert_still_serving(base)
+
+
+def test_waiting_for_a_turn_counts_against_the_time_limit(served_repo, tmp_path_factory):
+    # three clients that trickle their bodies, one running and two waiting: were the limit counted from
+    # admission, each would hold the slot for its own 3 s and a request behind them would wait 9 s
+    with _serve(served_repo, tmp_path_factory, {"max_in_flight": 1, "max_queued": 4, "request_timeout_s": 3}) as served:
+        base = f"http://127.0.0.1:{served.endpoint.rest_port}"
+        slow = []
+        try:
+            for _ in range(3):
+                conn = socket.create_connection(("127.0.0.1", served.endpoint.rest_port), timeout=30)
+                conn.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+                slow.append(conn)
+            time.sleep(0.3)
+            start = time.perf_counter()
+            status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
+            waited = time.perf_counter() - start
+        finally:
+            for conn in slow:
+                conn.close()
+        assert status in (200, 504), answer
+        assert waited < 3 + 1.5, waited
+
+
 def test_a_request_over_the_time_limit_gets_504_and_frees_its_slot(served_repo, tmp_path_factory):
     with _serve(served_repo, tmp_path_factory, {"max_in_flight": 1, "request_timeout_s": 0.000001}) as served:
         base = f"http://127.0.0.1:{served.endpoint.rest_port}"
         for _ in range(3):  # the slot comes back when the inference ends, so later requests are admitted
-            status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(MAX_BATCH)})
+            # one sample: a body small enough to be sent whole before the server answers
+            status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
             if status == 503:
                 time.sleep(1)
-                status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(MAX_BATCH)})
+                status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
             assert_clean_4xx(status, answer, 504, "serve.request_timeout_s")
         assert served.process.poll() is None
 
@@ -187,6 +241,23 @@ def test_grayscale_alpha_and_palette_pngs_are_served_as_photos(guarded, mode):
     _, rgb = send(f"{base}/v1/models/tiny:predict", bytes_request(encode(image.convert(mode).convert("RGB"))))
     assert status == 200
     np.testing.assert_allclose(converted["predictions"], rgb["predictions"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_jpeg_of_thousands_of_scans_gets_400_before_decoding(guarded):
+    _, base = guarded
+    buffer = io.BytesIO()
+    photo().convert("RGB").resize((256, 256)).save(buffer, format="JPEG", progressive=True)
+    data = buffer.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    end = data.rfind(b"\xff\xd9")
+    scans = [data[a:b] for a, b in zip(starts, [*starts[1:], end])]
+    smallest = min(scans, key=len)  # a refinement scan: each repeat decodes the whole frame again
+    bomb = data[:end] + smallest * 2000 + data[end:]
+    assert len(bomb) < BODY_LIMIT_MIB * (1 << 20) / 2
+    start = time.perf_counter()
+    status, answer = send(f"{base}/v1/models/tiny:predict", bytes_request(base64.b64encode(bomb).decode()))
+    assert_clean_4xx(status, answer, 400, "scans; more than 100")
+    assert time.perf_counter() - start < 10
 
 
 def test_an_image_with_a_huge_side_gets_400_naming_the_limit(guarded):
@@ -282,6 +353,9 @@ def test_kserves_repository_endpoints_are_off(guarded):
     for path in ("/v2/repository/models/tiny/unload", "/v2/repository/models/tiny/load", "/v2/repository/index"):
         status, _ = send(base + path, b"{}")
         assert status == 404, path
+    for path in ("/openapi.json", "/docs", "/metrics", "/v2/models/tiny/infer"):
+        status, _ = send(base + path, None, method="GET")
+        assert status == 404, path
     assert_still_serving(base)
 
 
@@ -290,6 +364,10 @@ def test_v2_endpoints_only_with_the_flag(served_repo, tmp_path_factory):
         base = f"http://127.0.0.1:{served.endpoint.rest_port}"
         with urllib.request.urlopen(f"{base}/v2/models/tiny/ready", timeout=10) as response:
             assert response.status == 200
+        # V2 inference would skip every guard: refused, cleanly
+        v2 = {"inputs": [{"name": "images", "shape": [1, TINY_SIZE, TINY_SIZE, 3], "datatype": "FP32", "data": [0.0] * (TINY_SIZE * TINY_SIZE * 3)}]}
+        status, answer = send(f"{base}/v2/models/tiny/infer", v2)
+        assert_clean_4xx(status, answer, 400, "V2 inference is not served")
 
 
 def test_the_server_listens_on_loopback_only(guarded):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
@@ -120,11 +122,28 @@ class SavedModelPredictor:
         self._loaded = tf.saved_model.load(str(version_dir))
         self._signatures = dict(self._loaded.signatures)
         self.specs = signature_specs(self._signatures)
+        # JSON containers and separators a legal request can hold: a full batch of the largest float
+        # signature, row by row. Parsed, each costs tens of bytes of Python objects per byte of body
+        # ("[]," is 3 bytes), so a body of empty lists within the size limit could take 30 times its size.
+        values = max((max_batch * int(np.prod(spec.sample_shape)) for specs in self.specs.values() for spec in specs), default=0)
+        rows = max((max_batch * int(np.prod(spec.sample_shape[:-1])) for specs in self.specs.values() for spec in specs if spec.sample_shape), default=0)
+        self.max_containers, self.max_separators = 2 * rows + 64 * max_batch + 64, values + 2 * rows + 64 * max_batch + 64
+
+    def check_structure(self, body: bytes) -> None:
+        """Refuse, before parsing, a body with more JSON structure than any legal request (bytes.count runs at memory speed)."""
+        containers = body.count(b"[") + body.count(b"{")
+        separators = body.count(b",")
+        if containers > self.max_containers or separators > self.max_separators:
+            raise RequestError(
+                f"the body holds {containers} JSON arrays or objects and {separators} commas; a legal request to this model "
+                f"holds at most {self.max_containers} and {self.max_separators} (a full batch of {self.max_batch})."
+            )
 
     def handle(self, body: bytes) -> dict[str, Any]:
         """Parse, check, run and encode one request body (in a worker thread); RequestError on bad input."""
         import orjson
 
+        self.check_structure(body)
         try:
             payload = orjson.loads(body)  # strict JSON: NaN and Infinity literals are refused here
         except orjson.JSONDecodeError as exc:
@@ -163,17 +182,20 @@ async def read_body(request, limit: int) -> bytes:
 def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> None:
     """TF Serving's REST surface for one model: status and predict, with and without a version."""
     from fastapi.responses import ORJSONResponse
+    from starlette.requests import ClientDisconnect
 
     admission = Admission(limits.max_in_flight, limits.max_queued)
+    # as many threads as requests may run: asyncio's default pool is sized by the CPU count instead
+    workers = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="predict")
 
-    def error(status: int, message: str) -> ORJSONResponse:
-        return ORJSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> ORJSONResponse:
+        return ORJSONResponse({"error": message}, status_code=status, headers=headers)
 
     def check_model(model_name: str, version: str | None) -> None:
         if model_name != predictor.name:
-            raise HttpError(404, f"Servable not found for request: Latest({model_name})")
+            raise HttpError(404, f"Servable not found for request: Latest({model_name[:100]})")
         if version is not None and version != str(predictor.version):
-            raise HttpError(404, f"Servable not found for request: Specific({model_name}, {version}); this server has version {predictor.version}")
+            raise HttpError(404, f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version {predictor.version}")
 
     async def status(model_name: str, version: str | None = None):
         try:
@@ -187,32 +209,39 @@ def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> Non
             check_model(model_name, version)
         except HttpError as exc:
             return error(exc.status, str(exc))
-        if not await admission.enter():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.request_timeout_s  # from arrival: waiting for a turn counts too
+        try:
+            admitted = await asyncio.wait_for(admission.enter(), limits.request_timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, f"the request waited longer than {limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).")
+        if not admitted:
             return error(
                 503, f"the server is busy: {limits.max_in_flight} requests are running and {limits.max_queued} waiting "
                 "(serve.max_in_flight, serve.max_queued); retry shortly."
             )
         handed_over = False
-        deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
         try:
             # the time limit covers reading the body too: a client that trickles it holds a slot no longer
-            body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.request_timeout_s)
-            work = asyncio.ensure_future(asyncio.to_thread(predictor.handle, body))
+            body = await asyncio.wait_for(read_body(request, limits.max_body_bytes), max(deadline - loop.time(), 0.0))
+            work = asyncio.ensure_future(loop.run_in_executor(workers, predictor.handle, body))
             work.add_done_callback(lambda _: admission.leave())
             handed_over = True
-            remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
             try:
                 # shielded: on timeout the thread runs on (TensorFlow cannot be interrupted) and keeps its slot
-                return ORJSONResponse(await asyncio.wait_for(asyncio.shield(work), remaining))
+                return ORJSONResponse(await asyncio.wait_for(asyncio.shield(work), max(deadline - loop.time(), 0.0)))
             except asyncio.TimeoutError:
                 work.add_done_callback(_discard_result)
                 raise
         except asyncio.TimeoutError:
             return error(504, f"the request took longer than {limits.request_timeout_s:g} s (serve.request_timeout_s).")
         except HttpError as exc:
-            return error(exc.status, str(exc))
+            # a refused body is not read to its end: the connection closes instead
+            return error(exc.status, str(exc), headers={"Connection": "close"} if exc.status == 413 else None)
         except RequestError as exc:
             return error(400, str(exc))
+        except ClientDisconnect:
+            return error(400, "the client closed the connection before its body arrived.")
         except Exception:
             log.exception("predict failed")  # the trace stays in the server's log
             return error(500, "the server failed on this request; its log says why.")
@@ -226,7 +255,8 @@ def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> Non
 
 
 def _discard_result(work: asyncio.Future) -> None:
-    work.exception()  # read, so asyncio does not log "exception was never retrieved" for an answered request
+    if not work.cancelled():
+        work.exception()  # read, so asyncio does not log "exception was never retrieved" for an answered request
 
 
 def serve_kserve(
@@ -235,6 +265,7 @@ def serve_kserve(
     """Block serving REST on host:rest_port until SIGINT or SIGTERM; serve_cfg: the params' `serve:` limits."""
     import kserve
     import kserve.model_server as model_server
+    from kserve.errors import InvalidInput
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
     from crossdeploy.layout import SIGNATURE
@@ -244,26 +275,32 @@ def serve_kserve(
     log.info("limits: %s", limits)
 
     class ReadyModel(kserve.Model):
-        """KServe's registry entry: readiness for its liveness and V2 endpoints."""
+        """KServe's registry entry: readiness for its liveness and V2 endpoints. V1 goes through add_routes."""
 
         def load(self) -> bool:
             self.ready = True
             return True
 
         async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-            import orjson
-
-            return await asyncio.to_thread(predictor.handle, orjson.dumps(payload))
+            # V2 inference would bypass every guard above: with --enable-v2 only its health and repository API serve
+            raise InvalidInput(f"V2 inference is not served; POST /v1/models/{name}:predict (TF Serving's REST API).")
 
     class GuardedRESTServer(model_server.RESTServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             # KServe binds 0.0.0.0; a local model server listens where it is told, loopback by default
             self.config.host = host
+            # connections beyond the requests it may hold get 503 from uvicorn itself, so idle or slow
+            # clients cannot take every file descriptor; headroom for status and liveness probes
+            self.config.limit_concurrency = limits.max_in_flight + limits.max_queued + 32
+            self.config.timeout_keep_alive = 5
 
         def _register_endpoints(self, app) -> None:
             from fastapi import APIRouter
 
+            # only the documented surface: no OpenAPI schema or docs pages either
+            app.openapi_url = app.docs_url = app.redoc_url = None
+            app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")]
             root = APIRouter()
             root.add_api_route("/", self.dataplane.live)
             app.include_router(root)

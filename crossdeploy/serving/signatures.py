@@ -32,6 +32,12 @@ BYTES_INPUT = "image_bytes"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # a PNG's signature (8 bytes), then its IHDR chunk's length and type (8), width and height (big-endian, 4 each)
 PNG_HEADER_BYTES = 24
+#: a progressive JPEG carries about ten scans; each decodes the whole frame again, so a small file of
+#: thousands of tiny scans takes seconds of CPU per image (libjpeg-turbo's djpeg -maxscans guards the same)
+MAX_JPEG_SCANS = 100
+# a JPEG's start-of-scan marker: inside entropy-coded data every 0xFF byte is followed by 0x00, so this
+# pair appears only as a marker
+JPEG_START_OF_SCAN = b"\xff\xda"
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,14 @@ def image_size_checks(tf, encoded, limits: ImageLimits) -> list:
     too_long = tf.debugging.Assert(
         ratio <= limits.max_aspect_ratio, [_text(tf, size, "its aspect ratio ", tf.strings.as_string(ratio, precision=1), over_ratio)]
     )
-    return [known, too_many, too_long]
+    scans = tf.cond(
+        is_jpeg, lambda: tf.size(tf.strings.split(encoded, sep=JPEG_START_OF_SCAN), out_type=tf.int64) - 1, lambda: zero
+    )  # fmt: skip
+    too_slow = tf.debugging.Assert(
+        scans <= MAX_JPEG_SCANS,
+        [_text(tf, "image is a JPEG of ", scans, f" scans; more than {MAX_JPEG_SCANS} would take seconds of CPU each to decode")],
+    )  # fmt: skip
+    return [known, too_many, too_long, too_slow]
 
 
 def _text(tf, *parts):

@@ -339,6 +339,13 @@ def test_the_readmes_curl_example_works_as_written(guarded, tmp_path):
 # ---- TF Serving's surface, and nothing more ----
 
 
+def test_true_elsewhere_in_the_body_does_not_refuse_a_float_request(guarded):
+    _, base = guarded
+    body = json.dumps({"note": "so true, or false", "instances": floats(1)}).encode().replace(b'"note"', b'"flag": true, "note"', 1)
+    status, answer = send(f"{base}/v1/models/tiny:predict", body)
+    assert status == 200 and len(answer["predictions"]) == 1
+
+
 def test_versioned_urls_and_tf_servings_status_shape(guarded):
     _, base = guarded
     with urllib.request.urlopen(f"{base}/v1/models/tiny/versions/1", timeout=10) as response:
@@ -346,6 +353,8 @@ def test_versioned_urls_and_tf_servings_status_shape(guarded):
     assert status["model_version_status"] == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
     code, answer = send(f"{base}/v1/models/tiny/versions/1:predict", {"instances": floats(2)})
     assert code == 200 and np.asarray(answer["predictions"]).shape == (2, 10)
+    code, _ = send(f"{base}/v1/models/tiny/versions/01:predict", {"instances": floats(1)})  # a number, as TF Serving reads it
+    assert code == 200
 
 
 def test_kserves_repository_endpoints_are_off(guarded):

@@ -111,6 +111,30 @@ def model_error_message(text: str) -> str:
 _BARE_BOOLEAN = re.compile(rb"(?<![\w\"])(?:true|false)(?![\w\"])")
 
 
+def _float_inputs(payload: dict[str, Any], specs: list[InputSpec]) -> list[Any]:
+    """The parts of a decoded request that feed float inputs (row or columnar)."""
+    floats = {spec.name for spec in specs if spec.dtype == "float32"}
+    if not floats:
+        return []
+    data = payload.get("instances", payload.get("inputs"))
+    if isinstance(data, dict):
+        return [v for k, v in data.items() if k in floats]
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        return [[row.get(k) for row in data] for k in floats]
+    return [data]
+
+
+def _holds_boolean(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 class SavedModelPredictor:
     """The packaged SavedModel, called from worker threads."""
 
@@ -149,9 +173,10 @@ class SavedModelPredictor:
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"the body is not valid JSON ({exc.msg} at byte {exc.pos}).") from None
         signature, arrays, fmt = decode_request(payload, self.specs, self.max_batch)
-        if all(spec.dtype == "float32" for spec in self.specs[signature]) and _BARE_BOOLEAN.search(body):
-            # numpy takes true among numbers as 1.0; a float request has no other place for the token
-            raise RequestError("float inputs take numbers only; the body holds true or false.")
+        # numpy takes true among numbers as 1.0: a bare true/false anywhere in the body (a fast scan) sends
+        # the float inputs through an exact walk, which only then costs its time
+        if _BARE_BOOLEAN.search(body) and any(_holds_boolean(columns) for columns in _float_inputs(payload, self.specs[signature])):
+            raise RequestError("float inputs take numbers only; they hold true or false.")
         tf = self._tf
         tensors = {k: tf.constant(list(v) if v.dtype == object else v) for k, v in arrays.items()}
         try:
@@ -194,7 +219,8 @@ def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> Non
     def check_model(model_name: str, version: str | None) -> None:
         if model_name != predictor.name:
             raise HttpError(404, f"Servable not found for request: Latest({model_name[:100]})")
-        if version is not None and version != str(predictor.version):
+        # TF Serving parses the version as a number: /versions/01 is version 1
+        if version is not None and not (version.isdigit() and int(version) == predictor.version):
             raise HttpError(404, f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version {predictor.version}")
 
     async def status(model_name: str, version: str | None = None):

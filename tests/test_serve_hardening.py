@@ -427,7 +427,7 @@ def test_generated_bodies_get_2xx_or_4xx_and_memory_stays_bounded(guarded):
         st.builds(lambda sig, v: json.dumps({"signature_name": sig, "instances": v}).encode(), json_values, json_values),
     )
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
     @given(body=bodies, content_type=st.sampled_from([None, "application/json", "text/plain"]))
     def probe(body, content_type):
         status, answer = send(f"{base}/v1/models/tiny:predict", body, content_type=content_type)

@@ -30,6 +30,7 @@ SUMMARY = "gpu-check.json"
 #: the least cosine similarity to PyTorch FP32 a GPU row may show on random weights (which amplify
 #: rounding; the gpu tests use the same bounds): below it the row is wrong, not just imprecise
 COSINE_MIN = {"fp32": 0.9999, "fp16": 0.99, "int8": 0.9}
+GPU_VARIANTS = ("torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "tensorrt-fp16", "tensorrt-int8")
 
 
 def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -159,7 +160,8 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.source_model import build_source_model, export_program
     from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
     from crossdeploy.tensorrt.engines import build_record, record_path
-    from crossdeploy.variants import Variant
+    from crossdeploy.layout import tensorrt_engines
+    from crossdeploy.variants import pipeline_variants
 
     settings = _settings(target)
     batch_sizes = settings["batch_sizes"]
@@ -177,25 +179,28 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
         reference = cpu.infer_all(evaluation.tensors("NCHW"), 16)
 
     onnx, optimized, int8 = work / "model.onnx", work / "model.optimized.onnx", work / "model.int8-trt.onnx"
-    steps["onnx_export"] = _timed(lambda: (export_onnx(program, onnx, opset=17, input_size=size), {"status": "ok"})[1])
+    steps["onnx_export"] = _timed(lambda: _done(export_onnx(program, onnx, opset=17, input_size=size)))
     if steps["onnx_export"]["status"] == "ok":
-        steps["onnx_optimize"] = _timed(lambda: (optimize_onnx(onnx, optimized), {"status": "ok"})[1])
+        steps["onnx_optimize"] = _timed(lambda: _done(optimize_onnx(onnx, optimized)))
     if optimized.is_file():
         quantize = QuantizeSettings(calibration_size=64, calibration_batch=16)
-        steps["quantize_int8_trt"] = _timed(lambda: (quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt"), {"status": "ok"})[1])
+        steps["quantize_int8_trt"] = _timed(lambda: _done(quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt")))
 
-    variants = [Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", program)]
-    if optimized.is_file():
-        variants.append(Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", optimized))
-    if int8.is_file():
-        variants.append(Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", int8, batch_profile=profile))
-    for precision, source in (("fp16", optimized), ("int8", int8)):
+    # the pipeline's own variant table, pointed at this work folder: its GPU rows, as the pipeline runs them
+    paths = {
+        "source": work, "onnx_optimized": optimized, "onnx_int8": int8, "onnx_int8_trt": int8, "tensorrt": work / "tensorrt",
+        "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
+    }  # fmt: skip
+    params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}
+    for name, precision, source in tensorrt_engines(paths):
         if not source.is_file():
             continue
-        plan = work / f"tensorrt-{precision}.plan"
+        plan = Path(paths["tensorrt"]) / f"{name}.plan"
+        plan.parent.mkdir(exist_ok=True)
         build = BuildSettings(precision, BatchProfile(**profile), workspace_mib=4096, optimization_level=3)
         steps[f"tensorrt_build_{precision}"] = _timed(lambda: _write_record(plan, build_record(plan, source, build, work / "timing"), record_path))
-        variants.append(Variant(f"tensorrt-{precision}", precision, "tensorrt-cuda-graph", plan, record=record_path(plan)))
+    # a row whose artifact a failed step did not make is left out: that step's failure says why
+    variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS and (v.record or v.artifact).exists()]
 
     quick = settings["profile"]
     windows = WindowSettings(
@@ -228,6 +233,11 @@ def parity_failure(precision: str, parity: dict[str, Any]) -> str | None:
     if cosine is None:
         return f"its logits hold {parity.get('nonfinite_values')} NaN or infinite values"
     return None if cosine >= bound else f"cosine_min {cosine} against PyTorch FP32 is below {bound} ({precision})"
+
+
+def _done(_: object) -> dict[str, Any]:
+    """A step that returned: its value is in the files it wrote."""
+    return {"status": "ok"}
 
 
 def _write_record(plan: Path, record: dict[str, Any], record_path) -> dict[str, Any]:

@@ -1,12 +1,13 @@
-"""Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json, plots and a chart
-(the report stage judges them against benchmark.targets and writes metrics/benchmark.md). Measurement
-only: it reads neither parity.json nor the targets, so changing either never re-runs it."""
+"""Stage benchmark: latency and throughput of every variant -> metrics/benchmark.json (the report stage
+judges the figures against benchmark.targets and draws them). Measurement only: it reads neither
+parity.json nor the targets and runs none of the judging or drawing code, so changing any of those never
+re-runs it."""
 
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.benchmark.charts import plot_data, write_chart
-from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
+from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
+from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import describe_device
 from crossdeploy.onnx_graph import size_mb
@@ -43,10 +44,6 @@ def main() -> None:
         }
 
     write_json(metrics / "benchmark.json", results)
-    for name, rows in plot_data(results).items():
-        write_json(metrics / "plots" / name, rows)
-    with atomic_path(metrics / "benchmark.png") as chart:
-        write_chart(results, chart)
 
 
 if __name__ == "__main__":

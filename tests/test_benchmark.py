@@ -12,7 +12,8 @@ from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loo
 from crossdeploy.benchmark.mlperf import MlperfSettings, _server, run_mlperf
 from crossdeploy.benchmark.charts import plot_data, write_chart
 from crossdeploy.benchmark.report import benchmark_markdown, key_figures
-from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark, select_variants
+from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
+from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 from crossdeploy.variants import Variant, benchmark_variants

@@ -186,7 +186,7 @@ def _changed(value):
 def benchmark_plan(params):
     """What the benchmark stage derives from its params before measuring: the plan, the variants and
     their runtimes, and the setup it records."""
-    from crossdeploy.benchmark.suite import BenchmarkPlan, select_variants
+    from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
     from crossdeploy.variants import benchmark_variants
 
     cfg = params["benchmark"]

@@ -18,7 +18,8 @@ import yaml
 from crossdeploy.benchmark.checks import Targets, check_targets
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings
-from crossdeploy.benchmark.suite import BenchmarkPlan, run_benchmark
+from crossdeploy.benchmark.plan import BenchmarkPlan
+from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.parity import Thresholds

@@ -127,6 +127,59 @@ def test_the_deps_check_catches_a_planted_import(tmp_path):
     assert undeclared_code(stage, tmp_path) == []
 
 
+#: the one module of the benchmark package both the benchmark and the report stage run: the shape of
+#: benchmark.json (cell names, queries over its rows)
+RESULTS_SHAPE = Path(PACKAGE, "benchmark", "cells.py")
+
+
+def _covers(deps: list[Path], path: Path) -> bool:
+    return any(path == dep or dep in path.parents for dep in deps)
+
+
+def crossed_benchmark_code(owner: dict, other: dict, root: Path = ROOT) -> list[str]:
+    """The benchmark package's and runtimes' modules `owner` runs (apart from the results' shape) that
+    `other` runs too or lists in its deps: editing one would re-run `other` for nothing."""
+    own = {
+        path.relative_to(root)
+        for path in code_closure(stage_script(owner["cmd"], root)[0], root)
+        if path.relative_to(root).parts[:2] in {(PACKAGE, "benchmark"), (PACKAGE, "runtimes")} and not runs_no_code(path)
+    } - {RESULTS_SHAPE}
+    theirs = {path.relative_to(root) for path in code_closure(stage_script(other["cmd"], root)[0], root)}
+    deps = [Path(d if isinstance(d, str) else next(iter(d))) for d in other.get("deps", [])]
+    return sorted(path.as_posix() for path in own if path in theirs or _covers(deps, path))
+
+
+@pytest.mark.parametrize("owner,other", [("benchmark", "report"), ("report", "benchmark")])
+def test_measuring_and_reporting_code_stay_apart(owner, other):
+    """Editing how the figures are judged or drawn re-runs only the report; editing how they are measured
+    re-runs the benchmark, and the report only because benchmark.json changed."""
+    stages = dvc_stages()
+    crossed = crossed_benchmark_code(stages[owner], stages[other])
+    assert not crossed, f"stage {other} runs or depends on {', '.join(crossed)}, which are stage {owner}'s code"
+
+
+def test_the_apart_check_catches_a_planted_import(tmp_path):
+    """Plant the report's import of a measuring module, and a benchmark dep on the report's code: both named."""
+    for folder in ("stages", PACKAGE, f"{PACKAGE}/benchmark"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "stages" / "__init__.py").write_text('"""stages."""\n')
+    (tmp_path / PACKAGE / "__init__.py").write_text('"""package."""\n')
+    (tmp_path / PACKAGE / "benchmark" / "__init__.py").write_text('"""benchmark."""\n')
+    (tmp_path / PACKAGE / "benchmark" / "cells.py").write_text("def cell_name():\n    pass\n")
+    (tmp_path / PACKAGE / "benchmark" / "run.py").write_text("from crossdeploy.benchmark.cells import cell_name\n")
+    (tmp_path / PACKAGE / "benchmark" / "report.py").write_text("from crossdeploy.benchmark.cells import cell_name\n")
+    (tmp_path / "stages" / "benchmark.py").write_text("from crossdeploy.benchmark.run import cell_name\n")
+    (tmp_path / "stages" / "report.py").write_text("from crossdeploy.benchmark.report import cell_name\n")
+    benchmark = {"cmd": "python -m stages.benchmark", "deps": ["stages/benchmark.py", "crossdeploy/benchmark/run.py"]}
+    report = {"cmd": "python -m stages.report", "deps": ["stages/report.py", "crossdeploy/benchmark/report.py"]}
+    assert crossed_benchmark_code(benchmark, report, tmp_path) == []  # sharing the results' shape is fine
+    (tmp_path / "stages" / "report.py").write_text("from crossdeploy.benchmark.report import cell_name\nfrom crossdeploy.benchmark import run\n")
+    assert crossed_benchmark_code(benchmark, report, tmp_path) == ["crossdeploy/benchmark/run.py"]
+    (tmp_path / "stages" / "report.py").write_text("from crossdeploy.benchmark.report import cell_name\n")
+    benchmark["deps"].append("crossdeploy/benchmark")
+    assert crossed_benchmark_code(report, benchmark, tmp_path) == ["crossdeploy/benchmark/report.py"]
+
+
 def third_party_imports(root: Path = ROOT) -> set[str]:
     """Top-level names of the non-stdlib packages the project's code imports."""
     names: set[str] = set()

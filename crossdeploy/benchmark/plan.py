@@ -1,0 +1,87 @@
+"""What the benchmark stage will measure, from params.yaml's benchmark section: the grid, the windows, the
+MLPerf settings and the harness check, as one frozen plan. Checked here, naming the param to fix, before
+a single runner opens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.runtimes.base import ThreadSettings
+from crossdeploy.variants import TORCH_COMPILE, Variant
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    batch_sizes: list[int]
+    concurrencies: list[int]
+    threads: ThreadSettings
+    windows: WindowSettings
+    mlperf: MlperfSettings | None  # None: no LoadGen scenarios
+    mlperf_variants: list[str] | None  # None: every variant
+    harness_check: bool
+    harness_batch: int = 32  # benchmark.harness_batch, its own param: the INT8 target's batch is the report's business
+    harness_variant: str = "onnxruntime-int8"  # measured against a bare `session.run` loop: an ONNX Runtime variant
+    disabled: dict[str, str] = field(default_factory=dict)  # variant -> why it is not measured
+
+    @classmethod
+    def from_params(cls, cfg: dict[str, Any], known_variants: list[str]) -> "BenchmarkPlan":
+        """Build the plan from params.yaml's benchmark section, naming the param to fix on bad values."""
+        profiles = cfg["profiles"]
+        if cfg["profile"] not in profiles:
+            raise CrossdeployError(f"benchmark.profile {cfg['profile']!r} is unknown; use one of {', '.join(profiles)}.")
+        profile = profiles[cfg["profile"]]
+        for key in ("batch_sizes", "concurrency"):
+            values = cfg[key]
+            if not values or not all(isinstance(v, int) and v >= 1 for v in values):
+                raise CrossdeployError(f"benchmark.{key} must be a non-empty list of positive integers, got {values!r}.")
+        mlperf_cfg = cfg["mlperf"]
+        mlperf = None
+        if mlperf_cfg["enabled"]:
+            mlperf = MlperfSettings(
+                min_duration_ms=int(profile["mlperf_min_duration_ms"]),
+                min_query_count={k: int(v) for k, v in profile["mlperf_min_query_count"].items()},
+                server_latency_ms=float(mlperf_cfg["server_latency_ms"]),
+                offline_batch=int(mlperf_cfg["offline_batch"]),
+                server_max_batch=int(mlperf_cfg["server_max_batch"]),
+                workers=int(mlperf_cfg["workers"]),
+            )
+        harness_batch = cfg["harness_batch"]
+        if not isinstance(harness_batch, int) or harness_batch < 1:
+            raise CrossdeployError(f"benchmark.harness_batch must be a positive integer, got {harness_batch!r}.")
+        return cls(
+            batch_sizes=list(cfg["batch_sizes"]),
+            concurrencies=list(cfg["concurrency"]),
+            threads=ThreadSettings(**cfg["threads"]),
+            windows=WindowSettings(
+                warmup_requests=int(profile["warmup_requests"]),
+                window_s=float(profile["window_s"]),
+                max_windows=int(profile["max_windows"]),
+                stability_pct=float(profile["stability_pct"]),
+                cell_cap_s=float(profile["cell_cap_s"]),
+            ),
+            mlperf=mlperf,
+            mlperf_variants=_variant_list(mlperf_cfg["variants"], known_variants, "benchmark.mlperf.variants"),
+            harness_check=bool(cfg["harness_check"]),
+            harness_batch=harness_batch,
+            disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
+        )
+
+
+def _variant_list(value: Any, known: list[str], param: str) -> list[str] | None:
+    if value in (None, "all"):
+        return None
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CrossdeployError(f"{param} names unknown variants {', '.join(unknown)}; choose from all, {', '.join(known)}.")
+    return names
+
+
+def select_variants(variants: list[Variant], value: Any) -> list[Variant]:
+    """The variants `benchmark.variants` asks for, in pipeline order."""
+    names = _variant_list(value, [v.name for v in variants], "benchmark.variants")
+    return variants if names is None else [v for v in variants if v.name in names]

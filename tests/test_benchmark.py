@@ -13,6 +13,7 @@ from crossdeploy.benchmark.mlperf import MlperfSettings, _server, run_mlperf
 from crossdeploy.benchmark.charts import plot_data, write_chart
 from crossdeploy.benchmark.report import benchmark_markdown, key_figures
 from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
+from crossdeploy.benchmark.report import summary_rows
 from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import Runner, ThreadSettings
@@ -132,7 +133,6 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     assert "checks" not in results  # judged by the report stage, never inside the measurement
     checks = check_targets(results, {}, TINY_TARGETS)
     assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process"}
-    assert checks["int8_over_fp32"]["ratio"] == pytest.approx(1.0)  # a variant against itself
     assert checks["harness_overhead"]["overhead_pct"] == harness["overhead_pct"]
     served = checks["kserve_bytes_over_in_process"]
     assert served["served_ips"] == results["kserve-rest-bytes"]["b4_c2"]["throughput_ips"]
@@ -142,6 +142,34 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     # a target whose variant was skipped reads "not measured" with the skip's reason
     cuda = check_targets(results, {}, Targets(int8_variant="onnxruntime-cuda-fp32", int8_speedup_batch=4))["int8_over_fp32"]
     assert cuda["met"] is None and cuda["note"].startswith("not measured: onnxruntime-cuda-fp32 skipped: ONNX Runtime could not start CUDAExecutionProvider")
+
+
+def _cells(**ips: float) -> dict[str, dict]:
+    """Measured cells from their throughputs, as benchmark.json holds them."""
+    return {cell: {"status": "ok", "throughput_ips": value, "p50_ms": 1.0, "p99_ms": 2.0} for cell, value in ips.items()}
+
+
+def test_int8_target_compares_the_best_cells_at_its_own_batch():
+    # INT8 is far ahead at batch 1 and only 3x ahead at batch 32: the target judges batch 32 alone
+    results = {
+        "onnxruntime-int8": _cells(b1_c1=1000.0, b32_c1=270.0, b32_c8=300.0),
+        "onnxruntime-fp32": _cells(b1_c1=10.0, b32_c1=100.0, b32_c8=90.0),
+        "harness": {"status": "ok", "variant": "onnxruntime-int8", "batch": 16, "overhead_pct": 1.5},
+    }
+    checks = check_targets(results, {}, Targets(int8_speedup_batch=32, int8_speedup_min=3.0))
+    assert checks["int8_over_fp32"] == {"batch": 32, "target": 3.0, "ratio": 3.0, "met": True}
+    # the harness figure says which batch it ran at: its own param, not the INT8 target's batch
+    assert checks["harness_overhead"]["batch"] == 16 and checks["harness_overhead"]["variant"] == "onnxruntime-int8"
+    missed = check_targets(results, {}, Targets(int8_speedup_batch=8))["int8_over_fp32"]
+    assert missed["met"] is None and "has no cell at batch 8" in missed["note"]
+
+
+def test_summary_rows_compare_with_the_reference_and_the_baseline():
+    results = {"torch-fp32": _cells(b1_c1=20.0, b8_c8=40.0), "onnxruntime-fp32": _cells(b1_c1=30.0, b8_c1=100.0)}
+    baseline = {"onnxruntime-fp32": _cells(b1_c1=50.0)}
+    rows = {row["variant"]: row for row in summary_rows(results, {}, baseline)}
+    assert rows["onnxruntime-fp32"]["speedup"] == pytest.approx(2.5) and rows["onnxruntime-fp32"]["vs_baseline"] == pytest.approx(2.0)
+    assert rows["onnxruntime-fp32"]["best_at"] == "batch 8, concurrency 1" and rows["torch-fp32"]["vs_baseline"] is None
 
 
 class SleepingRunner(Runner):
@@ -182,7 +210,7 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     checks = check_targets(results, parity, TINY_TARGETS)
     text = benchmark_markdown(results, parity, checks, tiny_source[1], "benchmark.png")
     assert "random weights: fidelity figures only" in text and "not official MLPerf results" in text
-    assert "| torch-fp32 | fp32 | 1.0 | ok |" in text and "1.00x" in text
+    assert "| torch-fp32 | fp32 | 1.0 | ok |" in text
     assert "| never-built |" in text and "was not built" in text
     data = plot_data(results)
     assert {r["variant"] for r in data["latency_vs_batch.json"]} == {
@@ -194,7 +222,6 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     assert {r["batch"] for r in data["throughput_vs_concurrency.json"]} == {4}
     compared = benchmark_markdown(results, parity, checks, tiny_source[1], "benchmark.png", baseline=("`main` (commit abc1234)", results))
     assert "Compared with baseline `main` (commit abc1234)" in compared and "| vs baseline |" in compared
-    assert "| 1.00x | 1.00x |" in compared  # torch-fp32: speedup over itself, and over the same run as baseline
     figures = key_figures(results, {"onnxruntime-int8": {"precision": "int8", "status": "ok", "top1_agreement": 0.99}})
     assert figures["best_ips"]["torch-fp32"] == max(c["throughput_ips"] for c in results["torch-fp32"].values())
     assert figures["p99_b1_ms"]["onnxruntime-fp32"] == results["onnxruntime-fp32"]["b1_c1"]["p99_ms"]
@@ -216,10 +243,9 @@ def test_plan_names_the_param_to_fix():
         select_variants([Variant("torch-fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
     with pytest.raises(CrossdeployError, match="benchmark.harness_batch must be a positive integer"):
         BenchmarkPlan.from_params({**cfg, "harness_batch": 0}, ["torch-fp32"])
-    plan = BenchmarkPlan.from_params(cfg, ["torch-fp32"])
-    assert plan.windows.stability_pct == cfg["profiles"][cfg["profile"]]["stability_pct"]
-    # the harness's batch is the measurement's own param, not the INT8 target's batch
-    assert BenchmarkPlan.from_params({**cfg, "harness_batch": 16}, ["torch-fp32"]).harness_batch == 16 != cfg["targets"]["int8_speedup_batch"]
+    # the targets never reach the measurement: the harness's batch does not follow the INT8 target's
+    retargeted = {**cfg, "targets": {**cfg["targets"], "int8_speedup_batch": cfg["harness_batch"] * 2}}
+    assert BenchmarkPlan.from_params(retargeted, ["torch-fp32"]) == BenchmarkPlan.from_params(cfg, ["torch-fp32"])
 
 
 def test_baseline_names_a_revision_or_says_what_to_pick():
@@ -230,23 +256,23 @@ def test_baseline_names_a_revision_or_says_what_to_pick():
         load_baseline("no-such-exp", "metrics/benchmark.json", str(ROOT))
 
 
-@pytest.mark.parametrize("target,card,reference", [("a100", "A100", 42379), ("h100", "H100", 88526)])
-def test_gpu_targets_set_the_hardware_knobs_together(target, card, reference):
+@pytest.mark.parametrize("target", ["a100", "h100"])
+def test_gpu_targets_set_only_the_hardware_knobs(target):
     from crossdeploy.compose import compose
     from tests.conftest import ROOT
 
     cpu, gpu = compose([], config_dir=ROOT / "conf"), compose([f"target={target}"], config_dir=ROOT / "conf")
-    assert cpu["benchmark"]["target"] == "cpu" and gpu["benchmark"]["target"] == target
-    assert gpu["benchmark"]["profile"] == "full" and "tensorrt-int8" in gpu["benchmark"]["variants"]
-    assert gpu["benchmark"]["targets"]["gpu"]["card"] == card and gpu["benchmark"]["targets"]["gpu"]["offline_reference_ips"] == reference
-    assert gpu["tensorrt"]["cuda_graph"] and gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
+    # the engines take the batches MLPerf Offline sends them
+    assert gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
     # only the hardware knobs differ: the conversion pipeline is the same on every target
     for section in ("model", "data", "export", "quantize", "to_tensorflow", "paths"):
         assert cpu[section] == gpu[section], section
     # validate judges the same way everywhere; only the variants the hardware must run differ
     assert {**cpu["validate"], "require": None} == {**gpu["validate"], "require": None}
-    known = [v.name for v in benchmark_variants(gpu)]
-    BenchmarkPlan.from_params(gpu["benchmark"], known)  # every variant it names exists
+    every = benchmark_variants(gpu)
+    plan = BenchmarkPlan.from_params(gpu["benchmark"], [v.name for v in every])  # every variant it names exists
+    judged = gpu["benchmark"]["targets"]["gpu"]["variant"]  # the GPU target's variant is measured, MLPerf included
+    assert judged in [v.name for v in select_variants(every, gpu["benchmark"]["variants"])] and judged in plan.mlperf_variants
 
 
 def test_gpu_checks_judge_only_on_the_card_they_are_for():

@@ -91,7 +91,8 @@ def _harness(harness: dict[str, Any], targets: Targets) -> dict[str, Any]:
     if "overhead_pct" not in harness:
         reason = harness.get("reason") or "the benchmark recorded no harness measurement"
         return not_measured(f"harness {harness['status']}: {reason}" if "status" in harness else reason, **context)
-    return {**context, "overhead_pct": harness["overhead_pct"], "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct}
+    measured_on = {"variant": harness["variant"], "batch": harness["batch"]}  # benchmark.harness_batch, not a target's batch
+    return {**context, **measured_on, "overhead_pct": harness["overhead_pct"], "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct}
 
 
 def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import pytest
 
 from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
+from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.parity import compare_logits
-from crossdeploy.runtimes.base import RuntimeUnavailable, ThreadSettings, unavailable_reason
+from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.runtimes.served_runtime import ServedRunner
 from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 from crossdeploy.serving import tfserving_launch

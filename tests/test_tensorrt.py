@@ -8,9 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from crossdeploy.errors import CrossdeployError
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.parity import compare_logits
-from crossdeploy.runtimes.base import RuntimeUnavailable
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
 from crossdeploy.tensorrt.engines import build_record, record_path, usable_engine
 from crossdeploy.variants import Variant

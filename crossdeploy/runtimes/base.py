@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossdeploy.errors import RuntimeUnavailable
+
 
 @dataclass(frozen=True)
 class ThreadSettings:
@@ -19,10 +21,6 @@ class ThreadSettings:
 
     intra_op: int = 0  # 0: the runtime's own default
     inter_op: int = 0
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime cannot run on this machine (package or device missing); the reason says which."""
 
 
 #: The optional runtimes (pyproject's `gpu` extra): module a runner imports -> the package to install.

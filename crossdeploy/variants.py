@@ -68,7 +68,7 @@ class Variant:
             from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner as runner_class
         elif self.framework == "tensorflow":
             from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner as runner_class
-        else:
+        else:  # tflite
             from crossdeploy.runtimes.tflite_runtime import TFLiteRunner as runner_class
         return runner_class(self.artifact, self.name, threads, **options)
 

@@ -23,7 +23,7 @@ def run_variant(variant: Variant, images: ImageSet, batch_size: int, threads: Th
         return runner.infer_all(runner.inputs(images), batch_size)
 
 
-#: why a tolerance gives no verdict on random weights, by validate.thresholds key
+#: why a validate.thresholds entry gives no verdict on random weights, by its key
 UNJUDGED_ON_RANDOM_WEIGHTS = {
     "int8": "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
     "the trained/ rows judge the INT8 path on a trained model",
@@ -83,7 +83,7 @@ def validate_variants(
             try:
                 logits = run_variant(variant, evaluation, batch_size, threads)
             except Exception as exc:
-                reason = unavailable_reason(variant.runtime, exc)
+                reason = unavailable_reason(variant.name, exc)
                 if reason is None:
                     # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
                     log.exception("%s could not run", variant.name)
@@ -95,9 +95,9 @@ def validate_variants(
             finally:
                 gc.collect()
         row.update(compare_logits(reference, logits, labels))
-        missed = thresholds[variant.thresholds_key].misses(row, judge_agreement)
-        if variant.thresholds_key in (unjudged or {}) and not row.get("nonfinite_values"):
-            row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds_key])
+        missed = thresholds[variant.thresholds].misses(row, judge_agreement)
+        if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
+            row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
         elif missed:
             row.update(status="failed", reason="; ".join(missed))
         results[variant.name] = row
@@ -106,7 +106,7 @@ def validate_variants(
 
 def judging_rules(cfg: dict[str, Any], thresholds: dict[str, Thresholds]) -> dict[str, Any]:
     """validate_variants' judging arguments for a model with random weights, from the validate params:
-    its own bounds where random networks amplify rounding, and the tolerances given no verdict."""
+    its own bounds where random networks amplify rounding, and the thresholds entries given no verdict."""
     random = cfg["random_weights"]
     return {
         "thresholds": {**thresholds, **{key: Thresholds(**values) for key, values in random["thresholds"].items()}},

@@ -1,15 +1,15 @@
-"""The deployable variants: which artifact each is, which runtime runs it, at which precision.
+"""The deployable variants, as one table (pipeline_variants): what each is, what runs it, what judges it.
 
-A table rather than a class hierarchy: validate and benchmark iterate over it, and later targets
-(TensorRT, TF Serving) add rows.
+A row names the artifact, the framework that runs it with the row's options (device, provider, how it
+is served), its precision and the validate.thresholds entry that judges it. Validate and benchmark
+iterate over the table; a new target is a new row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
@@ -17,25 +17,29 @@ from crossdeploy.layout import (
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
+#: what runs a row: one Runner per framework (crossdeploy/runtimes/), "served" a model behind `crossdeploy serve`
+FRAMEWORKS = ("torch", "onnxruntime", "tensorrt", "tensorflow", "tflite", "served")
+
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    precision: str  # fp32 | fp16 | int8: picks the parity thresholds
-    runtime: str  # a key of RUNNER_FACTORIES
+    precision: str  # fp32 | fp16 | int8: the arithmetic the artifact runs in
+    thresholds: str  # the validate.thresholds entry that judges it
+    framework: str  # one of FRAMEWORKS
     artifact: Path
-    tolerance: str = ""  # the validate.thresholds entry that judges it; empty: its precision's
+    #: the framework's runner options for this row: torch's device, half and compile; ONNX Runtime's
+    #: provider and TensorRT batch profile; TensorRT's cuda_graph; how a served row is served
+    options: dict[str, Any] = field(default_factory=dict)
     #: A record the runtime reads where the artifact may be missing (a TensorRT engine's JSON says
     #: why it was skipped, and the runtime may build an engine for this machine from it).
     record: Path | None = None
     #: where the stage that builds the artifact records why it could not (build_failures)
     build_failures: Path | None = None
-    #: params a runtime needs beyond the artifact (the TensorRT provider's batch profile: tensorrt.batch)
-    batch_profile: dict[str, int] | None = None
 
-    @property
-    def thresholds_key(self) -> str:
-        return self.tolerance or self.precision
+    def __post_init__(self) -> None:
+        if self.framework not in FRAMEWORKS:  # a typo fails when the table is built, not when the row runs
+            raise ValueError(f"{self.name}: unknown framework {self.framework!r}; one of {', '.join(FRAMEWORKS)}")
 
     def build_failure(self) -> str | None:
         """Why the converting stage could not build the artifact, as it recorded; None if it did not fail."""
@@ -48,57 +52,53 @@ class Variant:
         return f"{self.artifact} was not built"
 
     def runner(self, threads: ThreadSettings) -> Runner:
-        return RUNNER_FACTORIES[self.runtime](self, threads)
+        """The framework's runner for this row, given its options; only the framework that runs is imported."""
+        options = dict(self.options)
+        if self.framework == "served":
+            from crossdeploy.runtimes.served_runtime import ServedRunner
+
+            return ServedRunner(self.name, threads=threads, **options)
+        if self.framework == "torch":
+            from crossdeploy.runtimes.torch_runtime import TorchRunner as runner_class
+        elif self.framework == "onnxruntime":
+            from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner as runner_class
+
+            options["providers"] = _onnxruntime_providers(options.pop("provider", "CPUExecutionProvider"), self.precision)
+        elif self.framework == "tensorrt":
+            from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner as runner_class
+        elif self.framework == "tensorflow":
+            from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner as runner_class
+        else:  # tflite
+            from crossdeploy.runtimes.tflite_runtime import TFLiteRunner as runner_class
+        return runner_class(self.artifact, self.name, threads, **options)
 
 
-def _torch(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.torch_runtime import TorchRunner
-
-    return TorchRunner(v.artifact, v.name, threads)
-
-
-def _torch_compile(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.torch_runtime import TorchRunner
-
-    return TorchRunner(v.artifact, v.name, threads, compile=True)
-
-
-def _onnxruntime(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
-
-    return OnnxRuntimeRunner(v.artifact, v.name, threads)
-
-
-def _onnxruntime_cuda(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
-
-    # TF32 (the provider's default on Ampere and later) would round FP32 convolutions to a 10-bit mantissa
-    return OnnxRuntimeRunner(v.artifact, v.name, threads, providers=(("CUDAExecutionProvider", {"use_tf32": "0"}),))
-
-
-def _onnxruntime_tensorrt(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
-
-    from crossdeploy.tensorrt.engines import local_cache_dir
-
-    # the QDQ model carries its scales, so INT8 needs no calibration table; FP16 covers what stays float.
-    # CUDA behind TensorRT runs whatever TensorRT declines.
+def _onnxruntime_providers(provider: str, precision: str) -> tuple[str | tuple[str, dict], ...]:
+    """ONNX Runtime's provider list for a row's provider, with the options that keep its figures comparable."""
+    if provider == "CPUExecutionProvider":
+        return (provider,)
+    if provider == "CUDAExecutionProvider":
+        # TF32 (the provider's default on Ampere and later) would round FP32 convolutions to a 10-bit mantissa
+        return ((provider, {"use_tf32": "0"}),)
+    if provider != "TensorrtExecutionProvider":
+        raise ValueError(f"no ONNX Runtime options for the provider {provider!r}")
     from crossdeploy.tensorrt.engine_key import tensorrt_version
+    from crossdeploy.tensorrt.engines import local_cache_dir
 
     # the provider's caches hold no record of what built them: one folder per ONNX Runtime and TensorRT
     # version (its file names carry the GPU's compute capability)
     cache = str(local_cache_dir() / "onnxruntime" / f"ort{_onnxruntime_version()}-trt{tensorrt_version()}")
+    # the QDQ model carries its scales, so INT8 needs no calibration table; FP16 covers what stays float.
+    # CUDA behind TensorRT runs whatever TensorRT declines.
     options = {
-        "trt_int8_enable": v.precision == "int8",
+        "trt_int8_enable": precision == "int8",
         "trt_fp16_enable": True,
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": cache,  # its default is the working directory: the project's root
     }
-    return OnnxRuntimeRunner(
-        v.artifact, v.name, threads, providers=(("TensorrtExecutionProvider", options), "CUDAExecutionProvider"), trt_batch=v.batch_profile
-    )
+    return ((provider, options), "CUDAExecutionProvider")
 
 
 def _onnxruntime_version() -> str | None:
@@ -112,90 +112,45 @@ def _onnxruntime_version() -> str | None:
     return None
 
 
-def _torch_cuda_fp16(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.torch_runtime import TorchRunner
-
-    return TorchRunner(v.artifact, v.name, threads, device="cuda", half=True)
-
-
-def _tensorrt(cuda_graph: bool, v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
-
-    return TensorRTRunner(v.artifact, v.name, threads, cuda_graph=cuda_graph)
-
-
-def _tensorflow(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
-
-    return TensorFlowRunner(v.artifact, v.name, threads)
-
-
-def _tflite(v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.tflite_runtime import TFLiteRunner
-
-    return TFLiteRunner(v.artifact, v.name, threads)
-
-
-def _served(engine: str, protocol: str, encoded: bool, gpu: bool, v: Variant, threads: ThreadSettings) -> Runner:
-    from crossdeploy.runtimes.served_runtime import ServedRunner
-
-    # the artifact is <repository>/<model>/<version>, as the package stage lays it out
-    return ServedRunner(
-        v.name, engine, protocol, encoded, threads=threads, repository=v.artifact.parent.parent, model=v.artifact.parent.name, gpu=gpu
-    )
-
-
-RUNNER_FACTORIES: dict[str, Callable[[Variant, ThreadSettings], Runner]] = {
-    **{name: partial(_served, *spec) for name, spec in SERVED.items()},
-    "torch": _torch,
-    "torch-compile": _torch_compile,
-    "onnxruntime": _onnxruntime,
-    "onnxruntime-cuda": _onnxruntime_cuda,
-    "onnxruntime-tensorrt": _onnxruntime_tensorrt,
-    "torch-cuda-fp16": _torch_cuda_fp16,
-    "tensorrt": partial(_tensorrt, False),
-    "tensorrt-cuda-graph": partial(_tensorrt, True),
-    "tensorflow": _tensorflow,
-    "tflite": _tflite,
-}
-
-
-
 def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
+    """Every variant the pipeline builds, in the order validate and benchmark report them."""
     paths, model_name, version = params["paths"], params["model"]["name"], int(params["to_tensorflow"]["version"])
+    source = Path(paths["source"]) / "model.pt2"
+    onnx_fp32, onnx_int8, onnx_int8_trt = (Path(paths[key]) for key in ("onnx_optimized", "onnx_int8", "onnx_int8_trt"))
+    savedmodel = saved_model_version_dir(paths, model_name, version)
     tflite = Path(paths["tflite"])
     repository = Path(paths["serving"])
     served = repository / model_name / str(version)
-    engine_runtime = "tensorrt-cuda-graph" if params["tensorrt"]["cuda_graph"] else "tensorrt"
+    tensorrt = Path(paths["tensorrt"])
     return [
-        Variant(REFERENCE, "fp32", "torch", Path(paths["source"]) / "model.pt2"),
-        Variant("onnxruntime-fp32", "fp32", "onnxruntime", Path(paths["onnx_optimized"])),
-        Variant("onnxruntime-int8", "int8", "onnxruntime", Path(paths["onnx_int8"])),
-        Variant("onnxruntime-int8-trt", "int8", "onnxruntime", Path(paths["onnx_int8_trt"])),
-        Variant(
-            SAVEDMODEL_VARIANT, "fp32", "tensorflow", saved_model_version_dir(paths, model_name, version),
-            build_failures=Path(paths["savedmodel"]) / FAILURES_FILE,
-        ),
-        *(
-            Variant(name, precision, "tflite", tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)
+        #       name                     precision thresholds framework      artifact       framework options
+        # on the CPU: the reference and every conversion of it
+        Variant(REFERENCE,               "fp32",   "fp32",    "torch",       source),
+        Variant("onnxruntime-fp32",      "fp32",   "fp32",    "onnxruntime", onnx_fp32),
+        Variant("onnxruntime-int8",      "int8",   "int8",    "onnxruntime", onnx_int8),
+        Variant("onnxruntime-int8-trt",  "int8",   "int8",    "onnxruntime", onnx_int8_trt),
+        Variant(SAVEDMODEL_VARIANT,      "fp32",   "fp32",    "tensorflow",  savedmodel,    build_failures=Path(paths["savedmodel"]) / FAILURES_FILE),
+        *(  # tflite-fp32, tflite-fp16, tflite-int8
+            Variant(name,                precision, precision, "tflite",     tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)
             for precision, name in TFLITE_VARIANTS.items()
         ),
-        # GPU variants: where no GPU (or package) exists their rows say so
-        Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", Path(paths["onnx_optimized"])),
-        Variant("onnxruntime-trt-int8", "int8", "onnxruntime-tensorrt", Path(paths["onnx_int8_trt"]), batch_profile=dict(params["tensorrt"]["batch"])),
-        Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", Path(paths["source"]) / "model.pt2"),
-        *(
-            Variant(name, precision, engine_runtime, plan, record=plan.with_suffix(".json"))
+        # on the GPU: where no GPU (or package) exists their rows say so
+        Variant("onnxruntime-cuda-fp32", "fp32",   "fp32",    "onnxruntime", onnx_fp32,     {"provider": "CUDAExecutionProvider"}),
+        Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),
+        Variant("torch-cuda-fp16",       "fp16",   "fp16",    "torch",       source,        {"device": "cuda", "half": True}),
+        *(  # tensorrt-fp16, tensorrt-int8: the engine's JSON record says why one was not built
+            Variant(name,                precision, precision, "tensorrt",   tensorrt / f"{name}.plan", {"cuda_graph": bool(params["tensorrt"]["cuda_graph"])},
+                    record=tensorrt / f"{name}.json")
             for name, precision, _ in tensorrt_engines(paths)
-            for plan in [Path(paths["tensorrt"]) / f"{name}.plan"]
         ),
-        # the bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds.
-        # The tfserving-gpu-* rows serve this same repository from TF Serving's -gpu image.
+        # served (layout.SERVED: engine, protocol, bytes or floats, CPU or GPU), all from the package stage's
+        # repository. The bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds.
         *(
-            Variant(name, "fp32", name, served, "encoded" if spec.encoded else "", build_failures=repository / FAILURES_FILE)
-            for name, spec in SERVED.items()
+            Variant(name,                "fp32",   "encoded" if how.encoded else "fp32", "served", served,
+                    {**how._asdict(), "repository": repository, "model": model_name}, build_failures=repository / FAILURES_FILE)
+            for name, how in SERVED.items()
         ),
-    ]
+    ]  # fmt: skip
 
 
 TORCH_COMPILE = "torch-compile-fp32"
@@ -217,4 +172,4 @@ def trained_variants(params: dict[str, Any]) -> list[Variant]:
 def benchmark_variants(params: dict[str, Any]) -> list[Variant]:
     """Every pipeline variant, plus the reference program run through torch.compile."""
     source = Path(params["paths"]["source"]) / "model.pt2"
-    return [*pipeline_variants(params), Variant(TORCH_COMPILE, "fp32", "torch-compile", source)]
+    return [*pipeline_variants(params), Variant(TORCH_COMPILE, "fp32", "fp32", "torch", source, {"compile": True})]

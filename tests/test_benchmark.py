@@ -57,14 +57,17 @@ def tiny_tflite(tiny_saved_model, tiny_images, tmp_path_factory):
 def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, served_repo, tiny_images, tmp_path_factory):
     missing = tmp_path_factory.mktemp("none") / "absent.onnx"
     variants = [
-        Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
-        Variant("onnxruntime-fp32", "fp32", "onnxruntime", tiny_optimized[0]),
-        Variant("tflite-fp32", "fp32", "tflite", tiny_tflite),
-        Variant("tf-savedmodel-fp32", "fp32", "tensorflow", tiny_saved_model),
-        Variant("kserve-rest-bytes", "fp32", "kserve-rest-bytes", served_repo / "models" / "serving" / "tiny" / "1", "encoded"),
-        Variant("onnxruntime-cuda-fp32", "fp32", "onnxruntime-cuda", tiny_optimized[0]),
-        Variant("never-built", "int8", "onnxruntime", missing),
-        Variant("torch-compile-fp32", "fp32", "torch-compile", tiny_source[0]),
+        Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
+        Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        Variant("tflite-fp32", "fp32", "fp32", "tflite", tiny_tflite),
+        Variant("tf-savedmodel-fp32", "fp32", "fp32", "tensorflow", tiny_saved_model),
+        Variant(
+            "kserve-rest-bytes", "fp32", "encoded", "served", served_repo / "models" / "serving" / "tiny" / "1",
+            {"engine": "kserve", "protocol": "rest", "encoded": True, "repository": served_repo / "models" / "serving", "model": "tiny"},
+        ),
+        Variant("onnxruntime-cuda-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0], {"provider": "CUDAExecutionProvider"}),
+        Variant("never-built", "int8", "int8", "onnxruntime", missing),
+        Variant("torch-compile-fp32", "fp32", "fp32", "torch", tiny_source[0], {"compile": True}),
     ]
     plan = BenchmarkPlan(
         batch_sizes=[1, 4],
@@ -240,7 +243,7 @@ def test_plan_names_the_param_to_fix():
     with pytest.raises(CrossdeployError, match="benchmark.batch_sizes must be"):
         BenchmarkPlan.from_params({**cfg, "batch_sizes": [0]}, ["torch-fp32"])
     with pytest.raises(CrossdeployError, match="benchmark.variants names unknown variants tensorrt-int9"):
-        select_variants([Variant("torch-fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
+        select_variants([Variant("torch-fp32", "fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
     with pytest.raises(CrossdeployError, match="benchmark.harness_batch must be a positive integer"):
         BenchmarkPlan.from_params({**cfg, "harness_batch": 0}, ["torch-fp32"])
     # the targets never reach the measurement: the harness's batch does not follow the INT8 target's

@@ -9,9 +9,8 @@ import types
 import pytest
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.errors import CrossdeployError
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.device_info import driver_too_old
-from crossdeploy.runtimes.base import RuntimeUnavailable
 from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner, provider_fallback_reason, tensorrt_profile_options
 from crossdeploy.tensorrt.engine_key import file_sha256
 from crossdeploy.tensorrt.engines import local_cache_dir, plan_mismatch

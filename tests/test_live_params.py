@@ -185,14 +185,14 @@ def _changed(value):
 
 def benchmark_plan(params):
     """What the benchmark stage derives from its params before measuring: the plan, the variants and
-    their runtimes, and the setup it records."""
+    what runs them, and the setup it records."""
     from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
     from crossdeploy.variants import benchmark_variants
 
     cfg = params["benchmark"]
     every = benchmark_variants(params)
     plan = BenchmarkPlan.from_params(cfg, [v.name for v in every])
-    return plan, [(v.name, v.runtime) for v in select_variants(every, cfg["variants"])], cfg["target"]
+    return plan, [(v.name, v.framework, v.options) for v in select_variants(every, cfg["variants"])], cfg["target"]
 
 
 @pytest.mark.parametrize("key", [k for k in tracked_params()["benchmark"] if k.startswith(("benchmark.", "tensorrt."))])

@@ -6,13 +6,21 @@ import pytest
 
 from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
+from crossdeploy.errors import RuntimeUnavailable
+from crossdeploy.layout import SERVED
 from crossdeploy.parity import compare_logits
-from crossdeploy.runtimes.base import RuntimeUnavailable, ThreadSettings, unavailable_reason
+from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.runtimes.served_runtime import ServedRunner
 from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.variants import pipeline_variants
 from tests.conftest import ROOT
+
+
+def served_runner(served_repo, name: str, **options) -> ServedRunner:
+    """The runner of a served row over the test repository, handed what the variant table hands it."""
+    how = {**SERVED[name]._asdict(), **options}
+    return ServedRunner(name, **how, repository=served_repo / "models" / "serving", model="tiny", params_file=served_repo / "params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +30,7 @@ def in_process(tiny_saved_model, tiny_images):
 
 
 def test_served_floats_equal_the_in_process_savedmodel(served_repo, tiny_images, in_process):
-    with ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False, params_file=served_repo / "params.yaml") as runner:
+    with served_runner(served_repo, "kserve-rest-fp32") as runner:
         served = runner.infer_all(runner.inputs(tiny_images[1]), 4)
     np.testing.assert_allclose(served, in_process, rtol=1e-5, atol=1e-5)
 
@@ -30,7 +38,7 @@ def test_served_floats_equal_the_in_process_savedmodel(served_repo, tiny_images,
 def test_served_bytes_match_the_pipeline_preprocessing(served_repo, tiny_images, in_process):
     """The JPEGs the data stage kept, decoded and resized in the serving graph, give the logits of the
     pixels PIL made from the same files."""
-    with ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True, params_file=served_repo / "params.yaml") as runner:
+    with served_runner(served_repo, "kserve-rest-bytes") as runner:
         batch = runner.inputs(tiny_images[1])
         assert batch.dtype == object and batch[0][:2] == b"\xff\xd8"  # JPEG files, not tensors
         served = runner.infer_all(batch, 4)
@@ -39,14 +47,14 @@ def test_served_bytes_match_the_pipeline_preprocessing(served_repo, tiny_images,
 
 
 def test_a_bytes_runner_rejects_tensors(served_repo, tiny_images):
-    runner = ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True, params_file=served_repo / "params.yaml")
+    runner = served_runner(served_repo, "kserve-rest-bytes")
     runner.is_active = True  # the check comes before any request
     with pytest.raises(ValueError, match="1-D object array of encoded images"):
         runner.infer(tiny_images[1].tensors("NHWC"))
 
 
-def test_an_image_set_without_files_cannot_feed_the_bytes_path(tiny_images):
-    runner = ServedRunner("kserve-rest-bytes", "kserve", "rest", encoded=True)
+def test_an_image_set_without_files_cannot_feed_the_bytes_path(served_repo, tiny_images):
+    runner = served_runner(served_repo, "kserve-rest-bytes")
     assert tiny_images[0].encoded is None  # calibration keeps pixels only
     with pytest.raises(RuntimeUnavailable, match="keeps no encoded images"):
         runner.inputs(tiny_images[0])
@@ -57,7 +65,7 @@ def test_an_image_set_without_files_cannot_feed_the_bytes_path(tiny_images):
     reason="TF Serving can run here",
 )
 def test_tfserving_variants_say_why_they_cannot_run(served_repo):
-    runner = ServedRunner("tfserving-grpc-fp32", "tfserving", "grpc", encoded=False, params_file=served_repo / "params.yaml")
+    runner = served_runner(served_repo, "tfserving-grpc-fp32")
     with pytest.raises(RuntimeUnavailable, match="tensorflow_model_server on PATH or a running Docker engine"):
         runner.activate()
 
@@ -76,7 +84,7 @@ def test_a_tfserving_gpu_row_without_a_gpu_is_skipped_naming_the_gpu(served_repo
         assert isinstance(runner, ServedRunner) and runner.gpu
         with pytest.raises(RuntimeUnavailable) as raised:
             runner.activate()
-        reason = unavailable_reason(variant.runtime, raised.value)
+        reason = unavailable_reason(variant.name, raised.value)
         assert "tensorflow/serving:2.21.0-gpu with --gpus all" in reason
         assert "missing here: an NVIDIA GPU (nvidia-smi lists none)" in reason
         assert ("a running Docker engine" in reason) != tfserving_launch.docker_available()
@@ -88,15 +96,25 @@ def test_served_rows_start_their_server_on_their_device(served_repo):
     """A TF Serving row starts `crossdeploy serve --device cpu`, its GPU twin `--device gpu`."""
     endpoint = tfserving_launch.Endpoint("127.0.0.1", 9001, 9000)
     for gpu, device in ((False, "cpu"), (True, "gpu")):
-        runner = ServedRunner("tfserving-grpc-fp32", "tfserving", "grpc", encoded=False, params_file=served_repo / "params.yaml", gpu=gpu)
-        server = runner.server_process("tiny")
+        server = served_runner(served_repo, "tfserving-grpc-fp32", gpu=gpu).server_process()
         try:
             command = server.command(endpoint)
         finally:
             server.close()
         assert command[command.index("--device") + 1] == device
-    server = ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False).server_process("tiny")
+    server = served_runner(served_repo, "kserve-rest-fp32").server_process()
     server.close()
     assert "--device" not in server.command(endpoint)
     with pytest.raises(ValueError, match="only TF Serving runs on the GPU"):
-        ServedRunner("kserve-rest-fp32", "kserve", "rest", encoded=False, gpu=True)
+        served_runner(served_repo, "kserve-rest-fp32", gpu=True)
+
+
+def test_the_table_hands_a_served_row_its_model_and_repository(tmp_path):
+    """The runner serves the model and repository the variant table names: it reads no params itself."""
+    params = compose(["model=resnet18-tiny"], config_dir=ROOT / "conf")
+    params["model"]["name"], params["paths"]["serving"] = "handed", str(tmp_path / "repository")
+    server = {v.name: v for v in pipeline_variants(params)}["tfserving-rest-fp32"].runner(ThreadSettings()).server_process()
+    server.close()
+    command = server.command(tfserving_launch.Endpoint("127.0.0.1", 9001, 9000))
+    assert command[command.index("--model") + 1] == "handed"
+    assert command[command.index("--repository") + 1] == str((tmp_path / "repository").resolve())

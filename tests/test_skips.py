@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.parity import Thresholds
 from crossdeploy.runtimes.base import Runner, ThreadSettings, unavailable_reason
 from crossdeploy.validation import required_variants, unmet_requirements, validate_variants
-from crossdeploy.variants import RUNNER_FACTORIES, Variant, pipeline_variants
+from crossdeploy.variants import Variant, pipeline_variants
 from tests.conftest import ROOT
 
 
@@ -55,15 +57,23 @@ class RaisingRunner(Runner):
         raise AssertionError("never activated")
 
 
+@dataclass(frozen=True)
+class DefectiveVariant(Variant):
+    """A table row whose runner fails to open with its planted defect."""
+
+    defect: Callable[[], None] = _missing_tensorrt
+
+    def runner(self, threads: ThreadSettings) -> Runner:
+        return RaisingRunner(self.name, threads, self.defect)
+
+
 DEFECTS = {"broken-import": _import_crossdeploy_module, "no-tensorrt": _missing_tensorrt, "no-onnxruntime": _missing_onnxruntime}
 
 
 @pytest.fixture
-def defective_variants(monkeypatch, tiny_source):
-    for runtime, defect in DEFECTS.items():
-        monkeypatch.setitem(RUNNER_FACTORIES, runtime, lambda v, threads, defect=defect: RaisingRunner(v.name, threads, defect))
+def defective_variants(tiny_source):
     # each needs an artifact that exists, or it is skipped as "not built" before its runtime is tried
-    return [Variant(runtime, "fp32", runtime, tiny_source[0]) for runtime in DEFECTS]
+    return [DefectiveVariant(name, "fp32", "fp32", "torch", tiny_source[0], defect=defect) for name, defect in DEFECTS.items()]
 
 
 def raised(defect) -> BaseException:
@@ -98,13 +108,15 @@ def test_only_a_missing_optional_package_is_a_skip():
 
 
 def test_validate_fails_a_broken_variant_and_skips_a_missing_optional_one(defective_variants, tiny_source, tiny_images):
-    variants = [Variant("torch-fp32", "fp32", "torch", tiny_source[0]), *defective_variants]
+    variants = [Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]), *defective_variants]
     thresholds = {"fp32": Thresholds(top1_agreement=1.0, top5_overlap=0.99, cosine_min=0.99999, max_abs_err_rel=1e-3)}
     results = validate_variants(variants, tiny_images[1], thresholds, batch_size=4, threads=ThreadSettings(intra_op=1))
     assert results["broken-import"]["status"] == "failed"
     assert "No module named 'crossdeploy.no_such_runtime'" in results["broken-import"]["reason"]
     assert results["no-onnxruntime"]["status"] == "failed" and "onnxruntime" in results["no-onnxruntime"]["reason"]
-    assert results["no-tensorrt"]["status"] == "skipped" and "optional package tensorrt" in results["no-tensorrt"]["reason"]
+    # the variant, not a runtime's key, is what the reason says needs the package
+    assert results["no-tensorrt"]["status"] == "skipped"
+    assert results["no-tensorrt"]["reason"].startswith("no-tensorrt needs the optional package tensorrt, which is not installed here")
 
 
 def test_benchmark_fails_a_broken_variant_and_skips_a_missing_optional_one(defective_variants, tiny_images, tmp_path):

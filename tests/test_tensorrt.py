@@ -8,9 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from crossdeploy.errors import CrossdeployError
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.parity import compare_logits
-from crossdeploy.runtimes.base import RuntimeUnavailable
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
 from crossdeploy.tensorrt.engines import build_record, record_path, usable_engine
 from crossdeploy.variants import Variant
@@ -63,7 +62,7 @@ def test_without_a_gpu_the_record_says_skipped_and_the_runner_repeats_why(tiny_o
     record = build_record(plan, tiny_optimized[0], FP16, tmp_path / "timing")
     assert record["status"] == "skipped" and record["reason"] and not plan.exists()
     record_path(plan).write_text(json.dumps(record))
-    variant = Variant("tensorrt-fp16", "fp16", "tensorrt", plan, record=record_path(plan))
+    variant = Variant("tensorrt-fp16", "fp16", "fp16", "tensorrt", plan, record=record_path(plan))
     assert variant.missing_reason() is None  # the runner decides, and says why
     with pytest.raises(RuntimeUnavailable, match=re.escape(record["reason"])):
         variant.runner(None).activate()
@@ -72,7 +71,7 @@ def test_without_a_gpu_the_record_says_skipped_and_the_runner_repeats_why(tiny_o
 def test_an_engine_never_built_says_which_stage_builds_it(tmp_path):
     with pytest.raises(RuntimeUnavailable, match="run `dvc repro tensorrt`"):
         usable_engine(tmp_path / "tensorrt-int8.plan")
-    assert Variant("tensorrt-int8", "int8", "tensorrt", tmp_path / "x.plan").missing_reason().endswith("was not built")
+    assert Variant("tensorrt-int8", "int8", "int8", "tensorrt", tmp_path / "x.plan").missing_reason().endswith("was not built")
 
 
 # ---- on a GPU: `python -m pytest -m gpu` ----
@@ -194,21 +193,21 @@ def test_a_mismatched_shared_engine_is_rebuilt_locally(tiny_optimized, tmp_path,
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    "runtime,precision,cosine",
+    "provider,precision,cosine",
     [
-        pytest.param("onnxruntime-cuda", "fp32", 0.99999, marks=needs_provider("CUDAExecutionProvider")),
-        pytest.param("onnxruntime-tensorrt", "int8", 0.9, marks=needs_provider("TensorrtExecutionProvider")),
+        pytest.param("CUDAExecutionProvider", "fp32", 0.99999, marks=needs_provider("CUDAExecutionProvider")),
+        pytest.param("TensorrtExecutionProvider", "int8", 0.9, marks=needs_provider("TensorrtExecutionProvider")),
     ],
 )
-def test_onnxruntime_gpu_providers_match_torch(runtime, precision, cosine, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference):
+def test_onnxruntime_gpu_providers_match_torch(provider, precision, cosine, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference):
     model = tiny_optimized[0] if precision == "fp32" else trt_int8_onnx
-    with Variant(runtime, precision, runtime, model).runner(None) as runner:
+    with Variant(provider, precision, precision, "onnxruntime", model, {"provider": provider}).runner(None) as runner:
         logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
     assert compare_logits(tiny_reference, logits)["cosine_min"] >= cosine
 
 
 @pytest.mark.gpu
 def test_torch_cuda_fp16_matches_fp32(tiny_source, tiny_images, tiny_reference):
-    with Variant("torch-cuda-fp16", "fp16", "torch-cuda-fp16", tiny_source[0]).runner(None) as runner:
+    with Variant("torch-cuda-fp16", "fp16", "fp16", "torch", tiny_source[0], {"device": "cuda", "half": True}).runner(None) as runner:
         logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
     assert compare_logits(tiny_reference, logits)["cosine_min"] >= 0.995

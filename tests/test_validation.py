@@ -28,10 +28,10 @@ def test_damaged_variant_fails_and_missing_one_is_skipped(tiny_source, tiny_opti
     damaged = tmp_path / "damaged.onnx"
     damage(tiny_optimized[0], damaged)
     variants = [
-        Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
-        Variant("onnxruntime-fp32", "fp32", "onnxruntime", tiny_optimized[0]),
-        Variant("onnxruntime-damaged", "fp32", "onnxruntime", damaged),
-        Variant("onnxruntime-int8", "int8", "onnxruntime", tmp_path / "never-built.onnx"),
+        Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
+        Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        Variant("onnxruntime-damaged", "fp32", "fp32", "onnxruntime", damaged),
+        Variant("onnxruntime-int8", "int8", "int8", "onnxruntime", tmp_path / "never-built.onnx"),
     ]
     results = validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
     assert results["torch-fp32"]["status"] == "ok" and "reference" in results["torch-fp32"]["reason"]
@@ -62,9 +62,9 @@ def test_nan_logits_fail_even_where_no_verdict_is_given_and_the_json_stays_valid
     broken = tmp_path / "nan.onnx"
     onnx.save(model, str(broken))
     variants = [
-        Variant("torch-fp32", "fp32", "torch", tiny_source[0]),
-        Variant("onnxruntime-int8", "int8", "onnxruntime", broken),
-        Variant("onnxruntime-int8-ok", "int8", "onnxruntime", tiny_optimized[0]),
+        Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
+        Variant("onnxruntime-int8", "int8", "int8", "onnxruntime", broken),
+        Variant("onnxruntime-int8-ok", "int8", "int8", "onnxruntime", tiny_optimized[0]),
     ]
     results = validate_variants(
         variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1), unjudged={"int8": "no verdict here"}

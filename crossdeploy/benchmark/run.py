@@ -97,7 +97,7 @@ def _mlperf_row(pool, images, plan, log_dir, cells, measured) -> dict[str, Any]:
             expected_ips=max(r["throughput_ips"] for r in measured),
         )
     except Exception as exc:
-        reason = unavailable_reason(pool.variant.runtime, exc)
+        reason = unavailable_reason(pool.variant.name, exc)
         if reason:
             return skipped(reason)
         log.exception("MLPerf scenarios failed for %s", pool.variant.name)

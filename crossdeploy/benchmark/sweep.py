@@ -101,7 +101,7 @@ def _measure_cell(
         runners = pool.open(concurrency)
         inputs = runners[0].inputs(images)
     except Exception as exc:
-        reason = unavailable_reason(pool.variant.runtime, exc)
+        reason = unavailable_reason(pool.variant.name, exc)
         if reason is None:
             # a broken install or a bug, never a skip: the row says what was raised
             log.exception("%s could not be opened", pool.variant.name)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossdeploy.errors import RuntimeUnavailable
+
 
 @dataclass(frozen=True)
 class ThreadSettings:
@@ -19,10 +21,6 @@ class ThreadSettings:
 
     intra_op: int = 0  # 0: the runtime's own default
     inter_op: int = 0
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime cannot run on this machine (package or device missing); the reason says which."""
 
 
 #: The optional runtimes (pyproject's `gpu` extra): module a runner imports -> the package to install.
@@ -49,14 +47,14 @@ def missing_optional_package(exc: BaseException | None) -> str | None:
     return missing_optional_package(exc.__context__)
 
 
-def unavailable_reason(runtime: str, exc: BaseException) -> str | None:
-    """Why a runtime cannot run here, if `exc` says an optional package or the device is missing; None
-    where it is broken (the caller records it as failed, with error_text)."""
+def unavailable_reason(name: str, exc: BaseException) -> str | None:
+    """Why `name` (a variant) cannot run here, if `exc` says an optional package or the device is missing;
+    None where it is broken (the caller records it as failed, with error_text)."""
     if isinstance(exc, RuntimeUnavailable):
         return str(exc)
     package = missing_optional_package(exc)
     if package:
-        return f"{runtime} needs the optional package {package}, which is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
+        return f"{name} needs the optional package {package}, which is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
     return None
 
 

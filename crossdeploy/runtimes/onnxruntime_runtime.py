@@ -13,8 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
-from crossdeploy.errors import CrossdeployError
-from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 

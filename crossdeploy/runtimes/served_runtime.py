@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
+from crossdeploy.errors import RuntimeUnavailable
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
 class ServedRunner(Runner):
@@ -20,11 +21,11 @@ class ServedRunner(Runner):
         engine: str,  # kserve | tfserving
         protocol: str,  # rest | grpc
         encoded: bool,
-        params_file: str | Path = "params.yaml",
+        repository: Path,  # the TF Serving repository the package stage built
+        model: str,  # the model in it
         threads: ThreadSettings | None = None,
-        repository: Path | None = None,  # default: the params' paths.serving
-        model: str | None = None,  # the model in the repository; default: the params' model.name
         gpu: bool = False,  # TF Serving's -gpu image with --gpus all; otherwise the server runs on the CPU
+        params_file: str | Path = "params.yaml",  # the server's own settings (`crossdeploy serve --params`)
     ):
         if gpu and engine != "tfserving":
             raise ValueError(f"{name}: only TF Serving runs on the GPU (its -gpu image), not {engine}")
@@ -34,24 +35,22 @@ class ServedRunner(Runner):
         self.input_kind = "encoded" if encoded else "tensor"
 
     def _activate_impl(self) -> None:
-        from crossdeploy.params import load_params
         from crossdeploy.serving import clients
 
         self._check_engine()
-        model = self.model or load_params(self.params_file)["model"]["name"]
-        self._server = self.server_process(model)
+        self._server = self.server_process()
         endpoint = self._server.start()
         if self.protocol == "grpc":
-            self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", model)
+            self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", self.model)
         else:
-            self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", model)
+            self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", self.model)
 
-    def server_process(self, model: str):
-        """The child that serves `model` (not yet started)."""
+    def server_process(self):
+        """The child that serves the model (not yet started)."""
         from crossdeploy.serving.server_process import ServerProcess
 
         device = None if self.engine == "kserve" else "gpu" if self.gpu else "cpu"
-        return ServerProcess(self.engine, self.params_file, self.repository, model=model, device=device)
+        return ServerProcess(self.engine, self.params_file, self.repository, model=self.model, device=device)
 
     def _check_engine(self) -> None:
         if self.engine == "kserve":

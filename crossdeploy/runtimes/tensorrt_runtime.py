@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.runtimes.base import Runner, RuntimeUnavailable, ThreadSettings
+from crossdeploy.errors import RuntimeUnavailable
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
 class TensorRTRunner(Runner):

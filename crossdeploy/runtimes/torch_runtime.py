@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -31,7 +32,6 @@ class TorchRunner(Runner):
     def _activate_impl(self) -> None:
         import torch
 
-        from crossdeploy.runtimes.base import RuntimeUnavailable
         from crossdeploy.source_model import load_program
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():

@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.errors import CrossdeployError
-from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.tensorrt.engine_key import BuildSettings
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.errors import RuntimeUnavailable
 
 #: CUDA errors that say the machine cannot run CUDA at all: a reason to skip, not a bug
 _NO_CUDA = {

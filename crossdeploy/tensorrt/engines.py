@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.runtimes.base import RuntimeUnavailable
+from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.tensorrt.engine_key import BuildSettings, EngineRecord, GpuTarget, current_target, engine_key, file_sha256
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,23 @@ SAMPLE_PHOTOGRAPHS = (
     "retina.jpg", "rocket.jpg", "text.png",
 )  # fmt: skip
 NO_LABEL = -1
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The data section and the model's preprocessing: which images, how many in each set, prepared how."""
+
+    calibration_size: int
+    evaluation_size: int
+    preprocessing: Preprocessing
+    seed: int = 0
+    images: str | None = None  # an ImageFolder directory; None: scikit-image's photographs
+    categories: tuple[str, ...] | None = None  # the weights' category names, which label folders by name
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibration_size < 1 or self.evaluation_size < 1:
+            raise CrossdeployError("data.calibration_size and data.evaluation_size must both be at least 1.")
 
 
 @dataclass
@@ -138,9 +156,7 @@ def _random_view(image, rng: np.random.Generator):
     return view
 
 
-def expand_photographs(
-    paths: list[Path], count: int, preprocessing: Preprocessing, seed: int, split: str, keep_encoded: bool = False
-) -> ImageSet:
+def expand_photographs(paths: list[Path], count: int, settings: DataSettings, split: str, keep_encoded: bool = False) -> ImageSet:
     """`count` images from `paths`: each photograph once as it is, then deterministic crops and flips.
 
     keep_encoded: store each image as a JPEG and take its pixels from that JPEG.
@@ -153,30 +169,30 @@ def expand_photographs(
         index = k % len(images)
         image = images[index]
         if k >= len(images):
-            image = _random_view(image, _rng(seed, split, k))
+            image = _random_view(image, _rng(settings.seed, split, k))
         if keep_encoded:
             encoded.append(encode_image(image))
             image = decode_image(encoded[-1])
-        pixels.append(preprocessing.crop(image))
+        pixels.append(settings.preprocessing.crop(image))
         sources.append(f"{paths[index].name}#{k}")
     return ImageSet(
         pixels=np.stack(pixels),
         labels=np.full(count, NO_LABEL, dtype=np.int64),
         sources=sources,
-        mean=preprocessing.mean,
-        std=preprocessing.std,
+        mean=settings.preprocessing.mean,
+        std=settings.preprocessing.std,
         encoded=encoded if keep_encoded else None,
     )
 
 
-def default_image_sets(calibration_size: int, evaluation_size: int, preprocessing: Preprocessing, seed: int):
+def default_image_sets(settings: DataSettings) -> tuple[ImageSet, ImageSet]:
     paths = sample_photograph_paths()
     # Every third photograph is held out for evaluation before anything is cropped.
     evaluation_paths = paths[2::3]
     calibration_paths = [p for p in paths if p not in evaluation_paths]
     return (
-        expand_photographs(calibration_paths, calibration_size, preprocessing, seed, "calibration"),
-        expand_photographs(evaluation_paths, evaluation_size, preprocessing, seed, "evaluation", keep_encoded=True),
+        expand_photographs(calibration_paths, settings.calibration_size, settings, "calibration"),
+        expand_photographs(evaluation_paths, settings.evaluation_size, settings, "evaluation", keep_encoded=True),
     )
 
 
@@ -184,7 +200,7 @@ def _normalize_class_name(name: str) -> str:
     return name.replace("_", " ").replace("-", " ").strip().lower()
 
 
-def class_index_map(class_names: list[str], categories: list[str] | None, num_classes: int) -> dict[str, int] | None:
+def class_index_map(class_names: list[str], categories: Sequence[str] | None, num_classes: int) -> dict[str, int] | None:
     """Map ImageFolder class names to the model's output indices, or None where they cannot be mapped.
 
     Names match the weights' category names (case and '_' insensitive); otherwise, with exactly
@@ -203,17 +219,10 @@ def class_index_map(class_names: list[str], categories: list[str] | None, num_cl
     return None
 
 
-def folder_image_sets(
-    root: Path,
-    calibration_size: int,
-    evaluation_size: int,
-    preprocessing: Preprocessing,
-    seed: int,
-    categories: list[str] | None,
-    num_classes: int,
-):
+def folder_image_sets(settings: DataSettings) -> tuple[ImageSet, ImageSet]:
     from PIL import Image
 
+    root, calibration_size, preprocessing = Path(settings.images), settings.calibration_size, settings.preprocessing
     if not root.is_dir():
         raise CrossdeployError(f"data.images {root} is not a directory; set data.images to an ImageFolder directory, or null for the built-in photographs.")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -223,7 +232,7 @@ def folder_image_sets(
     files += [(f, None) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         raise CrossdeployError(f"data.images {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images in one sub-folder per class.")
-    needed = calibration_size + evaluation_size
+    needed = calibration_size + settings.evaluation_size
     if needed > len(files):
         raise CrossdeployError(
             f"data.images {root} has {len(files)} images but data.calibration_size + data.evaluation_size is {needed}, "
@@ -233,8 +242,8 @@ def folder_image_sets(
     labelled = all(label is not None for _, label in files)
     # every class folder counts, as in ImageFolder, so an empty one cannot shift the indices after it;
     # hidden folders (.ipynb_checkpoints) are not classes here, where ImageFolder would count them
-    index = class_index_map([d.name for d in class_dirs], categories, num_classes) if labelled else None
-    order = _rng(seed, "folder").permutation(len(files))
+    index = class_index_map([d.name for d in class_dirs], settings.categories, settings.num_classes) if labelled else None
+    order = _rng(settings.seed, "folder").permutation(len(files))
     chosen = [files[i] for i in order[:needed]]
 
     def build(entries, keep_encoded: bool) -> ImageSet:
@@ -271,18 +280,6 @@ def _as_served(path: Path, image) -> bytes:
     return out.getvalue()
 
 
-def make_image_sets(
-    *,
-    images: str | None,
-    calibration_size: int,
-    evaluation_size: int,
-    preprocessing: Preprocessing,
-    seed: int,
-    categories: list[str] | None,
-    num_classes: int,
-):
-    if calibration_size < 1 or evaluation_size < 1:
-        raise CrossdeployError("data.calibration_size and data.evaluation_size must both be at least 1.")
-    if images:
-        return folder_image_sets(Path(images), calibration_size, evaluation_size, preprocessing, seed, categories, num_classes)
-    return default_image_sets(calibration_size, evaluation_size, preprocessing, seed)
+def make_image_sets(settings: DataSettings) -> tuple[ImageSet, ImageSet]:
+    """(calibration, evaluation): from settings.images where set, else from scikit-image's photographs."""
+    return folder_image_sets(settings) if settings.images else default_image_sets(settings)

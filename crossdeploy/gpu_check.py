@@ -151,7 +151,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
 
     from crossdeploy.benchmark.closed_loop import WindowSettings
     from crossdeploy.benchmark.sweep import RunnerPool, sweep_variant
-    from crossdeploy.datasets import default_image_sets
+    from crossdeploy.datasets import DataSettings, default_image_sets
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
@@ -174,7 +174,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     size = card.preprocessing.crop_size
     program = work / "model.pt2"
     torch.export.save(export_program(model, size), program)
-    calibration, evaluation = default_image_sets(64, 64, card.preprocessing, seed=0)
+    calibration, evaluation = default_image_sets(DataSettings(64, 64, card.preprocessing))
     with TorchRunner(program) as cpu:
         reference = cpu.infer_all(evaluation.tensors("NCHW"), 16)
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 
 def node_count(model) -> int:
     return len(model.graph.node)
-
-
-def op_histogram(model) -> dict[str, int]:
-    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
 def size_mb(path: str | Path) -> float:

@@ -75,11 +75,3 @@ def normalize(pixels: np.ndarray, mean, std, layout: str = "NCHW") -> np.ndarray
     elif layout != "NHWC":
         raise ValueError(f"unknown layout {layout}")
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def to_layout(nchw: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "NCHW":
-        return nchw
-    if layout == "NHWC":
-        return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
-    raise ValueError(f"unknown layout {layout}")

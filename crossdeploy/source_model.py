@@ -343,9 +343,9 @@ def build_source_model(
     model.eval()
 
     if source == "random":
-        from crossdeploy.datasets import default_image_sets
+        from crossdeploy.datasets import DataSettings, default_image_sets
 
-        photographs = default_image_sets(RANDOM_INIT_IMAGES, 1, preprocessing, seed)[0]
+        photographs = default_image_sets(DataSettings(RANDOM_INIT_IMAGES, 1, preprocessing, seed))[0]
         make_random_model_input_sensitive(model, photographs.tensors("NCHW"), num_classes)
     card = ModelCard(
         name=name,

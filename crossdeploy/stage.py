@@ -1,4 +1,5 @@
-"""What every stage script shares: logging, params, and turning a user error into one clear line."""
+"""What every stage script shares: logging, JSON written atomically and read back, and a user error (or a
+missing ONNX Runtime) turned into one line on stderr and exit status 1."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import os
 import signal
 import tempfile
 from pathlib import Path
@@ -28,16 +27,6 @@ ONNX2TF_HINT = (
     "the ONNX Runtime variants are unaffected; try another export.opset, or convert with onnx2tf's "
     "parameter replacement file (https://github.com/PINTO0309/onnx2tf#parameter-replacement)"
 )
-
-
-@contextlib.contextmanager
-def _working_directory(path: Path):
-    previous = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 #: onnx2tf fetches this file of sample images from the network when the batch is fixed, unless it is in
@@ -90,7 +79,7 @@ def onnx_to_keras(onnx_path: Path):
     spatial_means_to_global_pools(model)
     gelus_in_onnx2tf_order(model)
     op_types = {node.name: node.op_type for node in model.graph.node}
-    with tempfile.TemporaryDirectory() as scratch, _working_directory(Path(scratch)):
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         np.save(Path(scratch) / _ONNX2TF_SAMPLES, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
         first = None
         for attempt, prepare in (("dynamic", lambda: model), ("fixed", lambda: _at_fixed_batch(model, FIXED_BATCH))):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.datasets import make_image_sets
+from crossdeploy.datasets import DataSettings, make_image_sets
 from crossdeploy.params import check_input_dep, load_params
 from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.stage import read_json, run_stage
@@ -14,15 +14,16 @@ def main() -> None:
     check_input_dep(params, "data.images", "images", "stages/data.py")
     cfg, paths = params["data"], params["paths"]
     spec = read_json(Path(paths["source"]) / "preprocessing.json")
-    calibration, evaluation = make_image_sets(
+    settings = DataSettings(
         images=cfg.get("images"),
         calibration_size=int(cfg["calibration_size"]),
         evaluation_size=int(cfg["evaluation_size"]),
         preprocessing=Preprocessing.from_dict(spec["preprocessing"]),
         seed=int(cfg.get("seed", 0)),
-        categories=spec.get("categories"),
+        categories=tuple(spec["categories"]) if spec.get("categories") else None,
         num_classes=int(spec["num_classes"]),
     )
+    calibration, evaluation = make_image_sets(settings)
     for name, image_set in (("calibration", calibration), ("evaluation", evaluation)):
         with atomic_path(Path(paths["data"]) / f"{name}.npz") as tmp:
             image_set.save(tmp)

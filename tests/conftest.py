@@ -45,9 +45,9 @@ def tiny_source(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_images(tiny_source):
-    from crossdeploy.datasets import default_image_sets
+    from crossdeploy.datasets import DataSettings, default_image_sets
 
-    return default_image_sets(12, 10, tiny_source[1].preprocessing, seed=0)
+    return default_image_sets(DataSettings(12, 10, tiny_source[1].preprocessing))
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def _variants(root: Path, name: str):
 def test_each_family_converts_and_validates(arch, tmp_path):
     import torch
 
-    from crossdeploy.datasets import default_image_sets
+    from crossdeploy.datasets import DataSettings, default_image_sets
     from crossdeploy.layout import saved_model_version_dir, trained_paths
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
@@ -58,7 +58,7 @@ def test_each_family_converts_and_validates(arch, tmp_path):
         name=arch, arch=arch, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
         seed=0, input_size=SIZE, resize_size=None, mean=None, std=None,
     )  # fmt: skip
-    calibration, evaluation = default_image_sets(16, 12, card.preprocessing, seed=0)
+    calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
     Path(paths["source"]).mkdir(parents=True)
     Path(paths["onnx"]).parent.mkdir(parents=True)
     torch.export.save(export_program(model, SIZE), Path(paths["source"]) / "model.pt2")

@@ -12,7 +12,7 @@ def test_runner_checks_its_input(tiny_optimized):
     with pytest.raises(RuntimeError, match="activate"):
         runner.infer(good)
     with runner:
-        assert runner.infer(good).shape == (2, 10) and runner.last_inference_s > 0
+        assert runner.infer(good).shape == (2, 10)
         with pytest.raises(ValueError, match="float32"):
             runner.infer(good.astype(np.float64))
         with pytest.raises(ValueError, match="rank 4"):

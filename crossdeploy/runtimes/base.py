@@ -1,12 +1,11 @@
 """The one interface every runtime is driven through: open once, `infer(batch) -> logits`, close.
 
 Subclasses implement only the `_*_impl` methods; the base class checks the input so every runtime
-rejects a bad batch with the same clear message, and keeps the timing of the last call.
+rejects a bad batch with the same clear message.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -77,7 +76,6 @@ class Runner(ABC):
         self.name = name
         self.threads = threads or ThreadSettings()
         self.is_active = False
-        self.last_inference_s: float | None = None
         #: Accelerator compute time per call in ms, for runtimes that can time it apart from the
         #: copies (TensorRT: CUDA events); the harness reads and clears it per cell.
         self.device_ms: list[float] = []
@@ -117,10 +115,7 @@ class Runner(ABC):
                 raise ValueError(f"{self.name}: expected {self.layout} samples of shape {self._input_shape}, got {sample_shape}.")
         if self.fixed_batch is not None and len(batch) != self.fixed_batch:
             raise ValueError(f"{self.name}: the model takes batches of exactly {self.fixed_batch}, got {len(batch)}.")
-        start = time.perf_counter()
-        logits = self._infer_impl(batch)
-        self.last_inference_s = time.perf_counter() - start
-        return logits
+        return self._infer_impl(batch)
 
     def infer_all(self, tensors: np.ndarray, batch_size: int) -> np.ndarray:
         """Run a whole set in batches and concatenate the logits."""

@@ -34,14 +34,12 @@ class TFLiteRunner(Runner):
         threads = self.threads.intra_op or len(os.sched_getaffinity(0))
         options = {"model_path": str(self.model_path), "num_threads": threads}
         self._interpreter = Interpreter(**options)
-        self.kernels = "xnnpack"
         try:
             self._interpreter.allocate_tensors()
         except RuntimeError:
             # XNNPACK declines some full-integer graphs (dynamic-batch reshapes, int8 padding);
             # TFLite's builtin kernels run every op it can convert.
             self._interpreter = Interpreter(**options, experimental_op_resolver_type=resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            self.kernels = "builtin (XNNPACK could not prepare this graph)"
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._input_shape = tuple(int(d) for d in self._input["shape"][1:])

@@ -21,7 +21,7 @@ from numbers import Real
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from crossdeploy.layout import INPUT_NAME, SIGNATURE
 from crossdeploy.preprocessing import Preprocessing
 
 BYTES_SIGNATURE = "serving_bytes"
@@ -135,31 +135,23 @@ def preprocess_encoded(tf, encoded, prep: Preprocessing, limits: ImageLimits | N
 def export_with_bytes_signature(
     saved_model_dir: Path, export_dir: Path, prep: Preprocessing, *, limits: ImageLimits = ImageLimits()
 ) -> None:
-    """Re-export the pipeline's SavedModel with both signatures; the float one is unchanged, the bytes
-    one refuses images over `limits` (package.image_limits) before decoding them."""
+    """The pipeline's SavedModel saved again at `export_dir` with the bytes signature added. The float
+    signature is the loaded model's own (not wrapped again); the bytes one preprocesses in the graph,
+    refusing images over `limits` (package.image_limits) before decoding them, then calls it."""
     from crossdeploy.tensorflow_env import import_tensorflow
 
     tf = import_tensorflow()
-    loaded = tf.saved_model.load(str(saved_model_dir))
+    model = tf.saved_model.load(str(saved_model_dir))
+    serve = model.signatures[SIGNATURE]
     size = prep.crop_size
 
-    class ServingModule(tf.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(
+            lambda encoded: preprocess_encoded(tf, encoded, prep, limits),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+        )
+        return serve(**{INPUT_NAME: images})
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)])
-        def serve(self, images):
-            return {OUTPUT_NAME: self.model.signatures[SIGNATURE](**{INPUT_NAME: images})[OUTPUT_NAME]}
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
-        def serve_bytes(self, image_bytes):
-            images = tf.map_fn(
-                lambda encoded: preprocess_encoded(tf, encoded, prep, limits),
-                image_bytes,
-                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
-            )
-            return self.serve(images)
-
-    module = ServingModule(loaded)
-    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: module.serve, BYTES_SIGNATURE: module.serve_bytes})
+    tf.saved_model.save(model, str(export_dir), signatures={SIGNATURE: serve, BYTES_SIGNATURE: serve_bytes})

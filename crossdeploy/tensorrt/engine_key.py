@@ -126,11 +126,8 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=16)  # keyed by size and mtime: a runner per client hashes a 100 MB model once
 def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def engine_key(onnx_sha256: str, settings: BuildSettings, target: GpuTarget) -> str:

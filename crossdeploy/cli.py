@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import model_version_dir
 from crossdeploy.params import load_params
 from crossdeploy.serving import tfserving_launch as launch
 
@@ -79,8 +80,9 @@ def serve(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     name, version = args.model or params["model"]["name"], int(params["to_tensorflow"]["version"])
     repository = Path(args.repository or params["paths"]["serving"])
-    if not (repository / name / str(version) / "saved_model.pb").is_file():
-        raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
+    served = model_version_dir(repository, name, version)
+    if not (served / "saved_model.pb").is_file():
+        raise CrossdeployError(f"{served} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
     engine, why = choose_engine(args.engine)
     if args.device == "gpu" and engine != "tfserving":
         raise CrossdeployError(f"--device gpu runs TF Serving's -gpu image, but the engine is {engine} ({why}).")
@@ -94,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
 
         _announce_when_ready(endpoint, name, grpc=False)
         serve_kserve(
-            name, repository / name / str(version), args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]),
+            name, served, args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]),
             params.get("serve"), enable_v2=args.enable_v2,
         )  # fmt: skip
         return 0

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
-    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, saved_model_version_dir, tensorrt_engines, trained_paths,
+    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, model_version_dir, saved_model_version_dir, tensorrt_engines, trained_paths,
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -165,7 +165,7 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
     paths, model_name, version = params["paths"], params["model"]["name"], int(params["to_tensorflow"]["version"])
     tflite = Path(paths["tflite"])
     repository = Path(paths["serving"])
-    served = repository / model_name / str(version)
+    served = model_version_dir(repository, model_name, version)
     engine_runtime = "tensorrt-cuda-graph" if params["tensorrt"]["cuda_graph"] else "tensorrt"
     return [
         Variant(REFERENCE, "fp32", "torch", Path(paths["source"]) / "model.pt2"),

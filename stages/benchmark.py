@@ -19,12 +19,11 @@ from crossdeploy.variants import benchmark_variants
 def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["benchmark"]
-    metrics = Path(paths["metrics"])
-    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
+    card = ModelCard.from_dict(read_json(paths["model_card"]))
     every = benchmark_variants(params)
     plan = BenchmarkPlan.from_params(cfg, [v.name for v in every])
     variants = select_variants(every, cfg["variants"])
-    images = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
+    images = ImageSet.load(Path(paths["evaluation"]))
 
     with atomic_path(paths["benchmark"], directory=True) as artifacts:
         results = run_benchmark(variants, images, plan, artifacts / "mlperf")
@@ -42,10 +41,11 @@ def main() -> None:
             "artifact_mb": {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()},
         }
 
-    write_json(metrics / "benchmark.json", results)
-    for name, rows in plot_data(results).items():
-        write_json(metrics / "plots" / name, rows)
-    with atomic_path(metrics / "benchmark.png") as chart:
+    write_json(paths["benchmark_metrics"], results)
+    plots = plot_data(results)
+    write_json(paths["latency_plot"], plots["latency_vs_batch.json"])
+    write_json(paths["throughput_plot"], plots["throughput_vs_concurrency.json"])
+    with atomic_path(paths["benchmark_chart"]) as chart:
         write_chart(results, chart)
 
 

@@ -3,6 +3,7 @@
 named, and metrics/summary.json, the key figures `dvc exp show` lists as columns. Changing a target or
 the baseline re-runs only this stage."""
 
+import os
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
@@ -17,19 +18,20 @@ from crossdeploy.stage import read_json, run_stage, write_json
 def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["benchmark"]
-    metrics = Path(paths["metrics"])
-    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
-    results = read_json(metrics / "benchmark.json")
-    parity = read_json(metrics / "parity.json")
+    card = ModelCard.from_dict(read_json(paths["model_card"]))
+    results = read_json(paths["benchmark_metrics"])
+    parity = read_json(paths["parity"])
     baseline = None
     if cfg["baseline"]:
-        commit, data = load_baseline(str(cfg["baseline"]), (metrics / "benchmark.json").as_posix())
+        commit, data = load_baseline(str(cfg["baseline"]), Path(paths["benchmark_metrics"]).as_posix())
         baseline = (f"`{cfg['baseline']}` (commit {commit[:7]})", data)
     checks = check_targets(results, parity, Targets.from_params(cfg["targets"]))
-    write_json(metrics / "checks.json", checks)
-    write_json(metrics / "summary.json", key_figures(results, parity))
-    text = benchmark_markdown(results, parity, checks, card, "benchmark.png", baseline=baseline)
-    with atomic_path(metrics / "benchmark.md") as report:
+    write_json(paths["checks"], checks)
+    write_json(paths["summary"], key_figures(results, parity))
+    # the chart beside the report, linked relative to it
+    chart = Path(os.path.relpath(paths["benchmark_chart"], Path(paths["benchmark_report"]).parent)).as_posix()
+    text = benchmark_markdown(results, parity, checks, card, chart, baseline=baseline)
+    with atomic_path(paths["benchmark_report"]) as report:
         report.write_text(text)
     print(text)
 

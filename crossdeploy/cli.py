@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -13,16 +12,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import model_version_dir
 from crossdeploy.params import load_params
 from crossdeploy.serving import tfserving_launch as launch
 
-DEFAULT_IMAGE = launch.IMAGE
 READY_TIMEOUT_S = 300
 STOP_GRACE_S = 10  # what a stopped server gets to finish its requests before it is killed
 #: the signals that stop `crossdeploy serve`, and with it everything it started
@@ -38,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--rest-port", type=int, default=8501)
     serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--image", default=DEFAULT_IMAGE, help="TF Serving Docker image (-gpu is added to run on the GPU)")
+    serve.add_argument("--image", help="TF Serving Docker image (-gpu is added to run on the GPU); default: tensorflow/serving at "
+                                       "the params' package.kserve.tfserving_runtime_version")
     serve.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                        help="TF Serving on the CPU (its binary, else the Docker image) or on the GPU (the -gpu image with "
                             "--gpus all, Docker only); auto: the binary, else the Docker image, -gpu where an NVIDIA GPU is")
@@ -79,8 +77,9 @@ def serve(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     name, version = args.model or params["model"]["name"], int(params["to_tensorflow"]["version"])
     repository = Path(args.repository or params["paths"]["serving"])
-    if not (repository / name / str(version) / "saved_model.pb").is_file():
-        raise CrossdeployError(f"{repository / name / str(version)} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
+    served = model_version_dir(repository, name, version)
+    if not (served / "saved_model.pb").is_file():
+        raise CrossdeployError(f"{served} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
     engine, why = choose_engine(args.engine)
     if args.device == "gpu" and engine != "tfserving":
         raise CrossdeployError(f"--device gpu runs TF Serving's -gpu image, but the engine is {engine} ({why}).")
@@ -94,11 +93,12 @@ def serve(args: argparse.Namespace) -> int:
 
         _announce_when_ready(endpoint, name, grpc=False)
         serve_kserve(
-            name, repository / name / str(version), args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]),
+            name, served, args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]),
             params.get("serve"), enable_v2=args.enable_v2,
         )  # fmt: skip
         return 0
-    return _run_tfserving(repository, name, endpoint, args.image, args.device)
+    image = args.image or launch.image(str(params["package"]["kserve"]["tfserving_runtime_version"]))
+    return _run_tfserving(repository, name, endpoint, image, args.device, str(params["package"]["base_path"]))
 
 
 def _check_free(host: str, port: int, option: str) -> None:
@@ -121,30 +121,31 @@ def container_name(model: str) -> str:
 
 
 def tfserving_command(
-    repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str, scratch: Path, container: str | None = None
+    repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str, scratch: Path, base_path: str, container: str | None = None
 ) -> list[str]:
-    """The command that starts TF Serving on `device` (cpu | gpu | auto), Docker's container named `container`.
+    """The command that starts TF Serving on `device` (cpu | gpu | auto), Docker's container named `container`
+    with the repository at `base_path` (package.base_path, which the packaged models.config names).
     The GPU runs the official -gpu image only: a local binary's build (CPU or CUDA) cannot be told from the binary
     itself. Docker publishes the ports on endpoint.host only (-p host:port:port); the binary has no bind-address
     flag and listens on every interface, which is printed as a note."""
     from crossdeploy.device_info import gpus
 
     if device == "gpu":
-        reason = launch.gpu_unavailable_reason(image)
+        reason = launch.gpu_unavailable_reason()
         if reason:
             raise CrossdeployError(f"--device gpu: {reason}.")
-        return launch.docker_command(repository, endpoint, image, gpu=True, name=container)
+        return launch.docker_command(repository, endpoint, image, gpu=True, base_path=base_path, name=container)
     if launch.binary_available():
         if endpoint.host not in ("0.0.0.0", "::"):
             print(f"note: {launch.BINARY} has no bind-address flag; it listens on every interface", flush=True)
         return launch.binary_command(repository, launch.host_models_config(repository, name, scratch), endpoint)
-    return launch.docker_command(repository, endpoint, image, gpu=device == "auto" and bool(gpus()), name=container)
+    return launch.docker_command(repository, endpoint, image, gpu=device == "auto" and bool(gpus()), base_path=base_path, name=container)
 
 
-def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str = "auto") -> int:
+def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str, base_path: str) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         container = container_name(name)
-        command = tfserving_command(repository, name, endpoint, image, device, Path(scratch), container)
+        command = tfserving_command(repository, name, endpoint, image, device, Path(scratch), base_path, container)
         container = container if command[0] == "docker" else None  # the binary runs in no container
         process = subprocess.Popen(command)
         # The handler only notes the signal (no locks): stopping waits for processes, and a wait inside a
@@ -185,23 +186,11 @@ def stop_server(process: subprocess.Popen, container: str | None, grace_s: float
             process.wait()
 
 
-def model_ready(endpoint: launch.Endpoint, name: str) -> bool:
-    """True once GET /v1/models/<name> says so (KServe: "ready"; TF Serving: a version AVAILABLE)."""
-    host = "127.0.0.1" if endpoint.host in ("0.0.0.0", "::") else endpoint.host
-    try:
-        with urllib.request.urlopen(f"http://{host}:{endpoint.rest_port}/v1/models/{name}", timeout=2) as response:
-            status = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    versions = status.get("model_version_status", [])
-    return bool(status.get("ready")) or any(v.get("state") == "AVAILABLE" for v in versions)
-
-
 def _announce_when_ready(endpoint: launch.Endpoint, name: str, grpc: bool, alive=lambda: True) -> None:
     def wait() -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline and alive():
-            if model_ready(endpoint, name):
+            if launch.model_ready(endpoint, name):
                 base = f"http://{endpoint.host}:{endpoint.rest_port}/v1/models/{name}"
                 print(f"ready: REST {base}:predict (status {base})", flush=True)
                 print(f"ready: gRPC {endpoint.host}:{endpoint.grpc_port} (PredictionService)" if grpc

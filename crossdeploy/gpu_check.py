@@ -188,7 +188,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
 
     # the pipeline's own variant table, pointed at this work folder: its GPU rows, as the pipeline runs them
     paths = {
-        "source": work, "onnx_optimized": optimized, "onnx_int8": int8, "onnx_int8_trt": int8, "tensorrt": work / "tensorrt",
+        "source": work, "program": program, "onnx_optimized": optimized, "onnx_int8": int8, "onnx_int8_trt": int8, "tensorrt": work / "tensorrt",
         "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
     }  # fmt: skip
     params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}

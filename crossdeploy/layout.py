@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 SIGNATURE = "serving_default"
+#: the served repository's second signature: encoded JPEG/PNG bytes in, decoded and preprocessed in the graph
+BYTES_SIGNATURE = "serving_bytes"
 MAX_BATCH = 4096
 #: the variant every other one is compared with
 REFERENCE = "torch-fp32"
@@ -46,9 +48,14 @@ SERVED = {
 TRAINED_PREFIX = "trained/"
 
 
+def model_version_dir(base: str | Path, model_name: str, version: int) -> Path:
+    """TF Serving's layout, <base>/<model name>/<version>/saved_model.pb: the to_tensorflow stage's SavedModel
+    folder and the package stage's repository are both laid out this way."""
+    return Path(base) / model_name / str(int(version))
+
+
 def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int = 1) -> Path:
-    """TF Serving's layout: <model base path>/<version>/saved_model.pb."""
-    return Path(paths["savedmodel"]) / model_name / str(version)
+    return model_version_dir(paths["savedmodel"], model_name, version)
 
 
 def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
@@ -61,12 +68,17 @@ def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
 
 
 def trained_paths(root: str | Path) -> dict[str, str]:
-    """The trained reference model's artifacts under one folder, keyed like params.yaml's `paths`
-    so that the variant table reads them the way it reads the main model's."""
+    """The trained reference model's artifacts under one folder, keyed and laid out like params.yaml's
+    `paths` under models/, so that the variant table reads them the way it reads the main model's."""
     root = Path(root)
     return {
         "source": str(root / "source"),
+        "program": str(root / "source" / "model.pt2"),
+        "model_card": str(root / "source" / "model.json"),
+        "preprocessing": str(root / "source" / "preprocessing.json"),
         "data": str(root / "data"),
+        "calibration": str(root / "data" / "calibration.npz"),
+        "evaluation": str(root / "data" / "evaluation.npz"),
         "onnx": str(root / "onnx" / "model.onnx"),
         "onnx_optimized": str(root / "onnx" / "model.optimized.onnx"),
         "onnx_int8": str(root / "onnx" / "model.int8.onnx"),

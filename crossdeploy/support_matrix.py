@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
+from crossdeploy.layout import TRAINED_PREFIX
+from crossdeploy.params import load_params
 
 #: one classifier per torchvision family, the smallest that represents it; the large ones last
 ARCHITECTURES = (
@@ -108,16 +110,17 @@ def minutes_each(refs: dict[str, str]) -> dict[str, float]:
 
 def collect(architectures: list[str]) -> dict[str, Any]:
     refs, states = _exp_refs(), queue_states()
+    parity_file = load_params()["paths"]["parity"]
     minutes = minutes_each(refs)
     rows: dict[str, Any] = {}
     for arch in architectures:
         name = f"{PREFIX}{arch}"
-        parity = _git_show(refs[name], "metrics/parity.json") if name in refs else None
+        parity = _git_show(refs[name], parity_file) if name in refs else None
         if parity is None:
             state = states.get(name, "not run")
             rows[arch] = {"pipeline": _failure_from_log(name) if state == "Failed" else f"experiment {state.lower()}"}
             continue
-        variants = {k: v for k, v in json.loads(parity).items() if not k.startswith("trained/")}
+        variants = {k: v for k, v in json.loads(parity).items() if not k.startswith(TRAINED_PREFIX)}
         rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants}
     return rows
 

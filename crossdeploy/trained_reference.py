@@ -151,7 +151,7 @@ def convert_every_cpu_variant(
 
     import torch
 
-    from crossdeploy.layout import saved_model_version_dir
+    from crossdeploy.layout import model_version_dir, saved_model_version_dir
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import quantize_onnx
@@ -162,16 +162,15 @@ def convert_every_cpu_variant(
     from crossdeploy.tensorflow_convert import convert_to_tensorflow
 
     size = card.preprocessing.crop_size
-    source, data = Path(paths["source"]), Path(paths["data"])
-    source.mkdir(parents=True, exist_ok=True)
-    data.mkdir(parents=True, exist_ok=True)
-    torch.export.save(export_program(model, size), source / "model.pt2")
-    write_json(source / "model.json", card.to_dict())
-    calibration.save(data / "calibration.npz")
-    evaluation.save(data / "evaluation.npz")
+    program = Path(paths["program"])
+    for folder in (paths["source"], paths["data"], Path(paths["onnx"]).parent):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    torch.export.save(export_program(model, size), program)
+    write_json(paths["model_card"], card.to_dict())  # it holds the preprocessing: no preprocessing.json here
+    calibration.save(Path(paths["calibration"]))
+    evaluation.save(Path(paths["evaluation"]))
 
-    Path(paths["onnx"]).parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(source / "model.pt2", Path(paths["onnx"]), opset=opset, input_size=size)
+    export_onnx(program, Path(paths["onnx"]), opset=opset, input_size=size)
     optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
     # the user's quantize settings, so `-S quantize.calibration_method=...` is judged on this model too
     settings = replace(quantize, calibration_size=min(quantize.calibration_size, len(calibration.pixels)))
@@ -188,4 +187,4 @@ def convert_every_cpu_variant(
     repository.mkdir(parents=True, exist_ok=True)
     write_repository_files(repository, card.name, package["base_path"], BatchingParameters(**package["batching"]))
     limits = ImageLimits(**package["image_limits"])
-    export_with_bytes_signature(version_dir, repository / card.name / str(version), card.preprocessing, limits=limits)
+    export_with_bytes_signature(version_dir, model_version_dir(repository, card.name, version), card.preprocessing, limits=limits)

@@ -13,7 +13,7 @@ from typing import Any
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
-    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, saved_model_version_dir, tensorrt_engines, trained_paths,
+    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, model_version_dir, saved_model_version_dir, tensorrt_engines, trained_paths,
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -115,12 +115,12 @@ def _onnxruntime_version() -> str | None:
 def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
     """Every variant the pipeline builds, in the order validate and benchmark report them."""
     paths, model_name, version = params["paths"], params["model"]["name"], int(params["to_tensorflow"]["version"])
-    source = Path(paths["source"]) / "model.pt2"
+    source = Path(paths["program"])
     onnx_fp32, onnx_int8, onnx_int8_trt = (Path(paths[key]) for key in ("onnx_optimized", "onnx_int8", "onnx_int8_trt"))
     savedmodel = saved_model_version_dir(paths, model_name, version)
     tflite = Path(paths["tflite"])
     repository = Path(paths["serving"])
-    served = repository / model_name / str(version)
+    served = model_version_dir(repository, model_name, version)
     tensorrt = Path(paths["tensorrt"])
     return [
         #       name                     precision thresholds framework      artifact       framework options
@@ -171,5 +171,5 @@ def trained_variants(params: dict[str, Any]) -> list[Variant]:
 
 def benchmark_variants(params: dict[str, Any]) -> list[Variant]:
     """Every pipeline variant, plus the reference program run through torch.compile."""
-    source = Path(params["paths"]["source"]) / "model.pt2"
+    source = Path(params["paths"]["program"])
     return [*pipeline_variants(params), Variant(TORCH_COMPILE, "fp32", "fp32", "torch", source, {"compile": True})]

@@ -20,12 +20,11 @@ from crossdeploy.variants import benchmark_variants
 def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["benchmark"]
-    metrics = Path(paths["metrics"])
-    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
+    card = ModelCard.from_dict(read_json(paths["model_card"]))
     every = benchmark_variants(params)
     plan = BenchmarkPlan.from_params(cfg, [v.name for v in every])
     variants = select_variants(every, cfg["variants"])
-    images = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
+    images = ImageSet.load(Path(paths["evaluation"]))
 
     with atomic_path(paths["benchmark"], directory=True) as artifacts:
         results = run_benchmark(variants, images, plan, artifacts / "mlperf")
@@ -43,7 +42,7 @@ def main() -> None:
             "artifact_mb": {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()},
         }
 
-    write_json(metrics / "benchmark.json", results)
+    write_json(paths["benchmark_metrics"], results)
 
 
 if __name__ == "__main__":

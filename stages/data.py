@@ -1,7 +1,5 @@
 """Stage data: disjoint calibration and evaluation image sets, preprocessed once for every runtime."""
 
-from pathlib import Path
-
 from crossdeploy.atomic import atomic_path
 from crossdeploy.datasets import DataSettings, make_image_sets
 from crossdeploy.params import check_input_dep, load_params
@@ -13,7 +11,7 @@ def main() -> None:
     params = load_params()
     check_input_dep(params, "data.images", "images", "stages/data.py")
     cfg, paths = params["data"], params["paths"]
-    spec = read_json(Path(paths["source"]) / "preprocessing.json")
+    spec = read_json(paths["preprocessing"])
     settings = DataSettings(
         images=cfg.get("images"),
         calibration_size=int(cfg["calibration_size"]),
@@ -25,7 +23,7 @@ def main() -> None:
     )
     calibration, evaluation = make_image_sets(settings)
     for name, image_set in (("calibration", calibration), ("evaluation", evaluation)):
-        with atomic_path(Path(paths["data"]) / f"{name}.npz") as tmp:
+        with atomic_path(paths[name]) as tmp:
             image_set.save(tmp)
     labels = "labelled" if evaluation.has_labels else "unlabelled"
     print(f"data: {len(calibration.pixels)} calibration and {len(evaluation.pixels)} {labels} evaluation images")

@@ -11,11 +11,10 @@ from crossdeploy.stage import read_json, run_stage
 def main() -> None:
     params = load_params()
     paths = params["paths"]
-    source = Path(paths["source"])
-    input_size = read_json(source / "preprocessing.json")["preprocessing"]["crop_size"]
+    input_size = read_json(paths["preprocessing"])["preprocessing"]["crop_size"]
     opset = int(params["export"]["opset"])
     with atomic_path(paths["onnx"]) as out:
-        export_onnx(source / "model.pt2", out, opset=opset, input_size=input_size)
+        export_onnx(Path(paths["program"]), out, opset=opset, input_size=input_size)
     print(f"export: opset {opset} -> {paths['onnx']}")
 
 

@@ -1,7 +1,5 @@
 """Stage model: resolve the configured classifier into an exported program plus its model card."""
 
-from pathlib import Path
-
 from crossdeploy.atomic import atomic_path
 from crossdeploy.params import check_input_dep, load_params
 from crossdeploy.source_model import build_source_model, export_program
@@ -28,15 +26,15 @@ def main() -> None:
         std=cfg.get("std"),
     )
     program = export_program(model, card.preprocessing.crop_size)
-    out = Path(params["paths"]["source"])
-    with atomic_path(out / "model.pt2") as tmp:
+    paths = params["paths"]
+    with atomic_path(paths["program"]) as tmp:
         torch.export.save(program, tmp)
-    write_json(out / "model.json", card.to_dict())
+    write_json(paths["model_card"], card.to_dict())
     write_json(
-        out / "preprocessing.json",
+        paths["preprocessing"],
         {"preprocessing": card.preprocessing.to_dict(), "categories": card.categories, "num_classes": card.num_classes},
     )
-    print(f"model: {card.arch} ({card.source}), input {card.preprocessing.crop_size}px -> {params['paths']['source']}")
+    print(f"model: {card.arch} ({card.source}), input {card.preprocessing.crop_size}px -> {paths['source']}")
 
 
 if __name__ == "__main__":

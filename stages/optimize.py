@@ -12,7 +12,7 @@ def main() -> None:
     paths = load_params()["paths"]
     with atomic_path(paths["onnx_optimized"]) as out:
         counts = optimize_onnx(Path(paths["onnx"]), out)
-    write_json(Path(paths["metrics"]) / "optimize.json", {"nodes": counts})
+    write_json(paths["optimize_metrics"], {"nodes": counts})
     print(f"optimize: nodes {counts['exported']} -> {counts['slimmed']} -> {counts['optimized']}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure, write_failures
-from crossdeploy.layout import SAVEDMODEL_VARIANT, SERVED, saved_model_version_dir
+from crossdeploy.layout import SAVEDMODEL_VARIANT, SERVED, model_version_dir, saved_model_version_dir
 from crossdeploy.params import load_params
 from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.serving.manifests import write_manifests
@@ -20,7 +20,7 @@ def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["package"]
     name, version = params["model"]["name"], int(params["to_tensorflow"]["version"])
-    prep = Preprocessing.from_dict(read_json(Path(paths["source"]) / "preprocessing.json")["preprocessing"])
+    prep = Preprocessing.from_dict(read_json(paths["preprocessing"])["preprocessing"])
     batching = BatchingParameters(**cfg["batching"])
     limits = ImageLimits(**cfg["image_limits"])
     unbuilt = recorded_failure(Path(paths["savedmodel"]) / FAILURES_FILE, SAVEDMODEL_VARIANT)
@@ -34,7 +34,7 @@ def main() -> None:
         write_failures(repository, {})
         write_repository_files(repository, name, cfg["base_path"], batching)
         export_with_bytes_signature(
-            saved_model_version_dir(paths, name, version), repository / name / str(version), prep, limits=limits
+            saved_model_version_dir(paths, name, version), model_version_dir(repository, name, version), prep, limits=limits
         )
         # KServe downloads only the model base path, so its TF Serving finds the batching file there
         shutil.copy(repository / BATCHING_PARAMETERS, repository / name / BATCHING_PARAMETERS)

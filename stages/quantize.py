@@ -13,7 +13,7 @@ def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["quantize"]
     settings = QuantizeSettings(**cfg)
-    calibration = ImageSet.load(Path(paths["data"]) / "calibration.npz").tensors("NCHW")
+    calibration = ImageSet.load(Path(paths["calibration"])).tensors("NCHW")
     for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):
         with atomic_path(target) as out:
             quantize_onnx(Path(paths["onnx_optimized"]), out, calibration, settings, flavour)

@@ -4,6 +4,7 @@ named, metrics/summary.json, the key figures `dvc exp show` lists as columns, an
 drawn from benchmark.json. It reads the benchmark's results, never its code: changing a target, the
 baseline, or how the figures are judged or drawn re-runs only this stage."""
 
+import os
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
@@ -19,23 +20,25 @@ from crossdeploy.stage import read_json, run_stage, write_json
 def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["benchmark"]
-    metrics = Path(paths["metrics"])
-    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
-    results = read_json(metrics / "benchmark.json")
-    parity = read_json(metrics / "parity.json")
+    card = ModelCard.from_dict(read_json(paths["model_card"]))
+    results = read_json(paths["benchmark_metrics"])
+    parity = read_json(paths["parity"])
     baseline = None
     if cfg["baseline"]:
-        commit, data = load_baseline(str(cfg["baseline"]), (metrics / "benchmark.json").as_posix())
+        commit, data = load_baseline(str(cfg["baseline"]), Path(paths["benchmark_metrics"]).as_posix())
         baseline = (f"`{cfg['baseline']}` (commit {commit[:7]})", data)
     checks = check_targets(results, parity, Targets.from_params(cfg["targets"]))
-    write_json(metrics / "checks.json", checks)
-    write_json(metrics / "summary.json", key_figures(results, parity))
-    for name, rows in plot_data(results).items():
-        write_json(metrics / "plots" / name, rows)
-    with atomic_path(metrics / "benchmark.png") as chart:
-        write_chart(results, chart)
-    text = benchmark_markdown(results, parity, checks, card, "benchmark.png", baseline=baseline)
-    with atomic_path(metrics / "benchmark.md") as report:
+    write_json(paths["checks"], checks)
+    write_json(paths["summary"], key_figures(results, parity))
+    plots = plot_data(results)
+    write_json(paths["latency_plot"], plots["latency_vs_batch.json"])
+    write_json(paths["throughput_plot"], plots["throughput_vs_concurrency.json"])
+    with atomic_path(paths["benchmark_chart"]) as chart_file:
+        write_chart(results, chart_file)
+    # the chart beside the report, linked relative to it
+    chart = Path(os.path.relpath(paths["benchmark_chart"], Path(paths["benchmark_report"]).parent)).as_posix()
+    text = benchmark_markdown(results, parity, checks, card, chart, baseline=baseline)
+    with atomic_path(paths["benchmark_report"]) as report:
         report.write_text(text)
     print(text)
 

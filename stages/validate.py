@@ -19,8 +19,8 @@ from crossdeploy.variants import pipeline_variants, trained_variants
 def main() -> None:
     params = load_params()
     paths, cfg = params["paths"], params["validate"]
-    card = ModelCard.from_dict(read_json(Path(paths["source"]) / "model.json"))
-    evaluation = ImageSet.load(Path(paths["data"]) / "evaluation.npz")
+    card = ModelCard.from_dict(read_json(paths["model_card"]))
+    evaluation = ImageSet.load(Path(paths["evaluation"]))
     variants = pipeline_variants(params)
     required = required_variants(cfg.get("require"), [v.name for v in variants])
     thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
@@ -29,17 +29,16 @@ def main() -> None:
     results = validate_variants(variants, evaluation, **judging, **run)
     judge_agreement = judging.get("judge_agreement", True)
     # the trained model's rows: real thresholds on every figure, accuracy against its labels included
-    trained_evaluation = Path(trained_paths(paths["trained"])["data"]) / "evaluation.npz"
+    trained_evaluation = Path(trained_paths(paths["trained"])["evaluation"])
     if trained_evaluation.is_file():
         trained = validate_variants(trained_variants(params), ImageSet.load(trained_evaluation), thresholds, **run)
     else:
         trained = {v.name: {"status": "skipped", "reason": f"{trained_evaluation} was not built (stage trained)"} for v in trained_variants(params)}
     results.update({TRAINED_PREFIX + name: row for name, row in trained.items()})
-    metrics = Path(paths["metrics"])
-    write_json(metrics / "parity.json", results)
-    with atomic_path(metrics / "parity.md") as out:
+    write_json(paths["parity"], results)
+    with atomic_path(paths["parity_report"]) as out:
         out.write_text(parity_markdown(results, card, len(evaluation.pixels), evaluation.has_labels, judge_agreement))
-    print((metrics / "parity.md").read_text())
+    print(Path(paths["parity_report"]).read_text())
     problems = []
     if any(row["status"] == "failed" for row in results.values()):
         problems.append("variants that failed or fell outside their parity thresholds (validate.thresholds):\n" + misses_table(results))

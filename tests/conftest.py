@@ -96,7 +96,7 @@ def served_repo(tiny_saved_model, tiny_source, tmp_path_factory):
     export_with_bytes_signature(tiny_saved_model, repository / "tiny" / "1", tiny_source[1].preprocessing)
     params = {
         "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
-        "package": {"batching": {"max_batch_size": SERVED_MAX_BATCH}},
+        "package": {"base_path": "/models", "batching": {"max_batch_size": SERVED_MAX_BATCH}, "kserve": {"tfserving_runtime_version": "2.21.0"}},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root

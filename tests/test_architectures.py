@@ -61,8 +61,8 @@ def test_each_family_converts_and_validates(arch, tmp_path):
     calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
     Path(paths["source"]).mkdir(parents=True)
     Path(paths["onnx"]).parent.mkdir(parents=True)
-    torch.export.save(export_program(model, SIZE), Path(paths["source"]) / "model.pt2")
-    export_onnx(Path(paths["source"]) / "model.pt2", Path(paths["onnx"]), opset=17, input_size=SIZE)
+    torch.export.save(export_program(model, SIZE), Path(paths["program"]))
+    export_onnx(Path(paths["program"]), Path(paths["onnx"]), opset=17, input_size=SIZE)
     optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
     settings = QuantizeSettings(method="static", calibration_method="minmax", calibration_size=16, calibration_batch=8, per_channel=True)
     for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):

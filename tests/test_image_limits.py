@@ -16,7 +16,8 @@ from PIL import Image
 
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, ImageLimits, export_with_bytes_signature
+from crossdeploy.layout import BYTES_SIGNATURE
+from crossdeploy.serving.signatures import BYTES_INPUT, ImageLimits, export_with_bytes_signature
 
 LIMITS = ImageLimits(max_pixels=100_000, max_aspect_ratio=4)
 #: the planted defect: the same graph with limits that refuse nothing

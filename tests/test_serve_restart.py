@@ -17,10 +17,11 @@ import yaml
 from crossdeploy import cli
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.serving import tfserving_launch
-from crossdeploy.serving.server_process import free_port
+from crossdeploy.serving.server_process import ServerProcess, free_port
 from crossdeploy.serving.tfserving_launch import Endpoint
 from tests.conftest import ROOT
 
+IMAGE = tfserving_launch.image("2.21.0")
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # what `docker run --name` accepts
 
 
@@ -63,7 +64,7 @@ def test_the_docker_container_gets_a_name_of_its_own_and_publishes_on_host_only(
     container = cli.container_name("tiny")
     assert re.fullmatch(r"crossdeploy-tiny-[0-9a-f]{12}", container) and cli.container_name("tiny") != container
     assert DOCKER_NAME.match(cli.container_name("my model/v2"))
-    command = cli.tfserving_command(tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), cli.DEFAULT_IMAGE, "cpu", tmp_path, container)
+    command = cli.tfserving_command(tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), IMAGE, "cpu", tmp_path, "/models", container)
     assert command[:2] == ["docker", "run"] and command[command.index("--name") + 1] == container
     assert [command[i + 1] for i, arg in enumerate(command) if arg == "-p"] == ["127.0.0.1:9001:8501", "127.0.0.1:9000:8500"]
 
@@ -122,6 +123,8 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
 
 
 def test_sigterm_to_serve_stops_its_docker_container_and_client(tmp_path):
+    """Also the Docker command `serve` runs from the params: the image at package.kserve.tfserving_runtime_version,
+    the repository mounted at package.base_path (not the image's /models), where models.config names it."""
     if shutil.which(tfserving_launch.BINARY):
         pytest.skip(f"{tfserving_launch.BINARY} is on PATH, so serve runs it rather than Docker")
     env, log = _stand_in_docker(tmp_path)
@@ -129,6 +132,7 @@ def test_sigterm_to_serve_stops_its_docker_container_and_client(tmp_path):
     (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "serving"},
+        "package": {"base_path": "/srv/models", "kserve": {"tfserving_runtime_version": "2.20.0"}},
     }))  # fmt: skip
     rest, grpc = free_port(), free_port()
     serve = subprocess.Popen(
@@ -151,6 +155,43 @@ def test_sigterm_to_serve_stops_its_docker_container_and_client(tmp_path):
     assert serve.returncode == 0, err  # a stop on request is a clean exit
     run, stop = [line.split() for line in log.read_text().splitlines() if line.split()[0] in ("run", "stop")]
     container = run[run.index("--name") + 1]
+    assert f"type=bind,source={(tmp_path / 'serving').resolve()},target=/srv/models,readonly" in run
+    assert run[run.index("tensorflow/serving:2.20.0") + 1] == "--model_config_file=/srv/models/models.config"
     assert container.startswith("crossdeploy-tiny-") and stop == ["stop", "--time", str(cli.STOP_GRACE_S), container]
     assert _gone(int((tmp_path / "run.pid").read_text())), "the docker client outlived serve"
     assert "warning" not in err and "Traceback" not in err
+
+
+#: a stand-in server on the REST port it is given: answers TF Serving's status call for `tiny` (AVAILABLE)
+STATUS_SERVER = """
+import http.server, json, sys
+class Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        known = self.path == "/v1/models/tiny"
+        self.send_response(200 if known else 404)
+        self.end_headers()
+        self.wfile.write(json.dumps({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]} if known else {}).encode())
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Status).serve_forever()
+"""
+#: the planted defect: a server that prints serve's ready line but whose model never answers
+SAYS_READY = "import sys, time; print('ready: REST http://127.0.0.1:' + sys.argv[1], flush=True); time.sleep(60)"
+
+
+class StandInServer(ServerProcess):
+    def __init__(self, tmp_path, script: str):
+        super().__init__("kserve", tmp_path / "params.yaml", model="tiny", ready_timeout_s=5)
+        self.script = script
+
+    def command(self, endpoint: Endpoint) -> list[str]:
+        return [sys.executable, "-c", self.script, str(endpoint.rest_port)]
+
+
+def test_a_child_server_is_ready_when_its_model_answers_over_rest(tmp_path):
+    with StandInServer(tmp_path, STATUS_SERVER) as served:
+        assert tfserving_launch.model_ready(served.endpoint, "tiny")
+        assert not tfserving_launch.model_ready(served.endpoint, "other")
+
+
+def test_a_printed_ready_line_alone_is_not_readiness(tmp_path):
+    with pytest.raises(CrossdeployError, match="did not become ready"):
+        StandInServer(tmp_path, SAYS_READY).start()

@@ -85,7 +85,7 @@ def test_a_tfserving_gpu_row_without_a_gpu_is_skipped_naming_the_gpu(served_repo
         with pytest.raises(RuntimeUnavailable) as raised:
             runner.activate()
         reason = unavailable_reason(variant.name, raised.value)
-        assert "tensorflow/serving:2.21.0-gpu with --gpus all" in reason
+        assert "tensorflow/serving -gpu image with --gpus all" in reason
         assert "missing here: an NVIDIA GPU (nvidia-smi lists none)" in reason
         assert ("a running Docker engine" in reason) != tfserving_launch.docker_available()
         assert "2.17" not in reason and "TF-TRT" not in reason  # nothing the project's pins forbid

@@ -8,9 +8,10 @@ from PIL import Image
 
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import BYTES_SIGNATURE
 from crossdeploy.parity import compare_logits
 from crossdeploy.serving.repository import BatchingParameters, models_config, write_repository_files
-from crossdeploy.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, export_with_bytes_signature
+from crossdeploy.serving.signatures import BYTES_INPUT, export_with_bytes_signature
 
 BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=100)
 

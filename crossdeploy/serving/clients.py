@@ -10,8 +10,8 @@ import urllib.request
 import numpy as np
 import orjson
 
-from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
-from crossdeploy.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE
+from crossdeploy.layout import BYTES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from crossdeploy.serving.signatures import BYTES_INPUT
 
 
 

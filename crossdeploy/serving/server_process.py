@@ -1,5 +1,6 @@
 """`crossdeploy serve` as a child process on free loopback ports: started, awaited until its model is
-ready, and stopped with SIGTERM, as the benchmark and the tests drive a real server."""
+ready (the REST status call, as `serve` itself waits), and stopped with SIGTERM, as the benchmark and the
+tests drive a real server."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from pathlib import Path
 
 import crossdeploy
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.serving.tfserving_launch import Endpoint
-
-READY_LINE = "ready: REST"
+from crossdeploy.params import load_params
+from crossdeploy.serving.tfserving_launch import Endpoint, model_ready
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,8 +76,9 @@ class ServerProcess:
             self.process = subprocess.Popen(
                 command, cwd=self.params_file.parent, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
             )
+        model = self.model or load_params(self.params_file)["model"]["name"]  # what `serve` picks without --model
         deadline = time.monotonic() + self.ready_timeout_s
-        while READY_LINE not in self.output():
+        while not model_ready(self.endpoint, model):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 tail = self.output()[-2000:]
                 self.close()

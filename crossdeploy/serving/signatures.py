@@ -21,10 +21,9 @@ from numbers import Real
 from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.layout import INPUT_NAME, SIGNATURE
+from crossdeploy.layout import BYTES_SIGNATURE, INPUT_NAME, SIGNATURE
 from crossdeploy.preprocessing import Preprocessing
 
-BYTES_SIGNATURE = "serving_bytes"
 # TF Serving's REST API base64-decodes {"b64": ...} values for inputs whose name ends in "_bytes".
 BYTES_INPUT = "image_bytes"
 
@@ -68,7 +67,7 @@ def image_size_checks(tf, encoded, limits: ImageLimits) -> list:
     is_png &= tf.strings.substr(head, 12, 4) == b"IHDR"
     known = tf.debugging.Assert(
         is_jpeg | is_png,
-        [_text(tf, "image_bytes holds ", length, " bytes that are not a JPEG or PNG image (serving_bytes takes JPEG and PNG)")],
+        [_text(tf, "image_bytes holds ", length, f" bytes that are not a JPEG or PNG image ({BYTES_SIGNATURE} takes JPEG and PNG)")],
     )  # fmt: skip
     # unsigned 32-bit PNG dimensions, in int64; anything else is 0 x 0, which passes the limits and fails `known`
     digits = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8), tf.int64)

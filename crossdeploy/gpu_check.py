@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.layout import engine_record, tensorrt_engines
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +160,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.runtimes.torch_runtime import TorchRunner
     from crossdeploy.source_model import build_source_model, export_program
     from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
-    from crossdeploy.tensorrt.engines import build_record, record_path
-    from crossdeploy.layout import tensorrt_engines
+    from crossdeploy.tensorrt.engines import build_record
     from crossdeploy.variants import pipeline_variants
 
     settings = _settings(target)
@@ -192,13 +192,12 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
         "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
     }  # fmt: skip
     params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}
-    for name, precision, source in tensorrt_engines(paths):
+    for _, precision, source, plan in tensorrt_engines(paths):
         if not source.is_file():
             continue
-        plan = Path(paths["tensorrt"]) / f"{name}.plan"
         plan.parent.mkdir(exist_ok=True)
         build = BuildSettings(precision, BatchProfile(**profile), workspace_mib=4096, optimization_level=3)
-        steps[f"tensorrt_build_{precision}"] = _timed(lambda: _write_record(plan, build_record(plan, source, build, work / "timing"), record_path))
+        steps[f"tensorrt_build_{precision}"] = _timed(lambda: _write_record(plan, build_record(plan, source, build, work / "timing")))
     # a row whose artifact a failed step did not make is left out: that step's failure says why
     variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS and (v.record or v.artifact).exists()]
 
@@ -240,8 +239,8 @@ def _done(_: object) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-def _write_record(plan: Path, record: dict[str, Any], record_path) -> dict[str, Any]:
-    record_path(plan).write_text(json.dumps(record, indent=2))
+def _write_record(plan: Path, record: dict[str, Any]) -> dict[str, Any]:
+    engine_record(plan).write_text(json.dumps(record, indent=2))
     return {"status": record["status"], **({"reason": record["reason"]} if record["status"] != "ok" else {})}
 
 

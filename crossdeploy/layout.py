@@ -58,12 +58,25 @@ def saved_model_version_dir(paths: dict[str, Any], model_name: str, version: int
     return model_version_dir(paths["savedmodel"], model_name, version)
 
 
-def tensorrt_engines(paths: dict[str, Any]) -> list[tuple[str, str, Path]]:
-    """(variant, precision, ONNX it is built from): FP16 from the float model, INT8 from the
-    TensorRT-flavour QDQ model (explicit quantization with the calibrated scales)."""
+def engine_record(plan: Path) -> Path:
+    """A TensorRT plan's record (what it was built from, for which GPU, or why it was skipped)."""
+    return plan.with_suffix(".json")
+
+
+class TensorRTEngine(NamedTuple):
+    variant: str
+    precision: str
+    onnx: Path  # what it is built from
+    plan: Path  # its record sits beside it, as <variant>.json
+
+
+def tensorrt_engines(paths: dict[str, Any], folder: str | Path | None = None) -> list[TensorRTEngine]:
+    """FP16 from the float model, INT8 from the TensorRT-flavour QDQ model (explicit quantization with
+    the calibrated scales), as plans in `folder` (default: paths.tensorrt)."""
+    folder = Path(folder or paths["tensorrt"])
     return [
-        ("tensorrt-fp16", "fp16", Path(paths["onnx_optimized"])),
-        ("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"])),
+        TensorRTEngine(variant, precision, Path(paths[onnx]), folder / f"{variant}.plan")
+        for variant, precision, onnx in (("tensorrt-fp16", "fp16", "onnx_optimized"), ("tensorrt-int8", "int8", "onnx_int8_trt"))
     ]
 
 

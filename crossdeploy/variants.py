@@ -13,7 +13,7 @@ from typing import Any
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
-    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, model_version_dir, saved_model_version_dir, tensorrt_engines, trained_paths,
+    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, engine_record, model_version_dir, saved_model_version_dir, tensorrt_engines, trained_paths,
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -121,7 +121,6 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
     tflite = Path(paths["tflite"])
     repository = Path(paths["serving"])
     served = model_version_dir(repository, model_name, version)
-    tensorrt = Path(paths["tensorrt"])
     return [
         #       name                     precision thresholds framework      artifact       framework options
         # on the CPU: the reference and every conversion of it
@@ -139,9 +138,9 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),
         Variant("torch-cuda-fp16",       "fp16",   "fp16",    "torch",       source,        {"device": "cuda", "half": True}),
         *(  # tensorrt-fp16, tensorrt-int8: the engine's JSON record says why one was not built
-            Variant(name,                precision, precision, "tensorrt",   tensorrt / f"{name}.plan", {"cuda_graph": bool(params["tensorrt"]["cuda_graph"])},
-                    record=tensorrt / f"{name}.json")
-            for name, precision, _ in tensorrt_engines(paths)
+            Variant(name,                precision, precision, "tensorrt",   plan,          {"cuda_graph": bool(params["tensorrt"]["cuda_graph"])},
+                    record=engine_record(plan))
+            for name, precision, _, plan in tensorrt_engines(paths)
         ),
         # served (layout.SERVED: engine, protocol, bytes or floats, CPU or GPU), all from the package stage's
         # repository. The bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds.

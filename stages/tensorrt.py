@@ -9,8 +9,8 @@ from crossdeploy.atomic import atomic_path
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage, write_json
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
-from crossdeploy.tensorrt.engines import build_record, record_path
-from crossdeploy.layout import tensorrt_engines
+from crossdeploy.tensorrt.engines import build_record, skipped_record
+from crossdeploy.layout import engine_record, tensorrt_engines
 
 
 def main() -> None:
@@ -18,8 +18,7 @@ def main() -> None:
     paths, cfg = params["paths"], params["tensorrt"]
     Path(paths["tensorrt_timing"]).mkdir(parents=True, exist_ok=True)  # a persistent output, even when empty
     with atomic_path(paths["tensorrt"], directory=True) as out:
-        for variant, precision, onnx in tensorrt_engines(paths):
-            plan = out / f"{variant}.plan"
+        for variant, precision, onnx, plan in tensorrt_engines(paths, out):
             settings = BuildSettings(
                 precision=precision,
                 batch=BatchProfile(**cfg["batch"]),
@@ -27,10 +26,10 @@ def main() -> None:
                 optimization_level=int(cfg["optimization_level"]),
             )
             if cfg["enabled"]:
-                record = build_record(plan, Path(onnx), settings, Path(paths["tensorrt_timing"]))
+                record = build_record(plan, onnx, settings, Path(paths["tensorrt_timing"]))
             else:
-                record = {"status": "skipped", "reason": "tensorrt.enabled is false", "onnx": str(onnx), "settings": settings.to_dict()}
-            write_json(record_path(plan), record)
+                record = skipped_record(onnx, settings, "tensorrt.enabled is false")
+            write_json(engine_record(plan), record)
             print(f"tensorrt: {variant}: {record['status']}{': ' + record['reason'] if record['status'] != 'ok' else ''}")
 
 

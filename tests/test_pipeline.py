@@ -206,7 +206,8 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):
     """Nothing the pipeline writes is tied to the folder it ran in: a clone that pulls re-runs no stage,
     and the TensorRT records find their ONNX model and vouch for the pulled plans."""
     from crossdeploy.layout import tensorrt_engines
-    from crossdeploy.tensorrt.engines import plan_mismatch, record_path
+    from crossdeploy.layout import engine_record
+    from crossdeploy.tensorrt.engines import plan_mismatch
 
     sh(repo, "git", "checkout", "-q", "--", "params.yaml")
     sh(repo, "dvc", "repro")
@@ -218,9 +219,8 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):
     sh(clone, "dvc", "pull")
     assert stages_run(sh(clone, "dvc", "repro")) == set()
     paths = yaml.safe_load((clone / "params.yaml").read_text())["paths"]
-    for variant, _, onnx in tensorrt_engines(paths):
-        plan = clone / paths["tensorrt"] / f"{variant}.plan"
-        record = json.loads(record_path(plan).read_text())
+    for variant, _, onnx, plan in tensorrt_engines(paths, clone / paths["tensorrt"]):
+        record = json.loads(engine_record(plan).read_text())
         assert not Path(record["onnx"]).is_absolute() and record["onnx"] == str(onnx), record
         assert (clone / onnx).is_file(), onnx
         if record["status"] == "ok":

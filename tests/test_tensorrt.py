@@ -11,7 +11,8 @@ import pytest
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.parity import compare_logits
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
-from crossdeploy.tensorrt.engines import build_record, record_path, usable_engine
+from crossdeploy.layout import engine_record
+from crossdeploy.tensorrt.engines import build_record, usable_engine
 from crossdeploy.variants import Variant
 
 A100 = GpuTarget("NVIDIA A100-SXM4-40GB", "8.0", "10.13.0")
@@ -61,8 +62,8 @@ def test_without_a_gpu_the_record_says_skipped_and_the_runner_repeats_why(tiny_o
     plan = tmp_path / "tensorrt-fp16.plan"
     record = build_record(plan, tiny_optimized[0], FP16, tmp_path / "timing")
     assert record["status"] == "skipped" and record["reason"] and not plan.exists()
-    record_path(plan).write_text(json.dumps(record))
-    variant = Variant("tensorrt-fp16", "fp16", "fp16", "tensorrt", plan, record=record_path(plan))
+    engine_record(plan).write_text(json.dumps(record))
+    variant = Variant("tensorrt-fp16", "fp16", "fp16", "tensorrt", plan, record=engine_record(plan))
     assert variant.missing_reason() is None  # the runner decides, and says why
     with pytest.raises(RuntimeUnavailable, match=re.escape(record["reason"])):
         variant.runner(None).activate()
@@ -113,7 +114,7 @@ def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, tin
     record = build_record(plan, onnx, settings, tmp_path / "timing")
     assert record["status"] == "ok" and plan.stat().st_size > 0
     assert any((tmp_path / "timing").glob("timing-sm*.cache"))
-    record_path(plan).write_text(json.dumps(record))
+    engine_record(plan).write_text(json.dumps(record))
     with TensorRTRunner(plan, f"tensorrt-{precision}", cuda_graph=cuda_graph) as runner:
         logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
         assert len(runner.device_ms) == len(logits) // 4 + (len(logits) % 4 > 0) and min(runner.device_ms) > 0
@@ -137,7 +138,7 @@ def test_cuda_graphs_follow_the_batch_size_and_match_the_plain_engine(tiny_optim
 
     plan = tmp_path / "tensorrt-fp16.plan"
     record = build_record(plan, tiny_optimized[0], BuildSettings("fp16", BatchProfile(1, 4, 8), workspace_mib=1024), tmp_path / "timing")
-    record_path(plan).write_text(json.dumps(record))
+    engine_record(plan).write_text(json.dumps(record))
     images = tiny_images[1].tensors("NCHW")
     sequence = [images[:4], images[:4], images[4:6], images[4:6], images[4:8], images[4:8], images[:2], images[:4]]
     with TensorRTRunner(plan, "plain") as plain, TensorRTRunner(plan, "graphed", cuda_graph=True) as graphed:
@@ -170,12 +171,12 @@ def test_a_timing_cache_from_elsewhere_is_replaced_not_kept(tiny_optimized, tmp_
 def test_a_swapped_plan_is_not_loaded(tiny_optimized, tmp_path, monkeypatch):
     settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512)
     plan = tmp_path / "tensorrt-fp16.plan"
-    record_path(plan).write_text(json.dumps(build_record(plan, tiny_optimized[0], settings, tmp_path / "timing")))
+    engine_record(plan).write_text(json.dumps(build_record(plan, tiny_optimized[0], settings, tmp_path / "timing")))
     assert usable_engine(plan) == plan
     plan.write_bytes(plan.read_bytes()[:-16] + bytes(16))  # damaged in transit, or another engine
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     local = usable_engine(plan)
-    assert local != plan and local.is_relative_to(tmp_path / "cache") and record_path(local).is_file()
+    assert local != plan and local.is_relative_to(tmp_path / "cache") and engine_record(local).is_file()
 
 
 @pytest.mark.gpu
@@ -185,7 +186,7 @@ def test_a_mismatched_shared_engine_is_rebuilt_locally(tiny_optimized, tmp_path,
     plan = tmp_path / "tensorrt-fp16.plan"
     record = build_record(plan, tiny_optimized[0], settings, tmp_path / "timing")
     record["target"] = {**record["target"], "compute_capability": "1.0", "gpu": "an older GPU"}
-    record_path(plan).write_text(json.dumps(record))
+    engine_record(plan).write_text(json.dumps(record))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     local = usable_engine(plan)
     assert local != plan and local.is_file() and local.is_relative_to(tmp_path / "cache")

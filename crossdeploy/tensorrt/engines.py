@@ -12,13 +12,10 @@ from typing import Any
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.errors import RuntimeUnavailable
+from crossdeploy.layout import engine_record
 from crossdeploy.tensorrt.engine_key import BuildSettings, EngineRecord, GpuTarget, current_target, engine_key, file_sha256
 
 log = logging.getLogger(__name__)
-
-
-def record_path(plan: Path) -> Path:
-    return plan.with_suffix(".json")
 
 
 def local_cache_dir() -> Path:
@@ -31,19 +28,24 @@ def timing_cache_path(directory: Path, target: GpuTarget) -> Path:
     return directory / f"timing-{target.slug}.cache"
 
 
+def skipped_record(onnx: Path, settings: BuildSettings, reason: str) -> dict[str, Any]:
+    """The record of an engine not built here: why, and what it would have been built from and with."""
+    return {"status": "skipped", "reason": reason, "onnx": str(onnx), "settings": settings.to_dict()}
+
+
 def build_record(plan: Path, onnx: Path, settings: BuildSettings, timing_dir: Path) -> dict[str, Any]:
     """Build `plan` for this machine and return its record; where TensorRT cannot run, the skip reason."""
     from crossdeploy.tensorrt.build import TensorRTUnusable, build_engine
 
     target, why = current_target()
     if target is None:
-        return {"status": "skipped", "reason": why, "onnx": str(onnx), "settings": settings.to_dict()}
+        return skipped_record(onnx, settings, why)
     digest = file_sha256(onnx)
     timing_dir.mkdir(parents=True, exist_ok=True)
     try:
         build_engine(onnx, settings, timing_cache_path(timing_dir, target), plan)
     except TensorRTUnusable as exc:
-        return {"status": "skipped", "reason": str(exc), "onnx": str(onnx), "settings": settings.to_dict()}
+        return skipped_record(onnx, settings, str(exc))
     record = EngineRecord(engine_key(digest, settings, target), digest, settings, target)
     return {"status": "ok", "onnx": str(onnx), **record.to_dict(), "plan_sha256": file_sha256(plan)}
 
@@ -60,7 +62,7 @@ def plan_mismatch(plan: Path, data: dict[str, Any]) -> str | None:
 
 def usable_engine(plan: Path, timing_dir: Path | None = None) -> Path:
     """The engine to load for `plan` on this machine, building one locally where the shared one is invalid."""
-    record_file = record_path(plan)
+    record_file = engine_record(plan)
     if not record_file.is_file():
         raise RuntimeUnavailable(f"{plan} was not built (no {record_file.name}); run `dvc repro tensorrt`")
     data = json.loads(record_file.read_text())
@@ -77,7 +79,7 @@ def usable_engine(plan: Path, timing_dir: Path | None = None) -> Path:
     else:
         reason = f"the pipeline skipped it ({data['reason']})"
     local = local_cache_dir() / f"{plan.stem}-{engine_key(digest, settings, target)}.plan"
-    local_record = record_path(local)
+    local_record = engine_record(local)
     local_reason = plan_mismatch(local, json.loads(local_record.read_text())) if local_record.is_file() else "not built yet"
     if local_reason is not None:
         log.warning("%s: not loading the pipeline's engine: %s; building one for %s in %s", plan.stem, reason, target.gpu, local)

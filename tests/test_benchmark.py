@@ -1,7 +1,7 @@
 """The benchmark on the tiny model with real runtimes: the closed loop, MLPerf LoadGen, skipped rows."""
 
+import contextlib
 import json
-import os
 import time
 
 import numpy as np
@@ -82,12 +82,8 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
     )
     logs = tmp_path_factory.mktemp("mlperf")
-    here = os.getcwd()
-    os.chdir(served_repo)  # served variants start `crossdeploy serve` on the params.yaml where the stage runs
-    try:
+    with contextlib.chdir(served_repo):  # served variants start `crossdeploy serve` on the params.yaml where the stage runs
         return run_benchmark(variants, tiny_images[1], plan, logs), logs
-    finally:
-        os.chdir(here)
 
 
 #: the tiny run's cells: a variant against itself for INT8 over FP32, the served cell at 4 x 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
+from crossdeploy.onnx_graph import inferred_shapes
 
 BATCH_DIM = "batch"
 # The oldest opset whose Conv/BatchNorm/Gemm/Resize semantics every target here (onnx2tf, TensorRT 10) accepts.
@@ -28,17 +29,9 @@ _HELD = "crossdeploy.held"
 
 
 def _shapes_and_constants(model):
-    import onnx
     from onnx import numpy_helper
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {
-        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
-        for info in [*inferred.graph.input, *inferred.graph.value_info]
-        if info.type.tensor_type.HasField("shape")
-    }
-    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    return shapes, constants
+    return inferred_shapes(model), {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
 def _split_sizes_as_input(node, shapes, constants, model) -> bool:

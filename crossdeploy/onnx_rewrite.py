@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from crossdeploy.onnx_graph import inferred_shapes
+
 #: ops whose output is >= 0 whatever their input
 NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
 #: ops whose output is >= 0 when every (data) input is
@@ -41,12 +45,7 @@ def pad_maxpools_over_nonnegative(model) -> int:
     from onnx import helper
 
     nonnegative = _nonnegative_tensors(model)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {
-        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
-        for info in [*inferred.graph.input, *inferred.graph.value_info]
-        if info.type.tensor_type.HasField("shape")
-    }
+    shapes = inferred_shapes(model)
     nodes, rewritten = [], 0
     for node in model.graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -87,15 +86,6 @@ def pad_maxpools_over_nonnegative(model) -> int:
     return rewritten
 
 
-def _constant_ints(model, name: str) -> list[int] | None:
-    from onnx import numpy_helper
-
-    for initializer in model.graph.initializer:
-        if initializer.name == name:
-            return [int(v) for v in numpy_helper.to_array(initializer).reshape(-1)]
-    return None
-
-
 def spatial_means_to_global_pools(model) -> int:
     """Replace `ReduceMean` over the two spatial axes of an NCHW tensor (keepdims) by `GlobalAveragePool`,
     which computes exactly that.
@@ -105,21 +95,16 @@ def spatial_means_to_global_pools(model) -> int:
     the batch axis and gives the SavedModel a batch of 1. GlobalAveragePool is an NCHW op to onnx2tf, so
     it converts right at any size. Returns how many were replaced.
     """
-    import onnx
     from onnx import helper
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ranks = {
-        info.name: len(info.type.tensor_type.shape.dim)
-        for info in [*inferred.graph.input, *inferred.graph.value_info]
-        if info.type.tensor_type.HasField("shape")
-    }
+    ranks = {name: len(shape) for name, shape in inferred_shapes(model).items()}
     replaced = 0
     for node in model.graph.node:
         if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        axes = attributes.get("axes") or (_constant_ints(model, node.input[1]) if len(node.input) > 1 else None)
+        axes = attributes.get("axes") or (_constant(model, node.input[1]) if len(node.input) > 1 else None)
+        axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
         if attributes.get("keepdims", 1) != 1 or not axes or sorted(a % 4 for a in axes) != [2, 3]:
             continue
         node.CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
@@ -127,18 +112,22 @@ def spatial_means_to_global_pools(model) -> int:
     return replaced
 
 
-def _scalar(model, name: str) -> float | None:
+def _constant(model, name: str):
+    """The value of an initializer or a Constant node's output; None if `name` is computed."""
     from onnx import numpy_helper
 
     for initializer in model.graph.initializer:
         if initializer.name == name:
-            value = numpy_helper.to_array(initializer)
-            return float(value.reshape(-1)[0]) if value.size == 1 else None
+            return numpy_helper.to_array(initializer)
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output[0] == name and node.attribute and node.attribute[0].name == "value":
-            value = numpy_helper.to_array(node.attribute[0].t)
-            return float(value.reshape(-1)[0]) if value.size == 1 else None
+            return numpy_helper.to_array(node.attribute[0].t)
     return None
+
+
+def _scalar(model, name: str) -> float | None:
+    value = _constant(model, name)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 
 def gelus_in_onnx2tf_order(model) -> int:

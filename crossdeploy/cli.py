@@ -1,4 +1,5 @@
-"""The `crossdeploy` command: `crossdeploy serve` serves the repository the pipeline's package stage built."""
+"""The `crossdeploy` command: `crossdeploy serve` serves the repository the pipeline's package stage built;
+`crossdeploy deploy` prints the deploy decision from the current metrics, for what-ifs without DVC."""
 
 from __future__ import annotations
 
@@ -45,16 +46,48 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--params", default="params.yaml", help="the pipeline's params (model name, repository path)")
     serve.add_argument("--repository", help="the TF Serving repository to serve (default: paths.serving from the params)")
     serve.add_argument("--model", help="the model in the repository to serve (default: model.name from the params)")
+    deploy = commands.add_parser("deploy", help="print the deploy decision (the deploy stage's) from the current metrics files")
+    deploy.add_argument("--p99-ms", type=float, help="the latency SLO (default: deploy.p99_ms from the params)")
+    deploy.add_argument("--variants", help="all, served, or a comma-separated list of variant names (default: deploy.variants)")
+    deploy.add_argument("--min-top1-agreement", type=float, help="a stricter floor than the parity verdict (default: deploy's)")
+    deploy.add_argument("--min-cosine", type=float, help="a stricter floor than the parity verdict (default: deploy's)")
+    deploy.add_argument("--max-model-mb", type=float, help="the artifact size cap (default: deploy.max_model_mb)")
+    deploy.add_argument("--json", action="store_true", help="print deploy.json's decision rather than the note")
+    deploy.add_argument("--params", default="params.yaml", help="the pipeline's params (deploy settings, metrics paths)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return serve(args)
+        return deploy(args) if args.command == "deploy" else serve(args)
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def deploy(args: argparse.Namespace) -> int:
+    """The deploy stage's decision from the metrics files as they are, under the params and these overrides;
+    nothing is written. An unmet SLO is printed, not an error (deploy.strict is the stage's)."""
+    import json
+
+    from crossdeploy.deploy.decision import Settings, decide
+    from crossdeploy.deploy.note import deploy_markdown
+    from crossdeploy.stage import read_json
+
+    params = load_params(args.params)
+    paths = params["paths"]
+    for key in ("benchmark_metrics", "parity"):
+        if not Path(paths[key]).is_file():
+            raise CrossdeployError(f"{paths[key]} does not exist: run `dvc repro` (or `dvc pull`) first.")
+    variants = args.variants if args.variants in (None, "all", "served") else args.variants.split(",")
+    settings = Settings.from_params(
+        {**params["deploy"], "strict": False}, p99_ms=args.p99_ms, variants=variants, min_top1_agreement=args.min_top1_agreement,
+        min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
+    )  # fmt: skip
+    decision = decide(read_json(paths["benchmark_metrics"]), read_json(paths["parity"]), settings)
+    print(json.dumps(decision, indent=2) if args.json else deploy_markdown(decision), end="\n" if args.json else "")
+    return 0
 
 
 def choose_engine(requested: str) -> tuple[str, str]:

@@ -181,12 +181,12 @@ def rank(cells: list[dict[str, Any]], tie_pct: float) -> list[dict[str, Any]]:
 def why_not(choice: dict[str, Any], other: dict[str, Any], tie_pct: float, best: float) -> str:
     """Why `other` ranked below `choice` (rank's order, said in words)."""
     if other["throughput_ips"] < best * (1 - tie_pct / 100):
-        return f"{other['throughput_ips']:g} img/s, {100 * (1 - other['throughput_ips'] / best):.1f} % below the best that meets the SLO"
+        return f"{other['throughput_ips']:.4g} img/s, {100 * (1 - other['throughput_ips'] / best):.1f} % below the best that meets the SLO"
     ours = simplicity(choice["variant"], choice["batch"], choice["concurrency"])
     theirs = simplicity(other["variant"], other["batch"], other["concurrency"])
     what = ("served rather than in-process", "more clients", "a larger batch")
     because = next((f"the less simple deployment ({what[i]})" for i in range(3) if ours[i] != theirs[i]), "as simple, and fewer img/s")
-    return (f"a tie: {other['throughput_ips']:g} against {choice['throughput_ips']:g} img/s, within the benchmark's stability "
+    return (f"a tie: {other['throughput_ips']:.4g} against {choice['throughput_ips']:.4g} img/s, within the benchmark's stability "
             f"({tie_pct:g} %) of the best; {because}")  # fmt: skip
 
 
@@ -195,4 +195,4 @@ def not_met_sentence(decision: dict[str, Any]) -> str:
     if closest is None:
         return f"no variant was eligible and measured, so nothing meets p99 <= {decision['p99_slo_ms']:g} ms."
     return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at batch "
-            f"{closest['batch']} x {closest['concurrency']} clients, has p99 {closest['p99_ms']:g} ms, {closest['miss_ms']:g} ms over.")  # fmt: skip
+            f"{closest['batch']} x {closest['concurrency']} clients, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip

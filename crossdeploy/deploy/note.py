@@ -24,8 +24,8 @@ def summary(decision: dict[str, Any]) -> list[str]:
             return [f"**SLO not met** (p99 <= {slo:g} ms): no eligible variant was measured."]
         stable = "" if closest["stable"] else " (unstable: no stable cell was measured)"
         return [
-            f"**SLO not met** (p99 <= {slo:g} ms). Closest: {_cell(closest)}{stable}, p99 {closest['p99_ms']:g} ms, "
-            f"{closest['miss_ms']:g} ms over, at {closest['throughput_ips']:g} img/s ({_fidelity(closest['fidelity'])})."
+            f"**SLO not met** (p99 <= {slo:g} ms). Closest: {_cell(closest)}{stable}, p99 {closest['p99_ms']:.4g} ms, "
+            f"{closest['miss_ms']:.4g} ms over, at {closest['throughput_ips']:.4g} img/s ({_fidelity(closest['fidelity'])})."
         ]
     lines = [
         f"**Deploy {_cell(choice)}**: {choice['throughput_ips']:.4g} img/s, p50 {choice['p50_ms']:.4g} ms, p99 {choice['p99_ms']:.4g} ms "
@@ -33,7 +33,7 @@ def summary(decision: dict[str, Any]) -> list[str]:
     ]
     runner = decision["runner_up"]
     if runner:
-        lines.append(f"Runner-up: {_cell(runner)}, {runner['throughput_ips']:g} img/s, p99 {runner['p99_ms']:g} ms: {runner['why_not']}.")
+        lines.append(f"Runner-up: {_cell(runner)}, {runner['throughput_ips']:.4g} img/s, p99 {runner['p99_ms']:.4g} ms: {runner['why_not']}.")
     return lines
 
 

@@ -250,7 +250,7 @@ def test_a_savedmodel_choice_bundles_the_tf_serving_repository_and_its_manifest(
     assert schema_errors(manifest) == [] and manifest["spec"]["predictor"]["tensorflow"]["storageUri"] == KSERVE["storage_uri"]
     assert set(tf.saved_model.load(str(dest / "tiny" / "1")).signatures) == {"serving_default", "serving_bytes"}
     readme = (dest / "README.md").read_text()
-    assert "batch_timeout_micros 5000: half the 10 ms margin" in readme and "Measured on Test CPU, 2 usable cores, no GPU" in readme
+    assert "batch_timeout_micros 5000: half the 10 ms margin to the SLO" in readme and "Measured on Test CPU, 2 usable cores, no GPU" in readme
     assert json.loads((dest / "decision.json").read_text())["choice"]["variant"] == "kserve-rest-bytes"
 
 

@@ -40,7 +40,7 @@ GPU = {
 HAS_GPU = bool(gpus())
 STAGES = {
     "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "trained",
-    "validate", "benchmark", "report",
+    "validate", "benchmark", "report", "deploy",
 }
 
 
@@ -170,6 +170,7 @@ SECTION_CHANGES = [
     ("benchmark.concurrency", [1], {"benchmark"}),
     ("benchmark.baseline", "HEAD", {"report"}),
     ("benchmark.targets.int8_speedup_min", 4.0, {"report"}),
+    ("deploy.p99_ms", 5, {"deploy"}),
 ]
 
 
@@ -200,6 +201,20 @@ def test_report_params_rerun_only_the_report_which_compares_and_judges(repo):
     assert "Compared with baseline `HEAD`" in (repo / "metrics" / "benchmark.md").read_text()
     checks = json.loads((repo / "metrics" / "checks.json").read_text())
     assert checks["int8_over_fp32"]["target"] == 100.0 and checks["int8_over_fp32"]["met"] is False
+
+
+def test_the_deploy_slo_reruns_only_the_deploy_stage_which_moves_the_decision(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    commit(repo, "deploy baseline")
+    assert (repo / "models" / "deploy" / "README.md").is_file() and (repo / "metrics" / "deploy.png").is_file()
+    output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sdeploy.p99_ms=0.001")
+    assert stages_run(output) == {"deploy"}
+    after = json.loads((repo / "metrics" / "deploy.json").read_text())
+    assert after["met"] is False and after["closest"]["miss_ms"] > 0
+    assert "Nothing to deploy" in (repo / "models" / "deploy" / "README.md").read_text()
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))["metrics/deploy.json"]
+    assert diff["p99_slo_ms"]["new"] == 0.001
 
 
 def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):

@@ -130,14 +130,15 @@ def _tfserving(dest: Path, choice: dict[str, Any], serving: Serving) -> list[str
               tfserving_service(name, kserve["storage_uri"], str(kserve["tfserving_runtime_version"]), kserve["resources"]))  # fmt: skip
     base = serving.tfserving_base_path.rstrip("/")
     image = f"tensorflow/serving:{kserve['tfserving_runtime_version']}"
+    why = "a batch of one is full on arrival" if choice["batch"] <= 1 else f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
     return [
         f"TF Serving repository: `{MODELS_CONFIG}`, `{BATCHING_PARAMETERS}` (max_batch_size {choice['batch']}, "
-        f"batch_timeout_micros {timeout}: half the {choice['margin_ms']:g} ms margin to the SLO, 0 at batch 1), `{name}/{serving.version}/`.",
+        f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`.",
         "",
         "```bash",
         f"docker run --rm -p 8501:8501 -p 8500:8500 --mount type=bind,source=\"$PWD\",target={base},readonly {image} \\",
         f"  --model_config_file={base}/{MODELS_CONFIG} --enable_batching=true --batching_parameters_file={base}/{BATCHING_PARAMETERS}",
-        f"crossdeploy serve --repository . --model {name}     # or: TF Serving if it can run here, else the embedded KServe server",
+        f"crossdeploy serve --repository {serving.paths.get('deploy', '.')}   # from the project root: TF Serving if it runs there, else the embedded server",
         f"kubectl apply -f kserve/inferenceservice.yaml   # after copying {name}/ to package.kserve.storage_uri",
         "```",
     ]

@@ -82,7 +82,7 @@ def deploy(args: argparse.Namespace) -> int:
             raise CrossdeployError(f"{paths[key]} does not exist: run `dvc repro` (or `dvc pull`) first.")
     variants = args.variants if args.variants in (None, "all", "served") else args.variants.split(",")
     settings = Settings.from_params(
-        {**params["deploy"], "strict": False}, p99_ms=args.p99_ms, variants=variants, min_top1_agreement=args.min_top1_agreement,
+        {**params.get("deploy", {}), "strict": False}, p99_ms=args.p99_ms, variants=variants, min_top1_agreement=args.min_top1_agreement,
         min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
     )  # fmt: skip
     decision = decide(read_json(paths["benchmark_metrics"]), read_json(paths["parity"]), settings)

@@ -14,6 +14,7 @@ import yaml
 from crossdeploy.deploy.bundle import Serving, artifact, batch_timeout_micros, kind, triton_config, write_bundle
 from crossdeploy.deploy.decision import Settings, SloNotMet, decide
 from crossdeploy.deploy.note import deploy_markdown
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import SAVEDMODEL_VARIANT
 from tests.conftest import ROOT, TINY_SIZE
 
@@ -137,6 +138,12 @@ def test_an_unjudged_row_is_eligible_only_when_its_trained_row_is_ok():
     assert d["excluded"]["onnxruntime-int8"] == "unjudged here, and trained/onnxruntime-int8 is failed: accuracy_drop 0.03 > 0.01"
     del parity["trained/onnxruntime-int8"]
     assert "no trained/onnxruntime-int8 row" in decision(variants, parity)["excluded"]["onnxruntime-int8"]
+    # a stricter floor reads the trained row's figures too, not the random model's
+    parity["trained/onnxruntime-int8"] = ok("int8", 0.995, 0.999)
+    assert decision(variants, parity, min_cosine=0.9995)["excluded"] == {
+        "onnxruntime-int8": "trained/onnxruntime-int8 cosine_min 0.999 is below deploy.min_cosine 0.9995"
+    }
+    assert chosen(decision(variants, parity, min_cosine=0.99)) == ("onnxruntime-int8", "b1_c1")  # its own row's 0.5 is not read
 
 
 def test_the_fidelity_floor_is_each_precisions_verdict_and_a_stricter_floor_applies_to_every_precision():
@@ -159,8 +166,12 @@ def test_eligible_variants_and_the_size_cap():
     assert chosen(decision(variants, parity, variants=["onnxruntime-fp32"])) == ("onnxruntime-fp32", "b1_c1")
     d = decision(variants, parity, sizes={"onnxruntime-int8": 26.0, "onnxruntime-fp32": 102.0, "kserve-rest-fp32": 102.6}, max_model_mb=100)
     assert chosen(d) == ("onnxruntime-int8", "b1_c1") and d["excluded"]["onnxruntime-fp32"] == "102.0 MB exceeds deploy.max_model_mb 100"
-    with pytest.raises(Exception, match="deploy.variants must be all, served or a list"):
+    d = decision(variants, parity, sizes={"onnxruntime-int8": 26.0}, max_model_mb=100)
+    assert d["excluded"]["onnxruntime-fp32"].startswith("its size is not in benchmark.json's setup.artifact_mb")
+    with pytest.raises(CrossdeployError, match="deploy.variants must be all, served or a list"):
         Settings(p99_ms=10, variants="fastest")
+    with pytest.raises(CrossdeployError, match=r"deploy.p99_ms is not set: .* or pass --p99-ms\.$"):
+        Settings.from_params({"variants": "all"})
 
 
 # --- the bundle ----------------------------------------------------------------------------------------------
@@ -250,8 +261,13 @@ def test_a_savedmodel_choice_bundles_the_tf_serving_repository_and_its_manifest(
     assert schema_errors(manifest) == [] and manifest["spec"]["predictor"]["tensorflow"]["storageUri"] == KSERVE["storage_uri"]
     assert set(tf.saved_model.load(str(dest / "tiny" / "1")).signatures) == {"serving_default", "serving_bytes"}
     readme = (dest / "README.md").read_text()
+    assert "Measured behind the embedded server" in readme and "tensorflow/serving:2.21.0 " in readme
     assert "batch_timeout_micros 5000: half the 10 ms margin to the SLO" in readme and "Measured on Test CPU, 2 usable cores, no GPU" in readme
     assert json.loads((dest / "decision.json").read_text())["choice"]["variant"] == "kserve-rest-bytes"
+    # TF Serving's GPU rows were measured on the -gpu image with TF32 off: the command says so
+    readme = (build(tmp_path, artifacts, choice_of("tfserving-gpu-rest-bytes", batch=1), "gpu") / "README.md").read_text()
+    assert "docker run --rm --gpus all -e NVIDIA_TF32_OVERRIDE=0 -p 8501:8501" in readme and "tensorflow/serving:2.21.0-gpu " in readme
+    assert "batch_timeout_micros 0: a batch of one is full on arrival" in readme and "Measured behind TF Serving." in readme
 
 
 def test_the_batch_timeout_spends_half_the_margin_and_nothing_at_batch_one():

@@ -129,14 +129,23 @@ def _tfserving(dest: Path, choice: dict[str, Any], serving: Serving) -> list[str
     _manifest(dest / "kserve", "inferenceservice.yaml",
               tfserving_service(name, kserve["storage_uri"], str(kserve["tfserving_runtime_version"]), kserve["resources"]))  # fmt: skip
     base = serving.tfserving_base_path.rstrip("/")
+    served = SERVED.get(choice["variant"])
     image = f"tensorflow/serving:{kserve['tfserving_runtime_version']}"
+    # the -gpu image on the GPU rows, with TF32 off as they were measured (crossdeploy serve --device gpu)
+    gpu = "--gpus all -e NVIDIA_TF32_OVERRIDE=0 " if served and served.gpu else ""
+    image += "-gpu" if gpu else ""
+    measured = {
+        None: "Measured in process (TensorFlow's SavedModel runner); behind TF Serving each request adds its transport.",
+        "kserve": "Measured behind the embedded server (`crossdeploy serve --engine kserve`), TF Serving's REST API.",
+        "tfserving": "Measured behind TF Serving.",
+    }[served.engine if served else None]
     why = "a batch of one is full on arrival" if choice["batch"] <= 1 else f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
     return [
         f"TF Serving repository: `{MODELS_CONFIG}`, `{BATCHING_PARAMETERS}` (max_batch_size {choice['batch']}, "
-        f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`.",
+        f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`. {measured}",
         "",
         "```bash",
-        f"docker run --rm -p 8501:8501 -p 8500:8500 --mount type=bind,source=\"$PWD\",target={base},readonly {image} \\",
+        f"docker run --rm {gpu}-p 8501:8501 -p 8500:8500 --mount type=bind,source=\"$PWD\",target={base},readonly {image} \\",
         f"  --model_config_file={base}/{MODELS_CONFIG} --enable_batching=true --batching_parameters_file={base}/{BATCHING_PARAMETERS}",
         f"crossdeploy serve --repository {serving.paths.get('deploy', '.')}   # from the project root: TF Serving if it runs there, else the embedded server",
         f"kubectl apply -f kserve/inferenceservice.yaml   # after copying {name}/ to package.kserve.storage_uri",

@@ -50,8 +50,11 @@ class Settings:
             raise CrossdeployError(f"deploy.variants must be all, served or a list of variant names, got {self.variants!r}.")
 
     @classmethod
-    def from_params(cls, cfg: dict[str, Any], **overrides: Any) -> "Settings":
-        values = {**{k: cfg.get(k) for k in cls.__dataclass_fields__ if k in cfg}, **{k: v for k, v in overrides.items() if v is not None}}
+    def from_params(cls, cfg: dict[str, Any] | None, **overrides: Any) -> "Settings":
+        """The deploy params section, with the overrides that are set (crossdeploy deploy's flags)."""
+        values = {**{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}, **{k: v for k, v in overrides.items() if v is not None}}
+        if "p99_ms" not in values:
+            raise CrossdeployError("deploy.p99_ms is not set: set it in conf/target/ (then python -m crossdeploy.compose), or pass --p99-ms.")
         return cls(**values)
 
     def allows(self, variant: str) -> bool:
@@ -95,6 +98,12 @@ def _floor_miss(judged: dict[str, Any], settings: Settings) -> str | None:
     return None
 
 
+def _size_miss(size_mb: float | None, cap: float) -> str | None:
+    if size_mb is None:
+        return "its size is not in benchmark.json's setup.artifact_mb, so deploy.max_model_mb cannot be checked"
+    return f"{size_mb} MB exceeds deploy.max_model_mb {cap}" if size_mb > cap else None
+
+
 def _cell(variant: str, name: str, row: dict[str, Any], slo: float) -> dict[str, Any]:
     batch, concurrency = parse_cell(name)
     return {
@@ -129,8 +138,8 @@ def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) 
             row, reason = _fidelity(parity, variant)
         if reason is None:
             reason = _floor_miss(row, settings)
-        if reason is None and settings.max_model_mb is not None and sizes.get(variant, 0.0) > settings.max_model_mb:
-            reason = f"{sizes[variant]} MB exceeds deploy.max_model_mb {settings.max_model_mb}"
+        if reason is None and settings.max_model_mb is not None:
+            reason = _size_miss(sizes.get(variant), settings.max_model_mb)
         if reason is None:
             reason = _not_measured(cells)
         if reason is not None:

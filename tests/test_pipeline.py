@@ -123,7 +123,7 @@ def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(re
     # Hydra composes conf/ (with crossdeploy's resolvers) and the override; the tiny sizes ride along too
     output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Squantize.calibration_method=percentile")
     # the TensorRT INT8 engine is built from the re-quantized model, so its stage follows
-    assert stages_run(output) == {"quantize", "trained", "tensorrt", "validate", "benchmark", "report"}
+    assert stages_run(output) == {"quantize", "trained", "tensorrt", "validate", "benchmark", "report", "deploy"}
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
     assert parity["trained/onnxruntime-int8"]["status"] == "ok"
 
@@ -133,7 +133,7 @@ def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(repo):
     sh(repo, "dvc", "repro")
     commit(repo, "benchmark baseline")
     output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.batch_sizes=[1,2]")
-    assert stages_run(output) == {"benchmark", "report"}
+    assert stages_run(output) == {"benchmark", "report", "deploy"}
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))["metrics/benchmark.json"]
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["old"] is None
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["new"] > 0
@@ -161,7 +161,7 @@ SECTION_CHANGES = [
     ("data.evaluation_size", 12, {"data"}),
     ("export.opset", 18, {"export", "trained"}),
     ("quantize.per_channel", False, {"quantize", "trained"}),
-    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark"}),
+    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark", "deploy"}),
     ("trained.epochs", 2, {"trained"}),
     ("package.batching.max_batch_size", 16, {"package", "trained"}),
     ("tensorrt.workspace_mib", 1024, {"tensorrt"}),

@@ -363,3 +363,24 @@ def test_crossdeploy_deploy_prints_the_decision_for_a_given_slo(tmp_path, capsys
     # the params' SLO (10 ms) is met by nothing: printed, not an error, though deploy.strict is the stage's
     assert main(["deploy", "--params", str(tmp_path / "params.yaml")]) == 0
     assert "**SLO not met** (p99 <= 10 ms)" in capsys.readouterr().out
+
+
+# --- the trade-off -------------------------------------------------------------------------------------------
+
+
+def test_the_pareto_front_keeps_only_cells_nothing_beats_on_both_counts_and_the_chart_is_drawn(tmp_path):
+    from crossdeploy.deploy.chart import pareto_front, plot_rows, write_chart
+
+    variants = {
+        "onnxruntime-int8": {"b1_c1": cell(60, 20), "b8_c1": cell(90, 60), "b8_c8": cell(85, 500, stable=False)},
+        "onnxruntime-fp32": {"b1_c1": cell(20, 45), "b8_c1": {"status": "skipped", "reason": "x"}},
+    }
+    rows = plot_rows(results(variants))
+    assert [(r["variant"], r["batch"], r["concurrency"], r["stable"]) for r in rows] == [
+        ("onnxruntime-int8", 1, 1, True), ("onnxruntime-int8", 8, 1, True), ("onnxruntime-int8", 8, 8, False), ("onnxruntime-fp32", 1, 1, True),
+    ]  # fmt: skip
+    # fp32 b1 (20 img/s at 45 ms) is beaten by int8 b1 (60 at 20); int8 b8_c8 by int8 b8_c1
+    assert [(r["variant"], r["batch"], r["concurrency"]) for r in pareto_front(rows)] == [("onnxruntime-int8", 1, 1), ("onnxruntime-int8", 8, 1)]
+    d = decision(variants, {"onnxruntime-int8": ok("int8"), "onnxruntime-fp32": ok()})
+    write_chart(results(variants), d, tmp_path / "deploy.png")
+    assert (tmp_path / "deploy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

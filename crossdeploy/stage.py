@@ -7,11 +7,14 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.params import load_params
+from crossdeploy.resources import stage_resources
 
 
 ONNXRUNTIME_MISSING = (
@@ -20,10 +23,23 @@ ONNXRUNTIME_MISSING = (
 )
 
 
+def stage_name(main: Callable[[], None]) -> str | None:
+    """The dvc.yaml stage `main` belongs to, for a script run as `python -m stages.<name>` (every stage's
+    cmd); None when called otherwise (a test), which then records no resources."""
+    spec = getattr(sys.modules.get(main.__module__), "__spec__", None)
+    package, _, name = (spec.name if spec else "").rpartition(".")
+    return name if package == "stages" else None
+
+
 def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main; on success record its wall time and peak RSS in `paths.resources`/<stage>.json."""
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
     try:
         main()
+        stage = stage_name(main)
+        if stage:
+            write_json(Path(load_params()["paths"]["resources"]) / f"{stage}.json", stage_resources(started))
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

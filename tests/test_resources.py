@@ -1,0 +1,63 @@
+"""Each stage records its wall time and peak RSS in metrics/resources/<stage>.json (run_stage), so a
+regression shows in `dvc metrics diff`. Run as real stage processes: a throwaway `stages` package in a
+temporary directory, started the way dvc.yaml starts every stage (`python -m stages.<name>`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from crossdeploy.stage import stage_name
+from tests.conftest import ROOT
+
+STAGE = """
+import numpy as np
+from crossdeploy.stage import run_stage
+
+def main():
+    held = np.ones({mb} * 2**20, dtype=np.uint8)  # touched, so resident
+    assert held.sum() == {mb} * 2**20
+
+if __name__ == "__main__":
+    run_stage(main)
+"""
+
+
+def _run_stage(tmp_path, name: str, mb: int) -> dict:
+    (tmp_path / "stages").mkdir(exist_ok=True)
+    (tmp_path / "stages" / "__init__.py").write_text("")
+    (tmp_path / "stages" / f"{name}.py").write_text(STAGE.format(mb=mb))
+    (tmp_path / "params.yaml").write_text("paths:\n  resources: metrics/resources\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=tmp_path, env=env, check=True)
+    return json.loads((tmp_path / "metrics" / "resources" / f"{name}.json").read_text())
+
+
+def test_a_stage_records_its_wall_time_and_peak_rss(tmp_path):
+    small = _run_stage(tmp_path, "small", 1)
+    large = _run_stage(tmp_path, "large", 400)
+    assert set(small) == {"wall_s", "peak_rss_mb", "children_peak_rss_mb", "peak_total_rss_mb"}
+    assert small["wall_s"] >= 0 and small["peak_rss_mb"] > 0
+    # the 400 MB array shows in the peak (the planted defect: a record that ignores the stage's memory)
+    assert large["peak_rss_mb"] - small["peak_rss_mb"] > 300
+    assert large["peak_total_rss_mb"] >= large["peak_rss_mb"]
+
+
+def test_a_function_outside_a_stage_module_records_nothing():
+    def main():
+        pass
+
+    # a test calling run_stage must not write into the repository; stages are covered above, as processes
+    assert stage_name(main) is None
+
+
+@pytest.mark.parametrize("stage", ["model", "benchmark", "deploy"])
+def test_dvc_declares_each_stage_record_as_an_uncached_metric(stage):
+    import yaml
+
+    metrics = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["metrics"]
+    assert {"${paths.resources}/" + f"{stage}.json": {"cache": False}} in metrics

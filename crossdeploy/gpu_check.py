@@ -151,7 +151,8 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     import torch
 
     from crossdeploy.benchmark.closed_loop import WindowSettings
-    from crossdeploy.benchmark.sweep import RunnerPool, sweep_variant
+    from crossdeploy.benchmark.runner_pool import RunnerPool
+    from crossdeploy.benchmark.sweep import sweep_variant
     from crossdeploy.datasets import DataSettings, default_image_sets
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx

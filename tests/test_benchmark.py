@@ -80,6 +80,7 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         harness_variant="onnxruntime-fp32",
         harness_batch=4,
         disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
+        concurrency_search=False,  # every cell measured: the search has its own tests (test_benchmark_search.py)
     )
     logs = tmp_path_factory.mktemp("mlperf")
     with contextlib.chdir(served_repo):  # served variants start `crossdeploy serve` on the params.yaml where the stage runs

@@ -26,6 +26,7 @@ class BenchmarkPlan:
     harness_batch: int = 32  # benchmark.harness_batch, its own param: the INT8 target's batch is the report's business
     harness_variant: str = "onnxruntime-int8"  # measured against a bare `session.run` loop: an ONNX Runtime variant
     disabled: dict[str, str] = field(default_factory=dict)  # variant -> why it is not measured
+    concurrency_search: bool = True  # the profile's: stop adding clients where throughput stops rising (benchmark/search.py)
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any], known_variants: list[str]) -> "BenchmarkPlan":
@@ -68,6 +69,7 @@ class BenchmarkPlan:
             harness_check=bool(cfg["harness_check"]),
             harness_batch=harness_batch,
             disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
+            concurrency_search=bool(profile.get("concurrency_search", True)),
         )
 
 

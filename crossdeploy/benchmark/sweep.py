@@ -1,66 +1,27 @@
-"""The batch x concurrency sweep of one variant: open its runners once, measure every cell, and give
-every cell that cannot be measured a row with the reason, so the sweep always goes on."""
+"""The batch x concurrency sweep of one variant on its warm runners: every cell the concurrency search
+(benchmark/search.py) finds informative is measured, and every other cell gets a row with the reason
+(not measured, skipped, failed), so the sweep always goes on and the grid is always whole."""
 
 from __future__ import annotations
 
-import gc
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from crossdeploy.benchmark.cells import cell_name, skipped
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
+from crossdeploy.benchmark.runner_pool import RunnerPool
+from crossdeploy.benchmark.search import ConcurrencySearch, not_measured
 from crossdeploy.datasets import ImageSet
-from crossdeploy.runtimes.base import Runner, ThreadSettings, error_text, unavailable_reason
-from crossdeploy.variants import Variant
+from crossdeploy.runtimes.base import error_text, unavailable_reason
 
 log = logging.getLogger(__name__)
 
 
 def failed(exc: BaseException) -> dict[str, Any]:
     return {"status": "failed", "reason": error_text(exc)}
-
-
-class RunnerPool:
-    """Runners of one variant: one shared by every client, or one per client where a runtime needs that."""
-
-    def __init__(self, variant: Variant, threads: ThreadSettings):
-        self.variant = variant
-        self.threads = threads
-        self._runners: list[Runner] = []
-        self._warm: set[tuple[int, int]] = set()  # (runner index, batch size) already run
-
-    def warm_flags(self, runners: list[Runner], batch_size: int) -> list[bool]:
-        """Which of these runners have run this batch size; marks them all as having run it from now on."""
-        keys = [(self._index(r), batch_size) for r in runners]
-        flags = [key in self._warm for key in keys]
-        self._warm.update(keys)
-        return flags
-
-    def _index(self, runner: Runner) -> int:
-        return next(i for i, r in enumerate(self._runners) if r is runner)
-
-    def open(self, count: int) -> list[Runner]:
-        if not self._runners:
-            self._runners.append(self._activated())
-        if self._runners[0].concurrent_infer:
-            return [self._runners[0]] * count
-        while len(self._runners) < count:
-            self._runners.append(self._activated())
-        return self._runners[:count]
-
-    def _activated(self) -> Runner:
-        runner = self.variant.runner(self.threads)
-        runner.activate()
-        return runner
-
-    def close(self) -> None:
-        for runner in self._runners:
-            runner.deactivate()
-        self._runners.clear()
-        self._warm.clear()
-        gc.collect()
 
 
 def client_batches(inputs: np.ndarray, batch_size: int, clients: int) -> list[np.ndarray]:
@@ -78,20 +39,32 @@ def sweep_variant(
     concurrencies: list[int],
     settings: WindowSettings,
     on_cell: Callable[[str], None] = lambda label: None,
+    search: ConcurrencySearch | None = None,
+    on_done: Callable[[int, int, dict[str, Any], float], None] = lambda batch, concurrency, row, elapsed_s: None,
 ) -> dict[str, dict[str, Any]]:
-    """Every batch x concurrency cell of the pool's variant; a runtime missing here skips the rest."""
-    cells = [(b, c) for b in batch_sizes for c in concurrencies]
-    results: dict[str, dict[str, Any]] = {}
-    for batch_size, concurrency in cells:
-        name = cell_name(batch_size, concurrency)
-        on_cell(f"{pool.variant.name} {name}")
-        results[name] = _measure_cell(pool, images, batch_size, concurrency, settings)
-        if results[name].pop("unavailable", False):
-            for b, c in cells[len(results) :]:
-                on_cell(f"{pool.variant.name} {cell_name(b, c)}")
-                results[cell_name(b, c)] = skipped(results[name]["reason"])
-            break
-    return results
+    """Every batch x concurrency cell of the pool's variant, in the grid's order; a runtime missing here
+    skips the rest. Measured by ascending batch size, then concurrency, as the search needs; `on_cell`
+    hears each cell before it is measured, `on_done` after, with its row and the seconds it took."""
+    search = search or ConcurrencySearch(settings.stability_pct, enabled=False)
+    rows: dict[str, dict[str, Any]] = {}
+    unavailable: str | None = None
+    for batch_size in sorted(set(batch_sizes)):
+        for concurrency in sorted(set(concurrencies)):
+            name = cell_name(batch_size, concurrency)
+            started = time.perf_counter()
+            reason = unavailable or search.skip_reason(batch_size, concurrency)
+            if unavailable:
+                rows[name] = skipped(unavailable)
+            elif reason:
+                rows[name] = not_measured(reason)
+            else:
+                on_cell(f"{pool.variant.name} {name}")
+                rows[name] = _measure_cell(pool, images, batch_size, concurrency, settings)
+                if rows[name].pop("unavailable", False):
+                    unavailable = rows[name]["reason"]
+                search.record(batch_size, concurrency, rows[name])
+            on_done(batch_size, concurrency, rows[name], time.perf_counter() - started)
+    return {cell_name(b, c): rows[cell_name(b, c)] for b in batch_sizes for c in concurrencies}
 
 
 def _measure_cell(

@@ -71,6 +71,9 @@ class Runner(ABC):
     #: Whether several threads may call `infer` on one activated runner at once; if not, concurrent
     #: clients each open their own runner.
     concurrent_infer: bool = True
+    #: For a runtime without concurrent_infer: the most instances worth opening (None: one per client);
+    #: clients beyond it queue on the instances there are (benchmark/runner_pool.py).
+    max_instances: int | None = None
 
     def __init__(self, name: str, threads: ThreadSettings | None = None):
         self.name = name

@@ -22,7 +22,12 @@ def _interpreter_class():
 
 class TFLiteRunner(Runner):
     layout = "NHWC"
-    concurrent_infer = False  # an interpreter holds its tensors; concurrent clients need one each
+    concurrent_infer = False  # an interpreter holds its tensors; concurrent clients need one each ...
+
+    @property
+    def max_instances(self) -> int:
+        # ... up to one per core: each already runs on every core, so more only hold more activations
+        return len(os.sched_getaffinity(0))
 
     def __init__(self, model_path: str | Path, name: str, threads: ThreadSettings | None = None):
         super().__init__(name, threads)

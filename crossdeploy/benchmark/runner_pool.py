@@ -1,0 +1,80 @@
+"""One variant's warm runners, opened once and reused by every cell, LoadGen scenario and the harness.
+
+A runtime that serves one request at a time per instance (an interpreter holds its tensors, a TensorRT
+context its stream) gets more instances for more clients, up to its `max_instances`; past that, clients
+queue on the instances there are, one request at a time each, as they would on a server. TFLite's limit is
+one interpreter per core: more only hold more activations (about 0.4 GB each for ResNet50 at batch 32,
+eight of them half of the benchmark's 7 GB peak) while waiting for the same cores.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+
+from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.variants import Variant
+
+
+class QueuedRunner:
+    """A runner that several clients share: each `infer` waits for the one before it to return."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self._lock = threading.Lock()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.runner.infer(batch)
+
+    def __getattr__(self, name: str):
+        return getattr(self.runner, name)
+
+
+class RunnerPool:
+    """Runners of one variant: one shared by every client where the runtime takes concurrent calls, else
+    up to the runtime's max_instances with clients queued on them."""
+
+    def __init__(self, variant: Variant, threads: ThreadSettings):
+        self.variant = variant
+        self.threads = threads
+        self._runners: list = []  # Runner, or QueuedRunner for a runtime that serves one call at a time
+        self._warm: set[tuple[int, int]] = set()  # (runner index, batch size) already run
+        self.opened = 0  # instances activated, for tests and the log
+
+    def warm_flags(self, runners: list, batch_size: int) -> list[bool]:
+        """Which of these runners have run this batch size; marks them all as having run it from now on."""
+        keys = [(self._index(r), batch_size) for r in runners]
+        flags = [key in self._warm for key in keys]
+        self._warm.update(keys)
+        return flags
+
+    def _index(self, runner) -> int:
+        return next(i for i, r in enumerate(self._runners) if r is runner)
+
+    def open(self, count: int) -> list:
+        """A runner per client, `count` of them; the same instance appears more than once where clients share it."""
+        if not self._runners:
+            self._runners.append(self._activated())
+        first = self._runners[0]
+        if first.concurrent_infer:
+            return [first] * count
+        limit = min(count, first.max_instances or count)
+        while len(self._runners) < limit:
+            self._runners.append(self._activated())
+        return [self._runners[i % limit] for i in range(count)]
+
+    def _activated(self):
+        runner = self.variant.runner(self.threads)
+        runner.activate()
+        self.opened += 1
+        return runner if runner.concurrent_infer else QueuedRunner(runner)
+
+    def close(self) -> None:
+        for runner in self._runners:
+            runner.deactivate()
+        self._runners.clear()
+        self._warm.clear()
+        gc.collect()

@@ -1,0 +1,160 @@
+"""The concurrency search on synthetic throughput and latency curves, and the sweep that follows it on a
+runtime written here: a pure-Python runner that serves one request at a time on one "core"."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.runner_pool import RunnerPool
+from crossdeploy.benchmark.search import CONFIRMATIONS, NOT_MEASURED, ConcurrencySearch
+from crossdeploy.benchmark.sweep import sweep_variant
+from crossdeploy.runtimes.base import Runner, ThreadSettings
+
+BATCHES, CLIENTS = [1, 8, 16, 32], [1, 8]
+
+
+def _row(ips: float, p50_ms: float, status: str = "ok") -> dict:
+    return {"status": status, "throughput_ips": ips, "p50_ms": p50_ms}
+
+
+def run_search(curve, batches=BATCHES, clients=CLIENTS, stability_pct=10.0, enabled=True) -> dict:
+    """Drive a search over `curve(batch, clients) -> row` as the sweep does; return cell -> row or reason."""
+    search = ConcurrencySearch(stability_pct, enabled=enabled)
+    out = {}
+    for b in batches:
+        for c in clients:
+            reason = search.skip_reason(b, c)
+            if reason:
+                out[(b, c)] = reason
+                continue
+            out[(b, c)] = curve(b, c)
+            search.record(b, c, out[(b, c)])
+    return out
+
+
+def saturated(b: int, c: int) -> dict:
+    """An in-process runtime on busy cores: throughput flat in clients, latency proportional to them."""
+    return _row(90.0 + b / 10, 1000.0 * b * c / 90.0)
+
+
+def test_a_plateau_stops_each_batch_and_after_two_batches_the_larger_ones():
+    out = run_search(saturated)
+    assert CONFIRMATIONS == 2
+    assert isinstance(out[(1, 8)], dict) and isinstance(out[(8, 8)], dict)  # measured: the evidence
+    for b in (16, 32):
+        assert isinstance(out[(b, 1)], dict)  # one client is always measured
+        reason = out[(b, 8)]
+        assert reason.startswith("throughput had stopped rising at 1 client at 2 smaller batch sizes")
+        assert "batch 1: 90.1 img/s at 1 client, 90.1 at 8" in reason and "batch 8:" in reason
+
+
+def test_still_rising_throughput_is_measured_everywhere():
+    out = run_search(lambda b, c: _row(20.0 * (1 + 0.4 * (c > 1)), 50.0 * b * c))
+    assert all(isinstance(row, dict) for row in out.values())
+
+
+@pytest.mark.parametrize("gain, stops", [(0.05, True), (0.099, True), (0.12, False)])
+def test_a_gain_inside_the_stability_rule_is_noise(gain, stops):
+    out = run_search(lambda b, c: _row(100.0 * (1 + gain * (c > 1)), 10.0 * b * c), batches=[1, 8, 16])
+    assert isinstance(out[(16, 8)], str) is stops
+
+
+def test_a_gain_in_between_restarts_the_count():
+    # noisy: no gain at batch 1, a real one at batch 8 (inter-op overlap), none at 16: 32 is still measured
+    gains = {1: 0.02, 8: 0.3, 16: 0.01, 32: 0.4}
+    out = run_search(lambda b, c: _row(100.0 * (1 + gains[b] * (c > 1)), 10.0 * b * c))
+    assert all(isinstance(row, dict) for row in out.values())
+
+
+def test_no_stop_without_growing_latency_or_without_a_figure():
+    flat_latency = run_search(lambda b, c: _row(100.0, 10.0))
+    assert all(isinstance(row, dict) for row in flat_latency.values())
+    failing = run_search(lambda b, c: _row(0, 0, "failed") if c == 1 else saturated(b, c))
+    assert all(isinstance(row, dict) for row in failing.values())
+
+
+def test_the_full_profile_measures_the_whole_grid():
+    out = run_search(saturated, enabled=False)
+    assert all(isinstance(row, dict) for row in out.values())
+
+
+class OneCoreRunner(Runner):
+    """Serves one request at a time (as a TFLite interpreter does) and takes 5 ms per image on a single
+    shared 'core', so extra clients only queue. Fails loudly if two calls ever overlap on one instance."""
+
+    concurrent_infer = False
+    max_instances = 2
+    core = threading.Lock()
+
+    def _activate_impl(self) -> None:
+        self.busy = False
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        assert not self.busy, "two clients inside one instance at once"
+        self.busy = True
+        with OneCoreRunner.core:
+            time.sleep(0.005 * len(batch))
+        self.busy = False
+        return np.zeros((len(batch), 2), np.float32)
+
+
+class SyntheticVariant:
+    name = "one-core"
+
+    def runner(self, threads: ThreadSettings) -> Runner:
+        return OneCoreRunner(self.name, threads)
+
+
+class Images:
+    def tensors(self, layout: str) -> np.ndarray:
+        return np.zeros((8, 3, 4, 4), np.float32)
+
+
+WINDOWS = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=6, stability_pct=40, cell_cap_s=0.5)
+
+
+def test_the_sweep_reports_the_whole_grid_and_what_it_left_out():
+    pool = RunnerPool(SyntheticVariant(), ThreadSettings())
+    done = []
+    try:
+        cells = sweep_variant(
+            pool, Images(), [4, 1, 2], [4, 1], WINDOWS, search=ConcurrencySearch(WINDOWS.stability_pct),
+            on_done=lambda b, c, row, s: done.append((b, c, row["status"])),
+        )
+    finally:
+        pool.close()
+    assert list(cells) == ["b4_c4", "b4_c1", "b1_c4", "b1_c1", "b2_c4", "b2_c1"]  # the grid's own order
+    assert [d[:2] for d in done] == [(1, 1), (1, 4), (2, 1), (2, 4), (4, 1), (4, 4)]  # measured ascending
+    assert cells["b4_c4"]["status"] == NOT_MEASURED and "stopped rising at 1 client" in cells["b4_c4"]["reason"]
+    assert {cells[c]["status"] for c in ("b1_c1", "b1_c4", "b2_c1", "b2_c4", "b4_c1")} == {"ok"}
+
+
+def test_clients_queue_on_at_most_max_instances_runners():
+    pool = RunnerPool(SyntheticVariant(), ThreadSettings())
+    try:
+        runners = pool.open(8)
+        assert len(runners) == 8 and len({id(r) for r in runners}) == OneCoreRunner.max_instances == pool.opened
+        batch = np.zeros((2, 3, 4, 4), np.float32)
+        errors = []
+
+        def client(runner) -> None:
+            try:
+                for _ in range(20):
+                    runner.infer(batch)
+            except AssertionError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client, args=(r,)) for r in runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []  # the planted defect, clients calling a shared instance at once, fails here
+        assert pool.open(1)[0] is runners[0]  # the same warm runner for the next cell or LoadGen
+    finally:
+        pool.close()

@@ -124,7 +124,7 @@ def test_the_sweep_reports_the_whole_grid_and_what_it_left_out():
     try:
         cells = sweep_variant(
             pool, Images(), [4, 1, 2], [4, 1], WINDOWS, search=ConcurrencySearch(WINDOWS.stability_pct),
-            on_done=lambda b, c, row, s: done.append((b, c, row["status"])),
+            on_done=lambda b, c, row: done.append((b, c, row["status"])),
         )
     finally:
         pool.close()

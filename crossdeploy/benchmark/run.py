@@ -1,19 +1,24 @@
-"""The benchmark's measurement: every variant of the plan swept, its MLPerf scenarios and the harness-overhead
-measurement, as one dict for metrics/benchmark.json. What the figures mean against the performance targets
-is the report stage's (benchmark/checks.py), which reads that file and never this code, so changing a
+"""The benchmark's measurement: every variant of the plan swept on its warm runners (the concurrency search
+leaving out what carries no information), its MLPerf scenarios on the same runners and the harness-overhead
+measurement, as one dict for metrics/benchmark.json, with a progress bar that weighs each piece by its cost.
+What the figures mean against the performance targets is the report stage's (benchmark/checks.py), which reads that file and never this code, so changing a
 target, a judging rule or the report never re-runs a measurement."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from crossdeploy.benchmark.mlperf import run_mlperf
 from crossdeploy.benchmark.plan import BenchmarkPlan
 from crossdeploy.benchmark.cells import cell_name, skipped
-from crossdeploy.benchmark.sweep import RunnerPool, client_batches, failed, sweep_variant
+from crossdeploy.benchmark.progress import CostModel, Remaining, Work
+from crossdeploy.benchmark.runner_pool import RunnerPool
+from crossdeploy.benchmark.search import ConcurrencySearch
+from crossdeploy.benchmark.sweep import client_batches, failed, sweep_variant
 from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import unavailable_reason
 from crossdeploy.variants import Variant
@@ -21,48 +26,101 @@ from crossdeploy.variants import Variant
 log = logging.getLogger(__name__)
 
 
-def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan, mlperf_logs: Path) -> dict[str, Any]:
-    from tqdm import tqdm
+def planned_work(variants: list[Variant], plan: BenchmarkPlan) -> list[Work]:
+    """Everything the run may measure, in order: each variant's cells, its LoadGen scenarios, the harness."""
+    work = []
+    for variant in variants:
+        work += [Work(variant.name, "cell", b, c) for b in sorted(set(plan.batch_sizes)) for c in sorted(set(plan.concurrencies))]
+        if _wants_mlperf(plan, variant):
+            work.append(Work(variant.name, "mlperf"))
+        if _wants_harness(plan, variant):
+            work.append(Work(variant.name, "harness"))
+    return work
 
+
+class _Bar:
+    """tqdm counting seconds: done is the time spent, total that plus the estimate of what is left."""
+
+    def __init__(self, remaining: Remaining):
+        from tqdm import tqdm
+
+        self._format_interval = tqdm.format_interval
+        self.remaining = remaining
+        self.started = time.perf_counter()
+        self.text = ""
+        self.bar = tqdm(
+            total=max(1, round(remaining.seconds())), desc="benchmark", unit="s", file=sys.stderr, dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} spent{postfix}",
+        )
+
+    def label(self, text: str) -> None:
+        self.text = text
+        self.refresh()
+
+    def refresh(self) -> None:
+        spent, left = time.perf_counter() - self.started, self.remaining.seconds()
+        self.bar.n = round(spent)
+        self.bar.total = max(1, round(spent + left))
+        self.bar.set_postfix_str(f"about {self._format_interval(left)} left; {self.text}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan, mlperf_logs: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     mlperf: dict[str, Any] = {}
     # why the harness is not measured, until it is
     harness = skipped("benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants")
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
-    with tqdm(total=len(variants) * len(cells), desc="benchmark", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
-
-        def on_cell(label: str) -> None:
-            bar.set_postfix_str(label)
-            bar.update()
-
+    remaining = Remaining(planned_work(variants, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch))
+    bar = _Bar(remaining)
+    try:
         for variant in variants:
             unbuilt = variant.build_failure()
             reason = unbuilt or plan.disabled.get(variant.name) or variant.missing_reason()
             if reason:
                 # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
                 row = {"status": "failed", "reason": f"not built: {unbuilt}"} if unbuilt else skipped(reason)
-                bar.update(len(cells))
+                remaining.dropped_variant(variant.name)
+                bar.refresh()
                 results[variant.name] = {cell: dict(row) for cell in cells}
                 if _wants_mlperf(plan, variant):
                     mlperf[variant.name] = dict(row)
                 if _wants_harness(plan, variant):
                     harness = {**row, "reason": f"{variant.name} is not measured: {row['reason']}"}
                 continue
+
+            def cell_done(batch: int, concurrency: int, row: dict[str, Any], name: str = variant.name) -> None:
+                work = Work(name, "cell", batch, concurrency)  # measured, left out or skipped: no longer to do
+                remaining.finished(work, row)
+                bar.refresh()
+
             pool = RunnerPool(variant, plan.threads)
             try:
-                results[variant.name] = sweep_variant(pool, images, plan.batch_sizes, plan.concurrencies, plan.windows, on_cell)
+                search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
+                results[variant.name] = sweep_variant(
+                    pool, images, plan.batch_sizes, plan.concurrencies, plan.windows, bar.label, search, cell_done
+                )
                 measured = [row for row in results[variant.name].values() if row["status"] == "ok"]
                 if _wants_mlperf(plan, variant):
-                    bar.set_postfix_str(f"{variant.name} MLPerf LoadGen")
+                    bar.label(f"{variant.name} MLPerf LoadGen")
                     mlperf[variant.name] = _mlperf_row(pool, images, plan, mlperf_logs / variant.name, results[variant.name], measured)
+                    remaining.finished(Work(variant.name, "mlperf"))
+                    bar.refresh()
                 if _wants_harness(plan, variant):
                     if measured:
-                        bar.set_postfix_str(f"{variant.name} harness overhead")
+                        bar.label(f"{variant.name} harness overhead")
                         harness = _harness(pool, images, plan)
                     else:
                         harness = _unmeasured(results[variant.name], f"{variant.name} could not be measured: ")
+                    remaining.finished(Work(variant.name, "harness"))
+                    bar.refresh()
             finally:
                 pool.close()
+    finally:
+        bar.close()
     results["mlperf"] = mlperf
     results["harness"] = harness
     return results

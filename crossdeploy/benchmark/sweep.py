@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -40,18 +39,17 @@ def sweep_variant(
     settings: WindowSettings,
     on_cell: Callable[[str], None] = lambda label: None,
     search: ConcurrencySearch | None = None,
-    on_done: Callable[[int, int, dict[str, Any], float], None] = lambda batch, concurrency, row, elapsed_s: None,
+    on_done: Callable[[int, int, dict[str, Any]], None] = lambda batch, concurrency, row: None,
 ) -> dict[str, dict[str, Any]]:
     """Every batch x concurrency cell of the pool's variant, in the grid's order; a runtime missing here
     skips the rest. Measured by ascending batch size, then concurrency, as the search needs; `on_cell`
-    hears each cell before it is measured, `on_done` after, with its row and the seconds it took."""
+    hears each cell before it is measured, `on_done` every cell, with its row, once it has one."""
     search = search or ConcurrencySearch(settings.stability_pct, enabled=False)
     rows: dict[str, dict[str, Any]] = {}
     unavailable: str | None = None
     for batch_size in sorted(set(batch_sizes)):
         for concurrency in sorted(set(concurrencies)):
             name = cell_name(batch_size, concurrency)
-            started = time.perf_counter()
             reason = unavailable or search.skip_reason(batch_size, concurrency)
             if unavailable:
                 rows[name] = skipped(unavailable)
@@ -63,7 +61,7 @@ def sweep_variant(
                 if rows[name].pop("unavailable", False):
                     unavailable = rows[name]["reason"]
                 search.record(batch_size, concurrency, rows[name])
-            on_done(batch_size, concurrency, rows[name], time.perf_counter() - started)
+            on_done(batch_size, concurrency, rows[name])
     return {cell_name(b, c): rows[cell_name(b, c)] for b in batch_sizes for c in concurrencies}
 
 

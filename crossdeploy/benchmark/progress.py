@@ -1,0 +1,105 @@
+"""How long the benchmark has left, from what each piece of work is expected to cost.
+
+Cells differ tenfold in cost (a batch-32 cell at 8 clients waits for 256 images per round, a batch-1 cell
+at one client for one), so a per-cell average (tqdm's) is off by minutes. Each cell is weighted instead by
+what the closed loop will spend on it: warm-up requests, then at least STABLE_WINDOWS windows, each at
+least `window_s` long and holding a request per client, cut short at the cell's cap, where the requests
+in flight still finish. A request round of `batch x clients` images takes that many times the variant's
+time per image on saturated cores, measured from its cells so far. What the estimates got wrong on the
+work already done scales the rest (a run whose cells need more windows than three says so early).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.benchmark.statistics import STABLE_WINDOWS
+
+#: Time per image before a run has measured any (ResNet50 FP32 takes about 40 ms on 2 cores, INT8 about 12)
+PRIOR_S_PER_IMAGE = 0.03
+#: LoadGen's Server peak search runs the scenario several times (its binary search on the rate)
+SERVER_RUNS = 4
+HARNESS_ROUNDS = 5  # benchmark/overhead.py's rounds, each a closed-loop measurement and a bare loop
+
+
+@dataclass(frozen=True)
+class Work:
+    variant: str
+    kind: str  # "cell" | "mlperf" | "harness"
+    batch: int = 1
+    concurrency: int = 1
+
+
+@dataclass
+class CostModel:
+    windows: WindowSettings
+    mlperf: MlperfSettings | None = None
+    harness_batch: int = 32
+    s_per_image: dict[str, float] = field(default_factory=dict)  # measured, per variant
+    windows_seen: list[int] = field(default_factory=list)  # windows each measured cell needed
+
+    def expected_windows(self) -> float:
+        return sum(self.windows_seen) / len(self.windows_seen) if self.windows_seen else STABLE_WINDOWS
+
+    def per_image(self, variant: str) -> float:
+        if variant in self.s_per_image:
+            return self.s_per_image[variant]
+        # a variant not yet measured: the typical one so far
+        known = sorted(self.s_per_image.values())
+        return known[len(known) // 2] if known else PRIOR_S_PER_IMAGE
+
+    def cost_s(self, work: Work) -> float:
+        t = self.per_image(work.variant)
+        w = self.windows
+        if work.kind == "cell":
+            round_s = work.batch * work.concurrency * t  # every client's request, on shared cores
+            warmup = w.warmup_requests * round_s
+            measuring = min(self.expected_windows() * max(w.window_s, round_s), w.cell_cap_s + round_s)
+            return warmup + measuring
+        if work.kind == "harness":
+            closed_loop = min(self.expected_windows() * max(w.window_s, self.harness_batch * t), w.cell_cap_s)
+            return HARNESS_ROUNDS * 2 * closed_loop
+        if self.mlperf is None:
+            return 0.0
+        m = self.mlperf
+        minimum_s = m.min_duration_ms / 1000.0
+
+        def scenario(name: str) -> float:
+            return max(minimum_s, m.min_query_count[name] * t)
+
+        return scenario("singlestream") + scenario("offline") + SERVER_RUNS * scenario("server")
+
+    def learn(self, variant: str, row: dict) -> None:
+        """A measured cell's throughput gives the variant's time per image on saturated cores, and its
+        windows how many a cell needs here."""
+        if row.get("status") == "ok" and row.get("throughput_ips"):
+            self.s_per_image[variant] = 1.0 / row["throughput_ips"]
+            if row.get("windows"):
+                self.windows_seen.append(int(row["windows"]))
+
+
+class Remaining:
+    """The work still to do and its expected cost under what the model has learned so far."""
+
+    def __init__(self, work: list[Work], model: CostModel):
+        self.model = model
+        self._todo = list(work)
+
+    def finished(self, work: Work, row: dict | None = None) -> None:
+        """`work` is done; its row (a cell's) teaches the model the variant's speed and the windows a cell needs."""
+        if row is not None:
+            self.model.learn(work.variant, row)
+        self.dropped(work)
+
+    def dropped(self, work: Work) -> None:
+        """`work` will not run (the concurrency search left it out, a runtime is missing): no cost."""
+        if work in self._todo:
+            self._todo.remove(work)
+
+    def dropped_variant(self, variant: str) -> None:
+        self._todo = [w for w in self._todo if w.variant != variant]
+
+    def seconds(self) -> float:
+        return sum(self.model.cost_s(w) for w in self._todo)

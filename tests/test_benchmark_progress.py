@@ -1,0 +1,85 @@
+"""The benchmark's remaining-time estimate: cells weighted by what the closed loop spends on them, the
+variant's measured speed, and the windows cells need here."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.benchmark.plan import BenchmarkPlan
+from crossdeploy.benchmark.progress import PRIOR_S_PER_IMAGE, CostModel, Remaining, Work
+from crossdeploy.benchmark.run import planned_work
+from crossdeploy.runtimes.base import ThreadSettings
+from crossdeploy.variants import Variant
+
+DEFAULT = WindowSettings(warmup_requests=1, window_s=0.5, max_windows=10, stability_pct=10, cell_cap_s=4)
+
+
+def _cells(variant: str) -> list[Work]:
+    return [Work(variant, "cell", b, c) for b in (1, 8, 16, 32) for c in (1, 8)]
+
+
+def simulated_s(work: Work, s_per_image: float) -> float:
+    """What a cell 'really' takes in these tests: the cost model's shape, but five windows instead of three."""
+    round_s = work.batch * work.concurrency * s_per_image
+    return round_s + min(5 * max(DEFAULT.window_s, round_s), DEFAULT.cell_cap_s + round_s)
+
+
+def test_a_cell_costs_its_rounds_and_windows_up_to_its_cap():
+    model = CostModel(DEFAULT, s_per_image={"v": 0.04})
+    small, large = model.cost_s(Work("v", "cell", 1, 1)), model.cost_s(Work("v", "cell", 32, 8))
+    assert small == pytest.approx(0.04 + 3 * 0.5)  # warm-up round, three half-second windows
+    assert large == pytest.approx(256 * 0.04 + DEFAULT.cell_cap_s + 256 * 0.04)  # capped; the round in flight ends it
+    assert large > 10 * small
+
+
+def test_a_variant_not_yet_measured_costs_the_typical_speed():
+    model = CostModel(DEFAULT)
+    assert model.per_image("new") == PRIOR_S_PER_IMAGE
+    model.learn("fast", {"status": "ok", "throughput_ips": 100.0})
+    model.learn("slow", {"status": "ok", "throughput_ips": 10.0})
+    model.learn("broken", {"status": "failed", "reason": "x"})
+    assert model.per_image("slow") == pytest.approx(0.1) and "broken" not in model.s_per_image
+    assert model.per_image("new") in (0.01, 0.1)
+
+
+def test_the_estimate_tracks_a_run_whose_cells_differ_tenfold():
+    """After the cheap half of a variant's cells, the estimate is near the truth; tqdm's per-cell
+    average (the planted defect) is off by several times."""
+    work = _cells("v")
+    speed = 0.04
+    truth = {w: simulated_s(w, speed) for w in work}
+    remaining = Remaining(work, CostModel(DEFAULT))
+    cheap_first = sorted(work, key=lambda w: w.batch * w.concurrency)
+    done = cheap_first[:4]
+    for w in done:
+        remaining.finished(w, {"status": "ok", "throughput_ips": 1 / speed, "windows": 5})
+    left = sum(truth[w] for w in cheap_first[4:])
+    per_cell_average = sum(truth[w] for w in done) / len(done) * len(cheap_first[4:])
+    assert remaining.seconds() == pytest.approx(left, rel=0.05)
+    assert per_cell_average < left / 3
+
+
+def test_dropped_work_costs_nothing_and_the_run_ends_at_zero():
+    work = _cells("a") + _cells("b") + [Work("a", "mlperf")]
+    model = CostModel(DEFAULT, MlperfSettings(min_duration_ms=1000, min_query_count={"singlestream": 32, "offline": 64, "server": 64}))
+    remaining = Remaining(work, model)
+    before = remaining.seconds()
+    remaining.dropped(Work("a", "cell", 32, 8))  # the concurrency search left it out
+    assert remaining.seconds() < before
+    remaining.dropped_variant("b")  # skipped: its runtime is missing
+    for w in [w for w in work if w.variant == "a" and w != Work("a", "cell", 32, 8)]:
+        remaining.finished(w)
+    assert remaining.seconds() == 0
+
+
+def test_the_plan_lists_each_variants_cells_loadgen_and_harness(tmp_path):
+    plan = BenchmarkPlan(
+        batch_sizes=[8, 1], concurrencies=[1], threads=ThreadSettings(), windows=DEFAULT,
+        mlperf=None, mlperf_variants=None, harness_check=True, harness_variant="onnxruntime-fp32",
+    )
+    variants = [Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tmp_path / "m.onnx")]
+    assert planned_work(variants, plan) == [
+        Work("onnxruntime-fp32", "cell", 1, 1), Work("onnxruntime-fp32", "cell", 8, 1), Work("onnxruntime-fp32", "harness"),
+    ]

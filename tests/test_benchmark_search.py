@@ -11,7 +11,8 @@ import pytest
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.runner_pool import RunnerPool
-from crossdeploy.benchmark.search import CONFIRMATIONS, NOT_MEASURED, ConcurrencySearch
+from crossdeploy.benchmark.cells import NOT_MEASURED
+from crossdeploy.benchmark.search import CONFIRMATIONS, ConcurrencySearch
 from crossdeploy.benchmark.sweep import sweep_variant
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -158,3 +159,57 @@ def test_clients_queue_on_at_most_max_instances_runners():
         assert pool.open(1)[0] is runners[0]  # the same warm runner for the next cell or LoadGen
     finally:
         pool.close()
+
+
+# --- what reads benchmark.json: no figure is claimed for a cell the search left out ----------------------
+
+
+def _with_left_out() -> dict:
+    from crossdeploy.benchmark.cells import not_measured
+
+    def ok(ips: float, p99: float) -> dict:
+        return {"status": "ok", "stable": True, "throughput_ips": ips, "p50_ms": p99 * 0.8, "p99_ms": p99}
+
+    left_out = not_measured("throughput had stopped rising at 1 client at 2 smaller batch sizes (...)")
+    return {
+        "onnxruntime-fp32": {"b1_c1": ok(23.0, 45.0), "b1_c8": ok(23.1, 360.0), "b32_c1": ok(25.0, 1300.0), "b32_c8": dict(left_out)},
+        "onnxruntime-int8": {"b1_c1": ok(72.0, 15.0), "b1_c8": ok(73.0, 110.0), "b32_c1": ok(90.0, 360.0), "b32_c8": dict(left_out)},
+        "tf-savedmodel-fp32": {"b1_c1": ok(20.0, 55.0), "b1_c8": ok(22.0, 400.0), "b32_c1": ok(24.0, 1400.0), "b32_c8": dict(left_out)},
+        "mlperf": {},
+        "harness": {"status": "skipped", "reason": "x"},
+        "device": {"cpu": "Test CPU", "usable_cores": 2, "gpus": [], "libraries": {}},
+        "setup": {"stability_pct": 10.0, "profile": "default", "target": "cpu", "weights": "random", "artifact_mb": {}},
+    }
+
+
+def test_the_report_names_the_cells_left_out_and_claims_no_figure_for_them():
+    from crossdeploy.benchmark.report import summary_rows
+
+    rows = {r["variant"]: r for r in summary_rows(_with_left_out(), {})}
+    assert rows["onnxruntime-int8"]["best_ips"] == 90.0 and rows["onnxruntime-int8"]["best_at"] == "batch 32, concurrency 1"
+    assert rows["onnxruntime-int8"]["reason"].startswith("not measured (batch x clients): 32 x 8, where throughput had stopped rising")
+
+
+def test_plots_and_checks_skip_the_cells_left_out_and_say_why():
+    from crossdeploy.benchmark.charts import plot_data
+    from crossdeploy.benchmark.checks import Targets, check_targets
+
+    results = _with_left_out()
+    data = plot_data(results)
+    assert {(r["batch"], r["concurrency"]) for r in data["throughput_vs_concurrency.json"]} == {(1, 1), (1, 8)}
+    assert all(r["batch"] != 32 or r["concurrency"] != 8 for rows in data.values() for r in rows)
+    served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
+    assert served["met"] is None and "tf-savedmodel-fp32 not measured: throughput had stopped rising" in served["note"]
+
+
+def test_deploy_chooses_among_measured_cells_only():
+    from crossdeploy.deploy.chart import plot_rows
+    from crossdeploy.deploy.decision import Settings, decide
+
+    results = _with_left_out()
+    parity = {v: {"status": "ok", "reason": "", "precision": "fp32", "top1_agreement": 1.0, "cosine_min": 1.0, "max_abs_err_rel": 0.0}
+              for v in ("onnxruntime-fp32", "onnxruntime-int8", "tf-savedmodel-fp32")}  # fmt: skip
+    decision = decide(results, parity, Settings(p99_ms=10_000))
+    assert decision["met"] is True and decision["choice"]["cell"] == "b32_c1"
+    plotted = {(row["variant"], row["batch"], row["concurrency"]) for row in plot_rows(results)}
+    assert len(plotted) == 9 and ("onnxruntime-int8", 32, 8) not in plotted

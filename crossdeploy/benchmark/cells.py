@@ -27,6 +27,14 @@ def skipped(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "reason": reason}
 
 
+#: a cell the concurrency search (benchmark/search.py) left out: no figure, the evidence as its reason
+NOT_MEASURED = "not measured"
+
+
+def not_measured(reason: str) -> dict[str, Any]:
+    return {"status": NOT_MEASURED, "reason": reason}
+
+
 def variant_cells(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     return {name: cells for name, cells in results.items() if name not in SECTIONS}
 

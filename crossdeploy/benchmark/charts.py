@@ -10,7 +10,9 @@ from crossdeploy.benchmark.cells import best_throughput, parse_cell, variant_cel
 
 def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Rows for DVC plots: latency against batch size at the lowest concurrency, and throughput against
-    concurrency at the largest batch size, one series per variant."""
+    concurrency at the smallest batch size, one series per variant: the concurrency search sweeps that
+    batch size first and in full (until throughput stops rising), where a larger one may have a single
+    measured level. Cells with no figure (skipped, failed, not measured) are not plotted."""
     rows = [
         {"variant": variant, "batch": b, "concurrency": c, **{k: row[k] for k in ("p50_ms", "p99_ms", "throughput_ips")}}
         for variant, cells in variant_cells(results).items()
@@ -21,10 +23,10 @@ def plot_data(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     if not rows:
         return {"latency_vs_batch.json": [], "throughput_vs_concurrency.json": []}
     lowest_concurrency = min(r["concurrency"] for r in rows)
-    largest_batch = max(r["batch"] for r in rows)
+    smallest_batch = min(r["batch"] for r in rows)
     return {
         "latency_vs_batch.json": [r for r in rows if r["concurrency"] == lowest_concurrency],
-        "throughput_vs_concurrency.json": [r for r in rows if r["batch"] == largest_batch],
+        "throughput_vs_concurrency.json": [r for r in rows if r["batch"] == smallest_batch],
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossdeploy.benchmark.cells import best_throughput, parse_cell, variant_cells
+from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, parse_cell, variant_cells
 from crossdeploy.parity_report import weights_statement
 from crossdeploy.source_model import ModelCard
 from crossdeploy.layout import REFERENCE
@@ -37,9 +37,19 @@ def summary_rows(
             "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
             "speedup": best[0] / reference[0] if best and reference else None,
             "vs_baseline": best[0] / before[0] if best and before else None,
-            "reason": "" if best else next((row.get("reason", "") for row in cells.values()), ""),
+            "reason": _not_measured_note(cells) if best else next((row.get("reason", "") for row in cells.values()), ""),
         })
     return rows
+
+
+def _not_measured_note(cells: dict[str, dict[str, Any]]) -> str:
+    """What the concurrency search left out of a measured variant: those cells have no figure, and the
+    report claims none; benchmark.json keeps each one's evidence."""
+    left_out = sorted((parse_cell(name) for name, row in cells.items() if row.get("status") == NOT_MEASURED))
+    if not left_out:
+        return ""
+    listed = ", ".join(f"{b} x {c}" for b, c in left_out)
+    return f"not measured (batch x clients): {listed}, where throughput had stopped rising with more clients (benchmark.json: the evidence)"
 
 
 def key_figures(results: dict[str, Any], parity: dict[str, Any]) -> dict[str, dict[str, float]]:

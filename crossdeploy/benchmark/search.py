@@ -3,11 +3,12 @@
 perf_analyzer's concurrency sweep and Model Analyzer's quick search stop adding clients once throughput
 stops rising while latency only grows: past that point a closed loop measures queueing, not the runtime
 (on a CPU, more clients than cores for an in-process runtime wait for the same cores). The search does
-the same per batch size, and once a concurrency level has added nothing at CONFIRMATIONS batch sizes (with
-no gain in between) it is not measured at the larger ones either: a larger batch already keeps the cores busier.
+the same per batch size, and once a concurrency level has added nothing at CONFIRMATIONS batch sizes
+(with no gain in between) it is not measured at the larger ones either: a larger batch already keeps the
+cores busier.
 
-Cells it leaves out keep their row, `status: "not measured"` with the reason, so every batch size and
-concurrency level of the grid is still reported and none reads as a figure.
+Cells it leaves out keep their row (cells.not_measured: `status: "not measured"` with the evidence as the
+reason), so every batch size and concurrency level of the grid is still reported and none reads as a figure.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NOT_MEASURED = "not measured"
-#: Batch sizes (with no gain at this level in between) at which a concurrency level must add nothing before the larger batch sizes skip
-#: it. One would trust a single comparison that sits inside the noise: on this project's 2-core machine
-#: the SavedModel gains 10.1 % from 8 clients at batch 1, on the 10 % stability bound, and 23 to 46 % at
-#: batch 8 to 32, where its inter-op threads overlap requests. Two keeps such a gain and still leaves out
-#: the dearest cells (the largest batches at the most clients).
+#: Batch sizes (with no gain at this level in between) at which a concurrency level must add nothing
+#: before the larger batch sizes skip it. One comparison can sit inside the noise: on this project's 2-core
+#: machine the SavedModel gained 10.1 % from 8 clients at batch 1, on the 10 % stability bound, and 23 to
+#: 46 % at batch 8 to 32, where its inter-op threads overlap requests. Two keeps such a gain and still
+#: leaves out the dearest cells (the largest batches at the most clients).
 CONFIRMATIONS = 2
 
 
@@ -82,6 +82,3 @@ class ConcurrencySearch:
                 f"({'; '.join(seen)}): more clients queue for the same cores",
             )
 
-
-def not_measured(reason: str) -> dict[str, Any]:
-    return {"status": NOT_MEASURED, "reason": reason}

@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from crossdeploy.benchmark.cells import cell_name, skipped
+from crossdeploy.benchmark.cells import cell_name, not_measured, skipped
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
 from crossdeploy.benchmark.runner_pool import RunnerPool
-from crossdeploy.benchmark.search import ConcurrencySearch, not_measured
+from crossdeploy.benchmark.search import ConcurrencySearch
 from crossdeploy.datasets import ImageSet
 from crossdeploy.runtimes.base import error_text, unavailable_reason
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, queue_states, wait
 from crossdeploy.layout import TRAINED_PREFIX
 from crossdeploy.params import load_params
 
@@ -49,76 +48,32 @@ README = Path("README.md")
 MARKERS = ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->")
 
 
-def _dvc(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
-    if check and result.returncode:
-        raise SystemExit(f"dvc {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout
-
-
 def queue(architectures: list[str]) -> None:
-    existing = [name for name in _exp_refs() if name[len(PREFIX) :] in architectures]
+    existing = [name for name in exp_refs(PREFIX) if name[len(PREFIX) :] in architectures]
     if existing:  # a re-run replaces the previous sweep's experiments
-        _dvc("exp", "remove", *existing)
+        dvc("exp", "remove", *existing)
     for arch in architectures:
-        _dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false", "validate")
-
-
-def queue_states() -> dict[str, str]:
-    """Experiment name -> Queued, Running, Success or Failed, from `dvc queue status`."""
-    states = {}
-    for line in _dvc("queue", "status").splitlines():
-        fields = line.split()
-        names = [f for f in fields if f.startswith(PREFIX)]
-        if names and fields[-1] in ("Queued", "Running", "Success", "Failed"):
-            states[names[0]] = fields[-1]
-    return states
-
-
-def wait(poll_s: float = 30.0) -> None:
-    while any(state in ("Queued", "Running") for state in queue_states().values()):
-        time.sleep(poll_s)
-
-
-def _exp_refs() -> dict[str, str]:
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True, check=True)
-    return {ref.rsplit("/", 1)[1]: ref for ref in refs.stdout.split() if ref.rsplit("/", 1)[1].startswith(PREFIX)}
-
-
-def _git_show(ref: str, path: str) -> str | None:
-    result = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else None
-
-
-def _failure_from_log(name: str) -> str:
-    """The stage's one-line error (run_stage prints `error: ...`) from the experiment's log."""
-    log = _dvc("queue", "logs", name, check=False)
-    errors = [line.strip() for line in log.splitlines() if line.strip().startswith(("error:", "ERROR:"))]
-    return errors[-1] if errors else "the experiment failed before validate; see `dvc queue logs " + name + "`"
-
-
-def _finished_at(ref: str) -> int:
-    return int(subprocess.run(["git", "log", "-1", "--format=%ct", ref], capture_output=True, text=True, check=True).stdout)
+        dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false", "validate")
 
 
 def minutes_each(refs: dict[str, str]) -> dict[str, float]:
     """One worker runs the experiments one after another: each took about the time since the one before
     it finished (the first has no such mark)."""
-    finished = sorted((_finished_at(ref), name) for name, ref in refs.items())
+    finished = sorted((finished_at(ref), name) for name, ref in refs.items())
     return {name: round((t - previous) / 60, 1) for (previous, _), (t, name) in zip(finished, finished[1:])}
 
 
 def collect(architectures: list[str]) -> dict[str, Any]:
-    refs, states = _exp_refs(), queue_states()
+    refs, states = exp_refs(PREFIX), queue_states(PREFIX)
     parity_file = load_params()["paths"]["parity"]
     minutes = minutes_each(refs)
     rows: dict[str, Any] = {}
     for arch in architectures:
         name = f"{PREFIX}{arch}"
-        parity = _git_show(refs[name], parity_file) if name in refs else None
+        parity = git_show(refs[name], parity_file) if name in refs else None
         if parity is None:
             state = states.get(name, "not run")
-            rows[arch] = {"pipeline": _failure_from_log(name) if state == "Failed" else f"experiment {state.lower()}"}
+            rows[arch] = {"pipeline": failure_from_log(name, "validate") if state == "Failed" else f"experiment {state.lower()}"}
             continue
         variants = {k: v for k, v in json.loads(parity).items() if not k.startswith(TRAINED_PREFIX)}
         rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants}
@@ -178,8 +133,8 @@ def main(argv: list[str]) -> None:
     command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
     if command == "run":
         queue(architectures)
-        _dvc("queue", "start", "-j", "1")
-        wait()
+        dvc("queue", "start", "-j", "1")
+        wait(PREFIX)
     elif command != "table":
         raise SystemExit(__doc__)
     device = describe_device()

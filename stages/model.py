@@ -1,6 +1,7 @@
 """Stage model: resolve the configured classifier into an exported program plus its model card."""
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.model_size import model_size
 from crossdeploy.params import check_input_dep, load_params
 from crossdeploy.source_model import build_source_model, export_program
 from crossdeploy.stage import run_stage, write_json
@@ -34,6 +35,7 @@ def main() -> None:
         paths["preprocessing"],
         {"preprocessing": card.preprocessing.to_dict(), "categories": card.categories, "num_classes": card.num_classes},
     )
+    write_json(paths["model_size"], model_size(program, card.preprocessing.crop_size))  # for the cost-growth table
     print(f"model: {card.arch} ({card.source}), input {card.preprocessing.crop_size}px -> {paths['source']}")
 
 

@@ -1,0 +1,176 @@
+"""The cost-growth experiment: the whole pipeline, default params, for ResNet18, ResNet50 and ResNet101 as
+queued DVC experiments, and per stage its wall time and peak RSS (metrics/resources/<stage>.json, written by
+run_stage) against the model's parameters and FLOPs (metrics/model_size.json, the model stage's), so `dvc
+exp show` lists them side by side and the table says which stage grows faster than the model.
+
+    python -m crossdeploy.cost_growth run [ARCH ...]    queue one experiment per arch, run them with one worker, tabulate
+    python -m crossdeploy.cost_growth table [ARCH ...]  tabulate the experiments already run
+
+Each experiment is `dvc exp run --queue -n growth-<arch> -S model.arch=<arch> -S validate.strict=false`:
+strict off so that a variant whose parity fails on another architecture still lets the benchmark run (DVC
+keeps nothing of a failed experiment). Run it on a quiet machine: the figures are wall times. A stage whose
+inputs do not change with the architecture (data, trained) is restored from DVC's run cache with the record
+of the run that made it, so its row is the same in every column. The table lands in
+metrics/cost_growth.json and .md, and in README.md between the cost-growth markers.
+
+Growth is the slope of log(cost) against log(size) fitted over the architectures: 1 is linear, and a stage
+above LINEAR_LIMIT is named as worse than linear. Wall time is set against FLOPs (the arithmetic the
+converters, the validation and the benchmark run through) and peak RSS against parameters (the weights
+every artifact holds); both also carry a fixed part (the interpreter, TensorFlow's import, the images),
+which keeps small models' slopes below 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crossdeploy.device_info import describe_device
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, queue_states, wait
+from crossdeploy.params import load_params
+
+ARCHITECTURES = ("resnet18", "resnet50", "resnet101")
+PREFIX = "growth-"
+OUTPUT = Path("metrics/cost_growth")
+README = Path("README.md")
+MARKERS = ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->")
+#: a slope this far above 1 is more than the scatter of three wall times on one machine: worse than linear
+LINEAR_LIMIT = 1.15
+
+
+def queue(architectures: list[str]) -> None:
+    existing = [name for name in exp_refs(PREFIX) if name[len(PREFIX) :] in architectures]
+    if existing:  # a re-run replaces the previous sweep's experiments
+        dvc("exp", "remove", *existing)
+    for arch in architectures:
+        dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false")
+
+
+def stage_names(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+
+
+def collect(architectures: list[str]) -> dict[str, Any]:
+    """arch -> {parameters, gflops_per_image, stages: {stage: resources}} from each experiment's Git ref."""
+    refs, states = exp_refs(PREFIX), queue_states(PREFIX)
+    paths = load_params()["paths"]
+    stages = stage_names()
+    rows: dict[str, Any] = {}
+    for arch in architectures:
+        name = f"{PREFIX}{arch}"
+        size = git_show(refs[name], paths["model_size"]) if name in refs else None
+        if size is None:
+            state = states.get(name, "not run")
+            rows[arch] = {"pipeline": failure_from_log(name, "the model stage") if state == "Failed" else f"experiment {state.lower()}"}
+            continue
+        resources = {stage: git_show(refs[name], f"{paths['resources']}/{stage}.json") for stage in stages}
+        rows[arch] = {
+            "pipeline": "ok",
+            **json.loads(size),
+            "stages": {stage: json.loads(text) for stage, text in resources.items() if text is not None},
+        }
+    return rows
+
+
+def growth(sizes: list[float], costs: list[float]) -> float | None:
+    """Least-squares slope of log(cost) on log(size): the exponent k in cost ~ size^k; None under two
+    distinct sizes or a cost that is not positive."""
+    points = [(math.log(s), math.log(c)) for s, c in zip(sizes, costs) if s > 0 and c > 0]
+    if len(points) < 2 or len({x for x, _ in points}) < 2 or len(points) < len(sizes):
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+
+
+def table(rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per stage: each architecture's wall time and peak RSS, and the growth of each against FLOPs
+    and parameters, with `worse_than_linear` naming what grows faster than the model."""
+    measured = {arch: row for arch, row in rows.items() if row.get("pipeline") == "ok"}
+    stages = list(dict.fromkeys(stage for row in measured.values() for stage in row["stages"]))
+    out = []
+    for stage in stages:
+        have = [(arch, row) for arch, row in measured.items() if stage in row["stages"]]
+        wall = [row["stages"][stage]["wall_s"] for _, row in have]
+        rss = [row["stages"][stage]["peak_total_rss_mb"] for _, row in have]
+        time_growth = growth([row["gflops_per_image"] for _, row in have], wall)
+        rss_growth = growth([row["parameters"] for _, row in have], rss)
+        worse = [what for what, k in (("wall time vs FLOPs", time_growth), ("peak RSS vs parameters", rss_growth)) if k is not None and k > LINEAR_LIMIT]
+        out.append({
+            "stage": stage,
+            "wall_s": {arch: row["stages"][stage]["wall_s"] for arch, row in have},
+            "peak_total_rss_mb": {arch: row["stages"][stage]["peak_total_rss_mb"] for arch, row in have},
+            "time_growth": None if time_growth is None else round(time_growth, 2),
+            "rss_growth": None if rss_growth is None else round(rss_growth, 2),
+            "worse_than_linear": worse,
+        })  # fmt: skip
+    return out
+
+
+def _k(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    archs = [arch for arch, row in rows.items() if row.get("pipeline") == "ok"]
+    sizes = ", ".join(f"{a} {rows[a]['parameters'] / 1e6:.1f} M parameters, {rows[a]['gflops_per_image']:.1f} GFLOPs/image" for a in archs)
+    lines = [
+        f"Measured {result['date']} on {result['machine']}, one worker, default params (random weights), "
+        f"`validate.strict=false`; {sizes}. Each cell: wall time (s) / peak RSS of the stage and its largest "
+        "child (GB). Growth: the log-log slope against GFLOPs (time) and parameters (RSS); 1 is linear.",
+        "",
+        "| stage | " + " | ".join(archs) + " | time growth | RSS growth | worse than linear |",
+        "|---|" + "---|" * (len(archs) + 3),
+    ]
+    for row in table(rows):
+        cells = [
+            f"{row['wall_s'][a]:.0f} s / {row['peak_total_rss_mb'][a] / 1024:.1f} GB" if a in row["wall_s"] else "-" for a in archs
+        ]
+        lines.append(
+            f"| {row['stage']} | " + " | ".join(cells)
+            + f" | {_k(row['time_growth'])} | {_k(row['rss_growth'])} | {', '.join(row['worse_than_linear']) or 'no'} |"
+        )
+    failed = [f"- {arch}: {row['pipeline']}" for arch, row in rows.items() if row.get("pipeline") != "ok"]
+    if failed:
+        lines += ["", "Not measured:", *failed]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any]) -> None:
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.with_suffix(".json").write_text(json.dumps({**result, "table": table(result["rows"])}, indent=2) + "\n")
+    text = markdown(result)
+    OUTPUT.with_suffix(".md").write_text(text)
+    readme = README.read_text()
+    start, end = readme.find(MARKERS[0]), readme.find(MARKERS[1])
+    if start >= 0 and end > start:
+        README.write_text(readme[: start + len(MARKERS[0])] + "\n" + text + readme[end:])
+
+
+def main(argv: list[str]) -> None:
+    command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
+    if command == "run":
+        queue(architectures)
+        dvc("queue", "start", "-j", "1")
+        wait(PREFIX)
+    elif command != "table":
+        raise SystemExit(__doc__)
+    device = describe_device()
+    result = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{device['cpu']} CPU, {device['usable_cores']} cores" + (f", {device['gpus']}" if device["gpus"] else ", no GPU"),
+        "rows": collect(architectures),
+    }
+    write(result)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -87,6 +87,30 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         return run_benchmark(variants, tiny_images[1], plan, logs), logs
 
 
+def test_tflite_clients_queue_on_one_interpreter_per_core(tiny_tflite, tiny_images):
+    """Eight clients, as the 8-client cells have, hold one interpreter per core (not eight: half of the
+    benchmark's 7 GB peak was eight ResNet50 interpreters at batch 32) and all get the same logits."""
+    import os
+
+    from crossdeploy.benchmark.runner_pool import RunnerPool
+    from crossdeploy.benchmark.sweep import client_batches
+
+    pool = RunnerPool(Variant("tflite-fp32", "fp32", "fp32", "tflite", tiny_tflite), ThreadSettings())
+    try:
+        runners = pool.open(8)
+        cores = len(os.sched_getaffinity(0))
+        assert len(runners) == 8 and len({id(r) for r in runners}) == pool.opened == min(8, cores)
+        inputs = runners[0].inputs(tiny_images[1])
+        batches = client_batches(inputs, 4, 8)
+        row = measure_closed_loop([lambda r=r, x=x: r.infer(x) for r, x in zip(runners, batches)], 4, QUICK)
+        assert row["requests"] >= 8
+        expected = runners[0].infer(batches[1])
+        np.testing.assert_array_equal(runners[1].infer(batches[1]), expected)
+        assert pool.open(2)[0] is runners[0]  # LoadGen's workers get the same warm interpreters
+    finally:
+        pool.close()
+
+
 #: the tiny run's cells: a variant against itself for INT8 over FP32, the served cell at 4 x 2
 TINY_TARGETS = Targets(int8_variant="onnxruntime-fp32", int8_speedup_batch=4, served_batch=4, served_concurrency=2)
 

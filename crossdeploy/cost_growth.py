@@ -29,8 +29,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from crossdeploy.device_info import describe_device
 from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, queue_states, wait
 from crossdeploy.params import load_params
@@ -52,15 +50,10 @@ def queue(architectures: list[str]) -> None:
         dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false")
 
 
-def stage_names(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
-
-
 def collect(architectures: list[str]) -> dict[str, Any]:
     """arch -> {parameters, gflops_per_image, stages: {stage: resources}} from each experiment's Git ref."""
     refs, states = exp_refs(PREFIX), queue_states(PREFIX)
     paths = load_params()["paths"]
-    stages = stage_names()
     rows: dict[str, Any] = {}
     for arch in architectures:
         name = f"{PREFIX}{arch}"
@@ -69,7 +62,7 @@ def collect(architectures: list[str]) -> dict[str, Any]:
             state = states.get(name, "not run")
             rows[arch] = {"pipeline": failure_from_log(name, "the model stage") if state == "Failed" else f"experiment {state.lower()}"}
             continue
-        resources = {stage: git_show(refs[name], f"{paths['resources']}/{stage}.json") for stage in stages}
+        resources = {stage: git_show(refs[name], path) for stage, path in paths["resources"].items()}
         rows[arch] = {
             "pipeline": "ok",
             **json.loads(size),

@@ -32,14 +32,14 @@ def stage_name(main: Callable[[], None]) -> str | None:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main; on success record its wall time and peak RSS in `paths.resources`/<stage>.json."""
+    """Run a stage's main; on success record its wall time and peak RSS in `paths.resources.<stage>`."""
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:
         main()
         stage = stage_name(main)
         if stage:
-            write_json(Path(load_params()["paths"]["resources"]) / f"{stage}.json", stage_resources(started))
+            write_json(load_params()["paths"]["resources"][stage], stage_resources(started))
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

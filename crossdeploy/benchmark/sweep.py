@@ -50,10 +50,9 @@ def sweep_variant(
     for batch_size in sorted(set(batch_sizes)):
         for concurrency in sorted(set(concurrencies)):
             name = cell_name(batch_size, concurrency)
-            reason = unavailable or search.skip_reason(batch_size, concurrency)
             if unavailable:
                 rows[name] = skipped(unavailable)
-            elif reason:
+            elif reason := search.skip_reason(batch_size, concurrency):
                 rows[name] = not_measured(reason)
             else:
                 on_cell(f"{pool.variant.name} {name}")

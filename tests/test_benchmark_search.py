@@ -157,6 +157,9 @@ def test_clients_queue_on_at_most_max_instances_runners():
             t.join()
         assert errors == []  # the planted defect, clients calling a shared instance at once, fails here
         assert pool.open(1)[0] is runners[0]  # the same warm runner for the next cell or LoadGen
+        # one warm-up per instance, not per client: the first client on each warms it for the others
+        assert pool.warm_flags(runners, 2) == [False, False] + [True] * 6
+        assert pool.warm_flags(runners, 2) == [True] * 8
     finally:
         pool.close()
 

@@ -45,10 +45,14 @@ class RunnerPool:
         self.opened = 0  # instances activated, for tests and the log
 
     def warm_flags(self, runners: list, batch_size: int) -> list[bool]:
-        """Which of these runners have run this batch size; marks them all as having run it from now on."""
-        keys = [(self._index(r), batch_size) for r in runners]
-        flags = [key in self._warm for key in keys]
-        self._warm.update(keys)
+        """Per client, whether its runner needs no warm-up at this batch size: it ran it before, or an
+        earlier client in this list shares the runner and warms it up (the measurement starts only once
+        every warm-up is done). Marks them all as having run it from now on."""
+        flags = []
+        for runner in runners:
+            key = (self._index(runner), batch_size)
+            flags.append(key in self._warm)
+            self._warm.add(key)
         return flags
 
     def _index(self, runner) -> int:

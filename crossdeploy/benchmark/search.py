@@ -69,7 +69,7 @@ class ConcurrencySearch:
             return  # latency did not grow either: not the queueing the search looks for
         evidence = (
             f"batch {batch}: {before['throughput_ips']:.1f} img/s at {_clients(fewer)}, {row['throughput_ips']:.1f} at "
-            f"{concurrency}, within the {self.stability_pct:g} % stability rule, while p50 grew from "
+            f"{concurrency}, no gain beyond the {self.stability_pct:g} % stability rule, while p50 grew from "
             f"{before['p50_ms']:.0f} to {row['p50_ms']:.0f} ms"
         )
         self._stopped[batch] = f"throughput had stopped rising at {_clients(fewer)} ({evidence})"

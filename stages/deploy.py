@@ -13,6 +13,7 @@ from crossdeploy.deploy.decision import Settings, decide
 from crossdeploy.deploy.note import deploy_markdown
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage, write_json
+from crossdeploy.variants import benchmark_variants
 
 
 def main() -> None:
@@ -29,7 +30,8 @@ def main() -> None:
         int(package["batching"]["max_enqueued_batches"]), package["kserve"], int(params["tensorrt"]["batch"]["max"]), str(package["base_path"]),
     )  # fmt: skip
     with atomic_path(paths["deploy"], directory=True) as bundle:
-        write_bundle(bundle, decision, results, serving, read_json(paths["preprocessing"]))
+        table = {v.name: v for v in benchmark_variants(params)}
+        write_bundle(bundle, decision, results, serving, read_json(paths["preprocessing"]), table)
     chart = Path(os.path.relpath(paths["deploy_chart"], Path(paths["deploy_report"]).parent)).as_posix()
     text = deploy_markdown(decision, chart)
     with atomic_path(paths["deploy_report"]) as report:

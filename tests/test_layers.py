@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tensorrt", "serving"),  # engines and servers: runtimes/ drives them
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime
-    ("validation", "benchmark", "trained_reference"),  # what the stages run
+    ("validation", "benchmark", "trained_reference", "deploy"),  # what the stages run
     ("cli", "gpu_check", "stages", "hydra_plugins"),  # entry points: nothing imports them
 )  # fmt: skip
 

@@ -13,8 +13,9 @@ from tests.conftest import ROOT
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 #: entries of paths that are not one model's artifacts: the user's inputs, folders shared by every model
-#: (measurements, timing caches, the trained model's own folder) and the metrics
-NOT_PER_MODEL = {"inputs", "benchmark", "tensorrt_timing", "trained"}
+#: (measurements, timing caches, the trained model's own folder, the deploy bundle chosen among the variants)
+#: and the metrics
+NOT_PER_MODEL = {"inputs", "benchmark", "tensorrt_timing", "trained", "deploy"}
 
 
 def model_artifacts(paths: dict) -> dict[str, str]:

@@ -48,6 +48,12 @@ LIVE = {
         "benchmark.targets.served_concurrency": 1, "benchmark.targets.served_min_fraction": 100.0,
         "benchmark.targets.gpu": A100["benchmark"]["targets"]["gpu"],
     },
+    # each changes the decision itself, not only the params deploy.json echoes: nothing meets 1 us, no served
+    # variant is the in-process choice, no variant agrees more than 100 % or weighs 1 kB
+    "deploy": {
+        "deploy.p99_ms": 0.001, "deploy.variants": "served", "deploy.min_top1_agreement": 1.01, "deploy.min_cosine": 1.01,
+        "deploy.max_model_mb": 0.001,
+    },
 }  # fmt: skip
 
 NAMES = "a folder name the stage reads artifacts from; the artifacts, and so the figures, are the same"
@@ -56,6 +62,7 @@ RUN_ONLY = "how the variants are run, not what they compute: the figures agree t
 MEASURED = "measurements differ on every run, so a changed output proves nothing: test_benchmark_params_reach_the_plan"
 TRAINED = "the trained model's own knob: live-tested on train_classifier in tests/test_trained_reference"
 SHARED = "the same call as the stage that owns the param, where it is live-tested"
+SERVING_BUNDLE = "read only when the choice is served by TF Serving or Triton (a CPU run of the tiny model chooses an in-process variant): tests/test_deploy writes those bundles"
 
 #: "stage:param" -> why a change need not show in that stage's outputs, or where it is shown live instead
 EXPLAINED = {
@@ -90,6 +97,14 @@ EXPLAINED = {
     "(tests/test_pipeline finds the random model's INT8 rows unjudged)",
     "benchmark:model.name": NAMES,
     "benchmark:to_tensorflow.version": NAMES,
+    "deploy:deploy.strict": "whether an unmet SLO fails the stage; what it writes when it succeeds is the same (tests/test_deploy)",
+    "deploy:model.name": NAMES,
+    "deploy:to_tensorflow.version": NAMES,
+    **{f"deploy:{key}": SERVING_BUNDLE for key in (
+        "tensorrt.batch.max", "package.base_path", "package.batching.num_batch_threads", "package.batching.max_enqueued_batches",
+        "package.kserve.storage_uri", "package.kserve.tfserving_runtime_version", "package.kserve.resources.cpu",
+        "package.kserve.resources.memory", "package.kserve.triton_storage_uri", "package.kserve.triton_runtime_version",
+    )},  # fmt: skip
 }
 
 

@@ -40,7 +40,7 @@ GPU = {
 HAS_GPU = bool(gpus())
 STAGES = {
     "model", "data", "export", "optimize", "quantize", "to_tensorflow", "package", "tensorrt", "trained",
-    "validate", "benchmark", "report",
+    "validate", "benchmark", "report", "deploy",
 }
 
 
@@ -123,7 +123,7 @@ def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(re
     # Hydra composes conf/ (with crossdeploy's resolvers) and the override; the tiny sizes ride along too
     output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Squantize.calibration_method=percentile")
     # the TensorRT INT8 engine is built from the re-quantized model, so its stage follows
-    assert stages_run(output) == {"quantize", "trained", "tensorrt", "validate", "benchmark", "report"}
+    assert stages_run(output) == {"quantize", "trained", "tensorrt", "validate", "benchmark", "report", "deploy"}
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
     assert parity["trained/onnxruntime-int8"]["status"] == "ok"
 
@@ -133,7 +133,7 @@ def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(repo):
     sh(repo, "dvc", "repro")
     commit(repo, "benchmark baseline")
     output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.batch_sizes=[1,2]")
-    assert stages_run(output) == {"benchmark", "report"}
+    assert stages_run(output) == {"benchmark", "report", "deploy"}
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))["metrics/benchmark.json"]
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["old"] is None
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["new"] > 0
@@ -161,7 +161,7 @@ SECTION_CHANGES = [
     ("data.evaluation_size", 12, {"data"}),
     ("export.opset", 18, {"export", "trained"}),
     ("quantize.per_channel", False, {"quantize", "trained"}),
-    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark"}),
+    ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark", "deploy"}),
     ("trained.epochs", 2, {"trained"}),
     ("package.batching.max_batch_size", 16, {"package", "trained"}),
     ("tensorrt.workspace_mib", 1024, {"tensorrt"}),
@@ -170,6 +170,7 @@ SECTION_CHANGES = [
     ("benchmark.concurrency", [1], {"benchmark"}),
     ("benchmark.baseline", "HEAD", {"report"}),
     ("benchmark.targets.int8_speedup_min", 4.0, {"report"}),
+    ("deploy.p99_ms", 5, {"deploy"}),
 ]
 
 
@@ -200,6 +201,20 @@ def test_report_params_rerun_only_the_report_which_compares_and_judges(repo):
     assert "Compared with baseline `HEAD`" in (repo / "metrics" / "benchmark.md").read_text()
     checks = json.loads((repo / "metrics" / "checks.json").read_text())
     assert checks["int8_over_fp32"]["target"] == 100.0 and checks["int8_over_fp32"]["met"] is False
+
+
+def test_the_deploy_slo_reruns_only_the_deploy_stage_which_moves_the_decision(repo):
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    commit(repo, "deploy baseline")
+    assert (repo / "models" / "deploy" / "README.md").is_file() and (repo / "metrics" / "deploy.png").is_file()
+    output = sh(repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sdeploy.p99_ms=0.001")
+    assert stages_run(output) == {"deploy"}
+    after = json.loads((repo / "metrics" / "deploy.json").read_text())
+    assert after["met"] is False and after["closest"]["miss_ms"] > 0
+    assert "Nothing to deploy" in (repo / "models" / "deploy" / "README.md").read_text()
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))["metrics/deploy.json"]
+    assert diff["p99_slo_ms"]["new"] == 0.001
 
 
 def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(repo, tmp_path):

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from conftest import SERVED_MAX_BATCH as MAX_BATCH
-from crossdeploy.cli import choose_engine
+from crossdeploy.serving.serve_command import choose_engine
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.clients import RestClient, predict_request

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from crossdeploy import cli
+from crossdeploy.serving import serve_command
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.server_process import ServerProcess, free_port
@@ -45,7 +45,7 @@ def test_a_port_a_server_just_left_in_time_wait_is_free_to_restart_on():
     port = _port_left_in_time_wait()
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # the defect: a probe without SO_REUSEADDR calls it in use
-    cli._check_free("127.0.0.1", port, "--rest-port")
+    serve_command._check_free("127.0.0.1", port, "--rest-port")
 
 
 def test_a_listening_port_is_still_refused():
@@ -55,16 +55,16 @@ def test_a_listening_port_is_still_refused():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(CrossdeployError) as refused:
-            cli._check_free("127.0.0.1", port, "--grpc-port")
+            serve_command._check_free("127.0.0.1", port, "--grpc-port")
     assert str(refused.value) == f"cannot listen on 127.0.0.1:{port} (Address already in use); pick another --grpc-port or --host."
 
 
 def test_the_docker_container_gets_a_name_of_its_own_and_publishes_on_host_only(tmp_path, monkeypatch):
     monkeypatch.setattr(tfserving_launch, "binary_available", lambda: False)
-    container = cli.container_name("tiny")
-    assert re.fullmatch(r"crossdeploy-tiny-[0-9a-f]{12}", container) and cli.container_name("tiny") != container
-    assert DOCKER_NAME.match(cli.container_name("my model/v2"))
-    command = cli.tfserving_command(tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), IMAGE, "cpu", tmp_path, "/models", container)
+    container = serve_command.container_name("tiny")
+    assert re.fullmatch(r"crossdeploy-tiny-[0-9a-f]{12}", container) and serve_command.container_name("tiny") != container
+    assert DOCKER_NAME.match(serve_command.container_name("my model/v2"))
+    command = serve_command.tfserving_command(tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), IMAGE, "cpu", tmp_path, "/models", container)
     assert command[:2] == ["docker", "run"] and command[command.index("--name") + 1] == container
     assert [command[i + 1] for i, arg in enumerate(command) if arg == "-p"] == ["127.0.0.1:9001:8501", "127.0.0.1:9000:8500"]
 
@@ -94,7 +94,7 @@ def _stand_in_docker(tmp_path, monkeypatch=None):
 def test_stopping_stops_the_container_by_name_then_the_process(tmp_path, monkeypatch):
     _, log = _stand_in_docker(tmp_path, monkeypatch)
     client = subprocess.Popen(["sleep", "60"])  # stands in for the `docker run` client
-    cli.stop_server(client, "crossdeploy-tiny-0123456789ab", grace_s=2)
+    serve_command.stop_server(client, "crossdeploy-tiny-0123456789ab", grace_s=2)
     assert client.poll() is not None
     assert log.read_text().splitlines() == ["stop --time 2 crossdeploy-tiny-0123456789ab"]
 
@@ -106,7 +106,7 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period():
     )  # fmt: skip
     assert stubborn.stdout.readline().strip() == "ready"
     started = time.monotonic()
-    cli.stop_server(stubborn, None, grace_s=1)
+    serve_command.stop_server(stubborn, None, grace_s=1)
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - started >= 1
     stubborn.stdout.close()
 
@@ -157,7 +157,7 @@ def test_sigterm_to_serve_stops_its_docker_container_and_client(tmp_path):
     container = run[run.index("--name") + 1]
     assert f"type=bind,source={(tmp_path / 'serving').resolve()},target=/srv/models,readonly" in run
     assert run[run.index("tensorflow/serving:2.20.0") + 1] == "--model_config_file=/srv/models/models.config"
-    assert container.startswith("crossdeploy-tiny-") and stop == ["stop", "--time", str(cli.STOP_GRACE_S), container]
+    assert container.startswith("crossdeploy-tiny-") and stop == ["stop", "--time", str(serve_command.STOP_GRACE_S), container]
     assert _gone(int((tmp_path / "run.pid").read_text())), "the docker client outlived serve"
     assert "warning" not in err and "Traceback" not in err
 

@@ -3,8 +3,8 @@
 import pytest
 from google.protobuf import text_format
 
-from crossdeploy import cli
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.serving import serve_command
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.repository import BatchingParameters, write_repository_files
 from crossdeploy.serving.tfserving_launch import Endpoint, binary_command, docker_command, host_models_config
@@ -46,10 +46,10 @@ def test_the_gpu_rows_launch_the_gpu_image_even_beside_a_local_binary(tmp_path, 
     endpoint = Endpoint("127.0.0.1", 9001, 9000)
     monkeypatch.setattr(tfserving_launch, "binary_available", lambda: True)
     monkeypatch.setattr(tfserving_launch, "gpu_unavailable_reason", lambda: None)
-    command = cli.tfserving_command(tmp_path, "tiny", endpoint, IMAGE, "gpu", tmp_path, "/models")
+    command = serve_command.tfserving_command(tmp_path, "tiny", endpoint, IMAGE, "gpu", tmp_path, "/models")
     assert command == docker_command(tmp_path, endpoint, IMAGE, gpu=True, base_path="/models")
     assert "tensorflow/serving:2.21.0-gpu" in command and command[command.index("--gpus") + 1] == "all"
-    assert cli.tfserving_command(tmp_path, "tiny", endpoint, IMAGE, "cpu", tmp_path, "/models")[0] == "tensorflow_model_server"
+    assert serve_command.tfserving_command(tmp_path, "tiny", endpoint, IMAGE, "cpu", tmp_path, "/models")[0] == "tensorflow_model_server"
 
 
 def test_serving_on_the_gpu_where_none_is_names_what_is_missing(tmp_path):
@@ -57,7 +57,7 @@ def test_serving_on_the_gpu_where_none_is_names_what_is_missing(tmp_path):
     if reason is None:
         pytest.skip("this machine has an NVIDIA GPU and a Docker engine")
     with pytest.raises(CrossdeployError, match="--device gpu: TF Serving on the GPU runs the official tensorflow/serving -gpu image") as raised:
-        cli.tfserving_command(tmp_path, "tiny", Endpoint(), IMAGE, "gpu", tmp_path, "/models")
+        serve_command.tfserving_command(tmp_path, "tiny", Endpoint(), IMAGE, "gpu", tmp_path, "/models")
     assert "missing here: " in str(raised.value)
 
 

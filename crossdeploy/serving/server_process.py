@@ -57,7 +57,7 @@ class ServerProcess:
     def command(self, endpoint: Endpoint) -> list[str]:
         """The `crossdeploy serve` command line that serves on `endpoint`."""
         return [
-            sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", self.engine,
+            sys.executable, "-m", "crossdeploy.serving.serve_command", "--engine", self.engine,
             "--host", endpoint.host, "--rest-port", str(endpoint.rest_port),
             "--grpc-port", str(endpoint.grpc_port), "--params", self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),

@@ -1,0 +1,207 @@
+"""The deploy decision, as pure functions over benchmark.json, parity.json and the deploy params.
+
+Rules, in order:
+1. A variant may be chosen only if deploy.variants allows it, its parity row is `ok` (the verdict under its
+   precision's validate.thresholds), and it passes the optional stricter floors and size cap. An `unjudged`
+   row (a random-weight model's INT8 and served-bytes rows, whose figures carry no verdict) is eligible only
+   when its `trained/<variant>` row, the same conversion judged on a trained model, is `ok`; the floors then
+   apply to the trained row's figures, the ones that judged the path.
+2. Of its cells, only those measured (`ok`) and stable count; an unstable cell that met the SLO is reported,
+   never chosen, since its figures did not settle.
+3. Of the cells with p99 <= deploy.p99_ms, the highest throughput wins; cells within the benchmark's own
+   stability_pct of it are a tie (a closer gap is measurement noise), and a tie goes to the simpler
+   deployment: in-process over served, then fewer clients, then the smaller batch.
+4. When no cell meets the SLO, the decision says so (`met: false`) and names the closest stable cell and by
+   how much it misses; deploy.strict turns that into a failed stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from crossdeploy.benchmark.cells import parse_cell, variant_cells
+from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import SERVED, TRAINED_PREFIX
+
+#: the parity figures a decision carries (those a row has)
+FIDELITY = ("top1_agreement", "top5_overlap", "cosine_min", "max_abs_err_rel", "accuracy_drop")
+
+
+class SloNotMet(CrossdeployError):
+    """deploy.strict is set and no cell meets the SLO."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deploy params (conf/config.yaml deploy:, p99_ms per target)."""
+
+    p99_ms: float
+    variants: str | list[str] = "all"  # all | served | a list of variant names
+    min_top1_agreement: float | None = None  # stricter than the parity verdict, for every precision
+    min_cosine: float | None = None
+    max_model_mb: float | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.p99_ms, (int, float)) or self.p99_ms <= 0:
+            raise CrossdeployError(f"deploy.p99_ms must be a positive number of milliseconds, got {self.p99_ms!r}.")
+        if isinstance(self.variants, str) and self.variants not in ("all", "served"):
+            raise CrossdeployError(f"deploy.variants must be all, served or a list of variant names, got {self.variants!r}.")
+
+    @classmethod
+    def from_params(cls, cfg: dict[str, Any] | None, **overrides: Any) -> "Settings":
+        """The deploy params section, with the overrides that are set (crossdeploy deploy's flags)."""
+        values = {**{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}, **{k: v for k, v in overrides.items() if v is not None}}
+        if "p99_ms" not in values:
+            raise CrossdeployError("deploy.p99_ms is not set: set it in conf/target/ (then python -m crossdeploy.compose), or pass --p99-ms.")
+        return cls(**values)
+
+    def allows(self, variant: str) -> bool:
+        if self.variants == "all":
+            return True
+        if self.variants == "served":
+            return variant in SERVED
+        return variant in self.variants
+
+
+def simplicity(variant: str, batch: int, concurrency: int) -> tuple[int, int, int]:
+    """Lower is simpler: in-process before served, fewer clients, then the smaller batch."""
+    return (variant in SERVED, concurrency, batch)
+
+
+def _fidelity(parity: dict[str, Any], variant: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the parity row that judges the variant, or None; why it may not be chosen, or None)."""
+    row = parity.get(variant)
+    if row is None:
+        return None, "no parity row: its fidelity was never checked"
+    status = row.get("status")
+    if status == "ok":
+        return {"row": variant, **row}, None
+    if status == "unjudged":
+        trained = parity.get(TRAINED_PREFIX + variant)
+        if trained is None:
+            return None, f"unjudged here, and no {TRAINED_PREFIX}{variant} row judges its conversion on a trained model"
+        if trained.get("status") != "ok":
+            return None, f"unjudged here, and {TRAINED_PREFIX}{variant} is {trained.get('status')}: {trained.get('reason', '')}".rstrip(": ")
+        return {"row": TRAINED_PREFIX + variant, **trained}, None
+    return None, f"parity {status}: {row.get('reason', '')}".rstrip(": ")
+
+
+def _floor_miss(judged: dict[str, Any], settings: Settings) -> str | None:
+    for key, floor, param in (("top1_agreement", settings.min_top1_agreement, "min_top1_agreement"), ("cosine_min", settings.min_cosine, "min_cosine")):
+        if floor is None:
+            continue
+        value = judged.get(key)
+        if value is None or value < floor:
+            return f"{judged['row']} {key} {value} is below deploy.{param} {floor}"
+    return None
+
+
+def _size_miss(size_mb: float | None, cap: float) -> str | None:
+    if size_mb is None:
+        return "its size is not in benchmark.json's setup.artifact_mb, so deploy.max_model_mb cannot be checked"
+    return f"{size_mb} MB exceeds deploy.max_model_mb {cap}" if size_mb > cap else None
+
+
+def _cell(variant: str, name: str, row: dict[str, Any], slo: float) -> dict[str, Any]:
+    batch, concurrency = parse_cell(name)
+    return {
+        "variant": variant, "cell": name, "batch": batch, "concurrency": concurrency, "served": variant in SERVED,
+        "throughput_ips": row["throughput_ips"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
+        "margin_ms": round(slo - row["p99_ms"], 4), "stable": bool(row.get("stable")),
+    }  # fmt: skip
+
+
+def _not_measured(cells: dict[str, dict[str, Any]]) -> str | None:
+    """Why a variant has no measured cell (its first skip or failure reason), or None if it has one."""
+    if any(row.get("status") == "ok" for row in cells.values()):
+        return None
+    for row in cells.values():
+        return f"benchmark {row.get('status')}: {row.get('reason', '')}".rstrip(": ")
+    return "benchmark: no cells"
+
+
+def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The decision (metrics/deploy.json): the choice or the closest miss, the runner-up, what was excluded and why."""
+    slo = float(settings.p99_ms)
+    setup = results.get("setup", {})
+    tie_pct = float(setup.get("stability_pct", 0.0))
+    sizes = setup.get("artifact_mb", {})
+    excluded: dict[str, str] = {}
+    judged: dict[str, dict[str, Any]] = {}
+    measured: list[dict[str, Any]] = []
+    for variant, cells in variant_cells(results).items():
+        reason = None if settings.allows(variant) else "not in deploy.variants"
+        row = None
+        if reason is None:
+            row, reason = _fidelity(parity, variant)
+        if reason is None:
+            reason = _floor_miss(row, settings)
+        if reason is None and settings.max_model_mb is not None:
+            reason = _size_miss(sizes.get(variant), settings.max_model_mb)
+        if reason is None:
+            reason = _not_measured(cells)
+        if reason is not None:
+            excluded[variant] = reason
+            continue
+        judged[variant] = {"row": row["row"], **{k: row[k] for k in FIDELITY if row.get(k) is not None}}
+        measured += [_cell(variant, name, cell, slo) for name, cell in cells.items() if cell.get("status") == "ok"]
+    stable = [c for c in measured if c["stable"]]
+    meeting = [c for c in stable if c["p99_ms"] <= slo]
+    decision: dict[str, Any] = {
+        "met": bool(meeting),
+        "p99_slo_ms": slo,
+        "tie_pct": tie_pct,
+        "choice": None,
+        "runner_up": None,
+        "closest": None,
+        # cells that met the SLO but whose windows never agreed: reported, not chosen
+        "unstable": sorted(f"{c['variant']} {c['cell']}" for c in measured if not c["stable"] and c["p99_ms"] <= slo),
+        "excluded": excluded,
+        "params": asdict(settings),
+    }
+    if not meeting:
+        pool = stable or measured  # with no stable cell at all, the closest unstable one says how far off it is
+        if pool:
+            closest = min(pool, key=lambda c: (c["p99_ms"], -c["throughput_ips"]))
+            decision["closest"] = {**closest, "miss_ms": round(closest["p99_ms"] - slo, 4), "fidelity": judged[closest["variant"]]}
+        if settings.strict:
+            raise SloNotMet(not_met_sentence(decision))
+        return decision
+    choice, *rest = rank(meeting, tie_pct)
+    best = max(c["throughput_ips"] for c in meeting)
+    decision["choice"] = {**choice, "margin_pct": round(100 * choice["margin_ms"] / slo, 2), "size_mb": sizes.get(choice["variant"]),
+                          "fidelity": judged[choice["variant"]]}  # fmt: skip
+    if rest:
+        decision["runner_up"] = {**rest[0], "fidelity": judged[rest[0]["variant"]], "why_not": why_not(choice, rest[0], tie_pct, best)}
+    return decision
+
+
+def rank(cells: list[dict[str, Any]], tie_pct: float) -> list[dict[str, Any]]:
+    """Best first: the cells tied with the best throughput (within tie_pct) simplest first, then the rest by throughput."""
+    best = max(c["throughput_ips"] for c in cells)
+    floor = best * (1 - tie_pct / 100)
+    tied = sorted((c for c in cells if c["throughput_ips"] >= floor), key=lambda c: (simplicity(c["variant"], c["batch"], c["concurrency"]), -c["throughput_ips"]))
+    others = sorted((c for c in cells if c["throughput_ips"] < floor), key=lambda c: -c["throughput_ips"])
+    return tied + others
+
+
+def why_not(choice: dict[str, Any], other: dict[str, Any], tie_pct: float, best: float) -> str:
+    """Why `other` ranked below `choice` (rank's order, said in words)."""
+    if other["throughput_ips"] < best * (1 - tie_pct / 100):
+        return f"{other['throughput_ips']:.4g} img/s, {100 * (1 - other['throughput_ips'] / best):.1f} % below the best that meets the SLO"
+    ours = simplicity(choice["variant"], choice["batch"], choice["concurrency"])
+    theirs = simplicity(other["variant"], other["batch"], other["concurrency"])
+    what = ("served rather than in-process", "more clients", "a larger batch")
+    because = next((f"the less simple deployment ({what[i]})" for i in range(3) if ours[i] != theirs[i]), "as simple, and fewer img/s")
+    return (f"a tie: {other['throughput_ips']:.4g} against {choice['throughput_ips']:.4g} img/s, within the benchmark's stability "
+            f"({tie_pct:g} %) of the best; {because}")  # fmt: skip
+
+
+def not_met_sentence(decision: dict[str, Any]) -> str:
+    closest = decision["closest"]
+    if closest is None:
+        return f"no variant was eligible and measured, so nothing meets p99 <= {decision['p99_slo_ms']:g} ms."
+    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at batch "
+            f"{closest['batch']} x {closest['concurrency']} clients, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip

@@ -1,0 +1,58 @@
+"""metrics/deploy.md: the decision and its reasoning in a few lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fidelity(fidelity: dict[str, Any]) -> str:
+    figures = ", ".join(f"{k} {fidelity[k]:.4g}" for k in ("top1_agreement", "cosine_min", "accuracy_drop") if k in fidelity)
+    return f"parity row `{fidelity['row']}`: {figures}"
+
+
+def _cell(c: dict[str, Any]) -> str:
+    return f"`{c['variant']}` at batch {c['batch']} x {c['concurrency']} client{'s' if c['concurrency'] > 1 else ''}"
+
+
+def summary(decision: dict[str, Any]) -> list[str]:
+    """The decision in two or three sentences (also the bundle README's opening)."""
+    slo = decision["p99_slo_ms"]
+    choice = decision["choice"]
+    if choice is None:
+        closest = decision["closest"]
+        if closest is None:
+            return [f"**SLO not met** (p99 <= {slo:g} ms): no eligible variant was measured."]
+        stable = "" if closest["stable"] else " (unstable: no stable cell was measured)"
+        return [
+            f"**SLO not met** (p99 <= {slo:g} ms). Closest: {_cell(closest)}{stable}, p99 {closest['p99_ms']:.4g} ms, "
+            f"{closest['miss_ms']:.4g} ms over, at {closest['throughput_ips']:.4g} img/s ({_fidelity(closest['fidelity'])})."
+        ]
+    lines = [
+        f"**Deploy {_cell(choice)}**: {choice['throughput_ips']:.4g} img/s, p50 {choice['p50_ms']:.4g} ms, p99 {choice['p99_ms']:.4g} ms "
+        f"against the SLO of {slo:g} ms (margin {choice['margin_ms']:.4g} ms, {choice['margin_pct']:.3g} %); {_fidelity(choice['fidelity'])}."
+    ]
+    runner = decision["runner_up"]
+    if runner:
+        lines.append(f"Runner-up: {_cell(runner)}, {runner['throughput_ips']:.4g} img/s, p99 {runner['p99_ms']:.4g} ms: {runner['why_not']}.")
+    return lines
+
+
+def deploy_markdown(decision: dict[str, Any], chart: str | None = None) -> str:
+    params = decision["params"]
+    lines = ["# Deploy decision", "", *summary(decision), ""]
+    lines.append(
+        f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its `trained/` row is `ok`), "
+        f"stable cells with p99 <= {decision['p99_slo_ms']:g} ms, the highest throughput; cells within {decision['tie_pct']:g} % "
+        "of it (the benchmark's stability bound) are a tie, won by the simpler deployment: in-process over served, fewer clients, "
+        "smaller batch."
+        + (f" Stricter floors: top-1 agreement >= {params['min_top1_agreement']}." if params.get("min_top1_agreement") is not None else "")
+        + (f" Cosine >= {params['min_cosine']}." if params.get("min_cosine") is not None else "")
+        + (f" Artifacts <= {params['max_model_mb']} MB." if params.get("max_model_mb") is not None else "")
+    )
+    if decision["unstable"]:
+        lines += ["", f"Met the SLO but unstable (reported, not chosen): {', '.join(decision['unstable'])}."]
+    if decision["excluded"]:
+        lines += ["", "Not eligible:", ""] + [f"- `{name}`: {why}" for name, why in decision["excluded"].items()]
+    if chart:
+        lines += ["", f"![p99 latency vs throughput]({chart})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,43 @@
+"""Stage deploy: which variant, batch size and concurrency to ship on this hardware under deploy.p99_ms and
+the fidelity floor (metrics/deploy.json, metrics/deploy.md), the trade-off chart and plot rows, and the
+bundle that serves the choice (models/deploy/). It reads benchmark.json and parity.json, never the code
+that made them: changing the SLO or a rule re-runs only this stage."""
+
+import os
+from pathlib import Path
+
+from crossdeploy.atomic import atomic_path
+from crossdeploy.deploy.bundle import Serving, write_bundle
+from crossdeploy.deploy.chart import plot_rows, write_chart
+from crossdeploy.deploy.decision import Settings, decide
+from crossdeploy.deploy.note import deploy_markdown
+from crossdeploy.params import load_params
+from crossdeploy.stage import read_json, run_stage, write_json
+from crossdeploy.variants import benchmark_variants
+
+
+def main() -> None:
+    params = load_params()
+    paths, package = params["paths"], params["package"]
+    results, parity = read_json(paths["benchmark_metrics"]), read_json(paths["parity"])
+    decision = decide(results, parity, Settings.from_params(params["deploy"]))  # strict: raises SloNotMet, one sentence
+    write_json(paths["deploy_metrics"], decision)
+    write_json(paths["deploy_plot"], plot_rows(results))
+    with atomic_path(paths["deploy_chart"]) as chart_file:
+        write_chart(results, decision, chart_file)
+    serving = Serving(
+        paths, params["model"]["name"], int(params["to_tensorflow"]["version"]), int(package["batching"]["num_batch_threads"]),
+        int(package["batching"]["max_enqueued_batches"]), package["kserve"], int(params["tensorrt"]["batch"]["max"]), str(package["base_path"]),
+    )  # fmt: skip
+    with atomic_path(paths["deploy"], directory=True) as bundle:
+        table = {v.name: v for v in benchmark_variants(params)}
+        write_bundle(bundle, decision, results, serving, read_json(paths["preprocessing"]), table)
+    chart = Path(os.path.relpath(paths["deploy_chart"], Path(paths["deploy_report"]).parent)).as_posix()
+    text = deploy_markdown(decision, chart)
+    with atomic_path(paths["deploy_report"]) as report:
+        report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -74,7 +74,7 @@ def test_when_nothing_meets_the_slo_the_closest_cell_and_its_miss_are_named():
 
 
 def test_strict_fails_with_one_sentence_naming_the_closest_cell():
-    with pytest.raises(SloNotMet, match=r"^no stable cell meets p99 <= 50 ms; the closest, tflite-fp32 at batch 1 x 1 clients, has p99 65 ms, 15 ms over\.$"):
+    with pytest.raises(SloNotMet, match=r"^no stable cell meets p99 <= 50 ms; the closest, tflite-fp32 at batch 1 x 1 client, has p99 65 ms, 15 ms over\.$"):
         decision({"tflite-fp32": {"b1_c1": cell(12, 65)}}, {"tflite-fp32": ok()}, strict=True)
     # met, strict changes nothing
     assert decision({"tflite-fp32": {"b1_c1": cell(12, 45)}}, {"tflite-fp32": ok()}, strict=True)["met"] is True
@@ -168,7 +168,7 @@ def test_eligible_variants_and_the_size_cap():
     assert chosen(d) == ("onnxruntime-int8", "b1_c1") and d["excluded"]["onnxruntime-fp32"] == "102.0 MB exceeds deploy.max_model_mb 100"
     d = decision(variants, parity, sizes={"onnxruntime-int8": 26.0}, max_model_mb=100)
     assert d["excluded"]["onnxruntime-fp32"].startswith("its size is not in benchmark.json's setup.artifact_mb")
-    with pytest.raises(CrossdeployError, match="deploy.variants must be all, served or a list"):
+    with pytest.raises(CrossdeployError, match="deploy.variants must be all, served or a non-empty list"):
         Settings(p99_ms=10, variants="fastest")
     with pytest.raises(CrossdeployError, match=r"deploy.p99_ms is not set: .* or pass --p99-ms\.$"):
         Settings.from_params({"variants": "all"})
@@ -251,9 +251,72 @@ def test_a_savedmodel_choice_bundles_the_tf_serving_repository_and_its_manifest(
 
 
 def test_the_batch_timeout_spends_half_the_margin_and_nothing_at_batch_one():
-    assert batch_timeout_micros(8, 10.0) == 5000
-    assert batch_timeout_micros(1, 10.0) == 0  # a batch of one is full on arrival
-    assert batch_timeout_micros(8, -3.0) == 0
+    assert batch_timeout_micros(8, 10.0, 40.0) == 5000
+    assert batch_timeout_micros(1, 10.0, 40.0) == 0  # a batch of one is full on arrival
+    assert batch_timeout_micros(8, -3.0, 40.0) == 0
+    # a huge SLO (1e12 ms had given a 15-year wait): never longer than the batch takes to run
+    assert batch_timeout_micros(8, 1e12, 40.0) == 40000
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"p99_ms": float("nan")}, "p99_ms must be a positive, finite"),
+        ({"p99_ms": float("inf")}, "p99_ms must be a positive, finite"),
+        ({"p99_ms": True}, "p99_ms must be a positive, finite"),
+        ({"min_top1_agreement": float("nan")}, "min_top1_agreement must be a finite number"),
+        ({"max_model_mb": "big"}, "max_model_mb must be a finite number"),
+        ({"strict": "no"}, "strict must be true or false"),
+        ({"variants": []}, "non-empty list of variant names"),
+        ({"variants": [""]}, "non-empty list of variant names"),
+        ({"variants": "ALL"}, "non-empty list of variant names"),
+        ({"variants": 5}, "non-empty list of variant names"),
+    ],
+)
+def test_settings_refuse_what_would_decide_nothing_or_the_wrong_thing(overrides, message):
+    with pytest.raises(CrossdeployError, match=message):
+        Settings(**{"p99_ms": 50.0, **overrides})
+
+
+def test_variant_names_are_stripped_and_unknown_ones_named():
+    assert Settings(p99_ms=50.0, variants=[" onnxruntime-int8"]).variants == ["onnxruntime-int8"]
+    data = results({"onnxruntime-int8": {"b1_c1": cell(50.0, 10.0)}})
+    with pytest.raises(CrossdeployError, match="deploy.variants names nosuch, which benchmark.json does not hold"):
+        decide(data, {"onnxruntime-int8": {"status": "ok"}}, Settings(p99_ms=50.0, variants=["onnxruntime-int8", "nosuch"]))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], "must be the benchmark and validate stages' JSON objects"),
+        ({"v": {"b1_c1": {"status": "ok", "throughput_ips": 10.0, "p50_ms": 5.0}}}, "lacks finite throughput_ips"),
+        ({"v": {"b1_c1": {"status": "ok", "throughput_ips": float("nan"), "p50_ms": 5.0, "p99_ms": 6.0}}}, "lacks finite throughput_ips"),
+        ({"v": {"bad_cell": {"status": "ok"}}}, "cell named 'bad_cell'"),
+        ({"v": ["b1_c1"]}, "not a table of cells"),
+        ({"setup": {"stability_pct": None}}, "stability_pct must be a percentage"),
+        ({"setup": {"stability_pct": 200}}, "stability_pct must be a percentage"),
+    ],
+)
+def test_malformed_benchmark_json_is_one_sentence(data, message):
+    with pytest.raises(CrossdeployError, match=message):
+        decide(data, {}, Settings(p99_ms=50.0))
+
+
+def test_a_metrics_file_that_is_not_json_is_one_sentence(tmp_path):
+    from crossdeploy.deploy.decision import load_metrics
+
+    (tmp_path / "cut.json").write_text('{"torch-fp32": {"b1_')
+    with pytest.raises(CrossdeployError, match="cut.json is not the JSON the pipeline writes"):
+        load_metrics(tmp_path / "cut.json")
+    with pytest.raises(CrossdeployError, match="gone.json does not exist"):
+        load_metrics(tmp_path / "gone.json")
+
+
+def test_unstable_cells_under_the_slo_are_never_named_as_the_closest_miss():
+    data = results({"onnxruntime-int8": {"b1_c1": {**cell(50.0, 10.0), "stable": False}, "b8_c1": {**cell(60.0, 120.0), "stable": "false"}}})
+    decision = decide(data, {"onnxruntime-int8": {"status": "ok"}}, Settings(p99_ms=100.0))
+    assert decision["met"] is False and decision["unstable"] == ["onnxruntime-int8 b1_c1"]
+    assert decision["closest"]["cell"] == "b8_c1" and decision["closest"]["miss_ms"] == 20.0  # "false" is not stable
 
 
 # Triton's ModelConfig, in a process of its own: tritonclient.grpc registers the `inference` protobuf package that

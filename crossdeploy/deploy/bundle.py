@@ -56,13 +56,14 @@ def artifact(variant: Variant, serving: Serving) -> Path:
     return variant.artifact
 
 
-def batch_timeout_micros(batch: int, margin_ms: float) -> int:
+def batch_timeout_micros(batch: int, margin_ms: float, run_ms: float) -> int:
     """How long the server may hold a request for its batch to fill. The measured p99 does not include that
     wait, so p99 + timeout must stay within the SLO: half the margin is spent, half kept for run-to-run
-    noise. A batch of one is full on arrival, so it waits for nothing."""
+    noise; and never longer than the batch takes to run (`run_ms`, its p50), past which waiting only idles
+    the server. A batch of one is full on arrival, so it waits for nothing."""
     if batch <= 1:
         return 0
-    return max(0, int(margin_ms * 1000 / 2))
+    return max(0, int(min(margin_ms / 2, run_ms) * 1000))
 
 
 def triton_config(name: str, max_batch_size: int, preferred: int, delay_micros: int, crop: int, num_classes: int) -> str:
@@ -92,7 +93,7 @@ def _tfserving(dest: Path, choice: dict[str, Any], variant: Variant, serving: Se
     check_service_name(name)
     shutil.copytree(artifact(variant, serving), model_version_dir(dest, name, serving.version))
     shutil.copy(repository / MODELS_CONFIG, dest / MODELS_CONFIG)
-    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"])
+    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"], choice["p50_ms"])
     batching = BatchingParameters(choice["batch"], timeout, serving.num_batch_threads, serving.max_enqueued_batches)
     (dest / BATCHING_PARAMETERS).write_text(batching.to_text())
     # KServe downloads only the model base path, so its TF Serving finds the batching file there (as in package)
@@ -111,7 +112,12 @@ def _tfserving(dest: Path, choice: dict[str, Any], variant: Variant, serving: Se
         "kserve": "Measured behind the embedded server (`crossdeploy serve --engine kserve`), TF Serving's REST API.",
         "tfserving": "Measured behind TF Serving.",
     }[engine]
-    why = "a batch of one is full on arrival" if choice["batch"] <= 1 else f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
+    if choice["batch"] <= 1:
+        why = "a batch of one is full on arrival"
+    elif timeout < int(choice["margin_ms"] * 500):
+        why = f"the batch's {choice['p50_ms']:.4g} ms p50 run time, less than half the margin to the SLO"
+    else:
+        why = f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
     return [
         f"TF Serving repository: `{MODELS_CONFIG}`, `{BATCHING_PARAMETERS}` (max_batch_size {choice['batch']}, "
         f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`. {measured}",
@@ -132,7 +138,7 @@ def _tensorrt(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
     entry = dest / TRITON / serving.model_name
     (entry / "1").mkdir(parents=True)
     shutil.copy(plan, entry / "1" / "model.plan")
-    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"])
+    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"], choice["p50_ms"])
     max_batch = max(serving.tensorrt_max_batch, choice["batch"])
     crop = int(preprocessing["preprocessing"]["crop_size"])
     (entry / "config.pbtxt").write_text(

@@ -47,9 +47,8 @@ def deploy(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     paths = params["paths"]
     variants = args.variants if args.variants in (None, "all", "served") else args.variants.split(",")
-    cfg = params.get("deploy")
     settings = Settings.from_params(
-        cfg if not isinstance(cfg, dict) else {**cfg, "strict": False}, p99_ms=args.p99_ms, variants=variants,
+        params.get("deploy"), strict=False, p99_ms=args.p99_ms, variants=variants,
         min_top1_agreement=args.min_top1_agreement, min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
     )  # fmt: skip
     decision = decide(load_metrics(paths["benchmark_metrics"]), load_metrics(paths["parity"]), settings)

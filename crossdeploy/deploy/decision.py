@@ -261,9 +261,14 @@ def why_not(choice: dict[str, Any], other: dict[str, Any], tie_pct: float, best:
             f"({tie_pct:g} %) of the best; {because}")  # fmt: skip
 
 
+def cell_words(cell: dict[str, Any]) -> str:
+    """"batch 8 x 1 client": a decision's cell as deploy.md, the bundle README and the strict error say it."""
+    return f"batch {cell['batch']} x {cell['concurrency']} client{'s' if cell['concurrency'] > 1 else ''}"
+
+
 def not_met_sentence(decision: dict[str, Any]) -> str:
     closest = decision["closest"]
     if closest is None:
         return f"no variant was eligible and measured, so nothing meets p99 <= {decision['p99_slo_ms']:g} ms."
-    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at batch "
-            f"{closest['batch']} x {closest['concurrency']} client{'s' if closest['concurrency'] > 1 else ''}, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip
+    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at "
+            f"{cell_words(closest)}, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
 
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
@@ -41,21 +41,17 @@ def deploy(args: argparse.Namespace) -> int:
     nothing is written. An unmet SLO is printed, not an error (deploy.strict is the stage's)."""
     import json
 
-    from crossdeploy.deploy.decision import Settings, decide
+    from crossdeploy.deploy.decision import Settings, decide, load_metrics
     from crossdeploy.deploy.note import deploy_markdown
-    from crossdeploy.stage import read_json
 
     params = load_params(args.params)
     paths = params["paths"]
-    for key in ("benchmark_metrics", "parity"):
-        if not Path(paths[key]).is_file():
-            raise CrossdeployError(f"{paths[key]} does not exist: run `dvc repro` (or `dvc pull`) first.")
     variants = args.variants if args.variants in (None, "all", "served") else args.variants.split(",")
     settings = Settings.from_params(
-        {**params.get("deploy", {}), "strict": False}, p99_ms=args.p99_ms, variants=variants, min_top1_agreement=args.min_top1_agreement,
-        min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
+        params.get("deploy"), strict=False, p99_ms=args.p99_ms, variants=variants,
+        min_top1_agreement=args.min_top1_agreement, min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
     )  # fmt: skip
-    decision = decide(read_json(paths["benchmark_metrics"]), read_json(paths["parity"]), settings)
+    decision = decide(load_metrics(paths["benchmark_metrics"]), load_metrics(paths["parity"]), settings)
     print(json.dumps(decision, indent=2) if args.json else deploy_markdown(decision), end="\n" if args.json else "")
     return 0
 

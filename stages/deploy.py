@@ -9,27 +9,34 @@ from pathlib import Path
 from crossdeploy.atomic import atomic_path
 from crossdeploy.deploy.bundle import Serving, write_bundle
 from crossdeploy.deploy.chart import plot_rows, write_chart
-from crossdeploy.deploy.decision import Settings, decide
+from crossdeploy.deploy.decision import Settings, decide, load_metrics
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.deploy.note import deploy_markdown
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage, write_json
+from crossdeploy.variants import benchmark_variants
 
 
 def main() -> None:
     params = load_params()
     paths, package = params["paths"], params["package"]
-    results, parity = read_json(paths["benchmark_metrics"]), read_json(paths["parity"])
-    decision = decide(results, parity, Settings.from_params(params["deploy"]))  # strict: raises SloNotMet, one sentence
-    write_json(paths["deploy_metrics"], decision)
-    write_json(paths["deploy_plot"], plot_rows(results))
-    with atomic_path(paths["deploy_chart"]) as chart_file:
-        write_chart(results, decision, chart_file)
+    results, parity = load_metrics(paths["benchmark_metrics"]), load_metrics(paths["parity"])
+    decision = decide(results, parity, Settings.from_params(params.get("deploy")))  # strict: raises SloNotMet, one sentence
+    # everything the bundle needs is read before anything is written
+    preprocessing = read_json(paths["preprocessing"])
+    table = {v.name: v for v in benchmark_variants(params)}
+    if decision["choice"] and decision["choice"]["variant"] not in table:
+        raise CrossdeployError(f"benchmark.json chose {decision['choice']['variant']}, which this pipeline's variant table has not: re-run `dvc repro benchmark`.")
     serving = Serving(
         paths, params["model"]["name"], int(params["to_tensorflow"]["version"]), int(package["batching"]["num_batch_threads"]),
         int(package["batching"]["max_enqueued_batches"]), package["kserve"], int(params["tensorrt"]["batch"]["max"]), str(package["base_path"]),
     )  # fmt: skip
     with atomic_path(paths["deploy"], directory=True) as bundle:
-        write_bundle(bundle, decision, results, serving, read_json(paths["preprocessing"]))
+        write_bundle(bundle, decision, results, serving, preprocessing, table)
+    write_json(paths["deploy_metrics"], decision)
+    write_json(paths["deploy_plot"], plot_rows(results))
+    with atomic_path(paths["deploy_chart"]) as chart_file:
+        write_chart(results, decision, chart_file)
     chart = Path(os.path.relpath(paths["deploy_chart"], Path(paths["deploy_report"]).parent)).as_posix()
     text = deploy_markdown(decision, chart)
     with atomic_path(paths["deploy_report"]) as report:

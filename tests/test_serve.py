@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -48,9 +49,14 @@ def png_b64(path) -> str:
 
 
 def test_serve_prints_the_engine_and_urls(server):
-    _, base, lines = server
+    served, base, lines = server
     assert next(line for line in lines if line.startswith("engine:")).startswith("engine: kserve")
-    assert f"ready: REST {base}/tiny:predict" in "\n".join(lines)
+    # the ready line is for people: the server prints it once its own status check passes, which may be a
+    # moment after ServerProcess's check did
+    deadline = time.monotonic() + 30
+    while f"ready: REST {base}/tiny:predict" not in served.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"ready: REST {base}/tiny:predict" in served.output()
 
 
 def test_served_predictions_equal_the_in_process_savedmodel(server, tiny_saved_model, tiny_images):

@@ -20,19 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, model_version_dir, tensorrt_engines
+from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, engine_record, model_version_dir
 from crossdeploy.serving.manifests import check_service_name, schema_errors, tfserving_service, triton_service
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, MODELS_CONFIG, BatchingParameters
+from crossdeploy.variants import Variant
 
-#: the ONNX Runtime variants' models, as keys of params' paths (variants.py's artifact column; tests/test_deploy
-#: checks the two agree)
-ONNXRUNTIME_MODELS = {
-    "onnxruntime-fp32": "onnx_optimized", "onnxruntime-cuda-fp32": "onnx_optimized",
-    "onnxruntime-int8": "onnx_int8", "onnxruntime-int8-trt": "onnx_int8_trt", "onnxruntime-trt-int8": "onnx_int8_trt",
-}  # fmt: skip
-#: the ONNX Runtime variants that run on a GPU provider (variants.py's options)
-GPU_PROVIDERS = {"onnxruntime-cuda-fp32": "CUDAExecutionProvider", "onnxruntime-trt-int8": "TensorrtExecutionProvider"}
-TORCH_VARIANTS = ("torch-fp32", "torch-cuda-fp16", "torch-compile-fp32")
+#: what the bundle holds, by the framework that runs the variant (variants.py's table)
+KINDS = {"tensorflow": "tfserving", "served": "tfserving", "tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
 README = "README.md"
 DECISION = "decision.json"
 PREPROCESSING = "preprocessing.json"
@@ -53,44 +47,23 @@ class Serving:
     tfserving_base_path: str = "/models"  # package.base_path: where models.config says the repository is
 
 
-def kind(variant: str) -> str:
-    """tfserving | tensorrt | onnxruntime | tflite | torch: what the bundle holds for the variant."""
-    if variant == SAVEDMODEL_VARIANT or variant in SERVED:
-        return "tfserving"
-    if variant.startswith("tensorrt-"):
-        return "tensorrt"
-    if variant in ONNXRUNTIME_MODELS:
-        return "onnxruntime"
-    if variant in TFLITE_VARIANTS.values():
-        return "tflite"
-    if variant in TORCH_VARIANTS:
-        return "torch"
-    raise ValueError(f"no bundle for the variant {variant!r}: add it to crossdeploy/deploy/bundle.py")
+def artifact(variant: Variant, serving: Serving) -> Path:
+    """What the bundle ships for the variant: the file its row runs; for the in-process SavedModel, the
+    package stage's repository entry, as the served rows ship (the same graph with the bytes signature
+    beside it, tests/test_serving_package), which is what TF Serving serves."""
+    if variant.framework == "tensorflow":
+        return model_version_dir(serving.paths["serving"], serving.model_name, serving.version)
+    return variant.artifact
 
 
-def artifact(variant: str, serving: Serving) -> Path:
-    """The file or folder the variant runs, where the pipeline wrote it (as variants.py's table says)."""
-    paths = serving.paths
-    what = kind(variant)
-    if what == "tfserving":
-        return model_version_dir(paths["serving"], serving.model_name, serving.version)
-    if what == "tensorrt":
-        return next(engine.plan for engine in tensorrt_engines(paths) if engine.variant == variant)
-    if what == "onnxruntime":
-        return Path(paths[ONNXRUNTIME_MODELS[variant]])
-    if what == "tflite":
-        precision = next(p for p, name in TFLITE_VARIANTS.items() if name == variant)
-        return Path(paths["tflite"]) / f"model.{precision}.tflite"
-    return Path(paths["program"])
-
-
-def batch_timeout_micros(batch: int, margin_ms: float) -> int:
+def batch_timeout_micros(batch: int, margin_ms: float, run_ms: float) -> int:
     """How long the server may hold a request for its batch to fill. The measured p99 does not include that
     wait, so p99 + timeout must stay within the SLO: half the margin is spent, half kept for run-to-run
-    noise. A batch of one is full on arrival, so it waits for nothing."""
+    noise; and never longer than the batch takes to run (`run_ms`, its p50), past which waiting only idles
+    the server. A batch of one is full on arrival, so it waits for nothing."""
     if batch <= 1:
         return 0
-    return max(0, int(margin_ms * 1000 / 2))
+    return max(0, int(min(margin_ms / 2, run_ms) * 1000))
 
 
 def triton_config(name: str, max_batch_size: int, preferred: int, delay_micros: int, crop: int, num_classes: int) -> str:
@@ -115,12 +88,12 @@ def _manifest(directory: Path, file_name: str, service: dict[str, Any]) -> None:
     (directory / file_name).write_text(yaml.safe_dump(service, sort_keys=False))
 
 
-def _tfserving(dest: Path, choice: dict[str, Any], serving: Serving) -> list[str]:
+def _tfserving(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving) -> list[str]:
     name, repository = serving.model_name, Path(serving.paths["serving"])
     check_service_name(name)
-    shutil.copytree(artifact(choice["variant"], serving), model_version_dir(dest, name, serving.version))
+    shutil.copytree(artifact(variant, serving), model_version_dir(dest, name, serving.version))
     shutil.copy(repository / MODELS_CONFIG, dest / MODELS_CONFIG)
-    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"])
+    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"], choice["p50_ms"])
     batching = BatchingParameters(choice["batch"], timeout, serving.num_batch_threads, serving.max_enqueued_batches)
     (dest / BATCHING_PARAMETERS).write_text(batching.to_text())
     # KServe downloads only the model base path, so its TF Serving finds the batching file there (as in package)
@@ -129,17 +102,22 @@ def _tfserving(dest: Path, choice: dict[str, Any], serving: Serving) -> list[str
     _manifest(dest / "kserve", "inferenceservice.yaml",
               tfserving_service(name, kserve["storage_uri"], str(kserve["tfserving_runtime_version"]), kserve["resources"]))  # fmt: skip
     base = serving.tfserving_base_path.rstrip("/")
-    served = SERVED.get(choice["variant"])
+    engine = variant.options.get("engine")  # served rows: kserve | tfserving; None in process
     image = f"tensorflow/serving:{kserve['tfserving_runtime_version']}"
     # the -gpu image on the GPU rows, with TF32 off as they were measured (crossdeploy serve --device gpu)
-    gpu = "--gpus all -e NVIDIA_TF32_OVERRIDE=0 " if served and served.gpu else ""
+    gpu = "--gpus all -e NVIDIA_TF32_OVERRIDE=0 " if variant.options.get("gpu") else ""
     image += "-gpu" if gpu else ""
     measured = {
         None: "Measured in process (TensorFlow's SavedModel runner); behind TF Serving each request adds its transport.",
         "kserve": "Measured behind the embedded server (`crossdeploy serve --engine kserve`), TF Serving's REST API.",
         "tfserving": "Measured behind TF Serving.",
-    }[served.engine if served else None]
-    why = "a batch of one is full on arrival" if choice["batch"] <= 1 else f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
+    }[engine]
+    if choice["batch"] <= 1:
+        why = "a batch of one is full on arrival"
+    elif timeout < int(choice["margin_ms"] * 500):
+        why = f"the batch's {choice['p50_ms']:.4g} ms p50 run time, less than half the margin to the SLO"
+    else:
+        why = f"half the {choice['margin_ms']:.4g} ms margin to the SLO"
     return [
         f"TF Serving repository: `{MODELS_CONFIG}`, `{BATCHING_PARAMETERS}` (max_batch_size {choice['batch']}, "
         f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`. {measured}",
@@ -153,16 +131,14 @@ def _tfserving(dest: Path, choice: dict[str, Any], serving: Serving) -> list[str
     ]
 
 
-def _tensorrt(dest: Path, choice: dict[str, Any], serving: Serving, preprocessing: dict[str, Any]) -> list[str]:
-    from crossdeploy.layout import engine_record
-
-    plan = artifact(choice["variant"], serving)
+def _tensorrt(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving, preprocessing: dict[str, Any]) -> list[str]:
+    plan = artifact(variant, serving)
     shutil.copy(plan, dest / plan.name)
     shutil.copy(engine_record(plan), dest / engine_record(plan).name)
     entry = dest / TRITON / serving.model_name
     (entry / "1").mkdir(parents=True)
     shutil.copy(plan, entry / "1" / "model.plan")
-    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"])
+    timeout = batch_timeout_micros(choice["batch"], choice["margin_ms"], choice["p50_ms"])
     max_batch = max(serving.tensorrt_max_batch, choice["batch"])
     crop = int(preprocessing["preprocessing"]["crop_size"])
     (entry / "config.pbtxt").write_text(
@@ -208,11 +184,11 @@ RUN_NOTES = {
 }
 
 
-def _file(dest: Path, choice: dict[str, Any], serving: Serving, what: str) -> list[str]:
-    source = artifact(choice["variant"], serving)
+def _file(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving) -> list[str]:
+    source = artifact(variant, serving)
     shutil.copy(source, dest / source.name)
-    provider = GPU_PROVIDERS.get(choice["variant"], "CPUExecutionProvider")
-    note = [line.format(file=source.name, provider=provider) for line in RUN_NOTES[what]]
+    provider = variant.options.get("provider", "CPUExecutionProvider")
+    note = [line.format(file=source.name, provider=provider) for line in RUN_NOTES[KINDS[variant.framework]]]
     clients = choice["concurrency"]
     return [
         f"`{source.name}`, run in process (no server): call it with batches of {choice['batch']} from "
@@ -222,21 +198,25 @@ def _file(dest: Path, choice: dict[str, Any], serving: Serving, what: str) -> li
     ]
 
 
-def write_bundle(dest: Path, decision: dict[str, Any], results: dict[str, Any], serving: Serving, preprocessing: dict[str, Any]) -> None:
-    """Fill the empty folder `dest` (the stage writes it to a temporary path and renames it at the end)."""
+def write_bundle(
+    dest: Path, decision: dict[str, Any], results: dict[str, Any], serving: Serving, preprocessing: dict[str, Any], table: dict[str, Variant]
+) -> None:
+    """Fill the empty folder `dest` (the stage writes it to a temporary path and renames it at the end) for
+    the decision's choice, a row of the variant `table` (variants.benchmark_variants by name)."""
     (dest / DECISION).write_text(json.dumps(decision, indent=2) + "\n")
     (dest / PREPROCESSING).write_text(json.dumps(preprocessing, indent=2) + "\n")
     choice = decision["choice"]
     if choice is None:
         lines = ["Nothing to deploy: no variant met the SLO.", "", *measured_lines(decision, results)]
     else:
-        what = kind(choice["variant"])
+        variant = table[choice["variant"]]
+        what = KINDS[variant.framework]
         if what == "tfserving":
-            how = _tfserving(dest, choice, serving)
+            how = _tfserving(dest, choice, variant, serving)
         elif what == "tensorrt":
-            how = _tensorrt(dest, choice, serving, preprocessing)
+            how = _tensorrt(dest, choice, variant, serving, preprocessing)
         else:
-            how = _file(dest, choice, serving, what)
+            how = _file(dest, choice, variant, serving)
         lines = [*measured_lines(decision, results), "", "## How to start it", "", *how]
     (dest / README).write_text(f"# Deploy: {serving.model_name}\n\n" + "\n".join(lines) + "\n")
 

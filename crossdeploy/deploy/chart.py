@@ -13,7 +13,7 @@ def plot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per measured cell: what the DVC plot (x throughput_ips, y p99_ms, by variant) renders."""
     return [
         {"variant": variant, "batch": b, "concurrency": c, "throughput_ips": row["throughput_ips"], "p99_ms": row["p99_ms"],
-         "stable": bool(row.get("stable"))}
+         "stable": row.get("stable") is True}
         for variant, cells in variant_cells(results).items()
         for name, row in sorted(cells.items(), key=lambda item: parse_cell(item[0]))
         if row.get("status") == "ok"

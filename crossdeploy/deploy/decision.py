@@ -17,7 +17,10 @@ Rules, in order:
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from crossdeploy.benchmark.cells import parse_cell, variant_cells
@@ -44,14 +47,25 @@ class Settings:
     strict: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.p99_ms, (int, float)) or self.p99_ms <= 0:
-            raise CrossdeployError(f"deploy.p99_ms must be a positive number of milliseconds, got {self.p99_ms!r}.")
-        if isinstance(self.variants, str) and self.variants not in ("all", "served"):
-            raise CrossdeployError(f"deploy.variants must be all, served or a list of variant names, got {self.variants!r}.")
+        if not _finite(self.p99_ms) or self.p99_ms <= 0:
+            raise CrossdeployError(f"deploy.p99_ms must be a positive, finite number of milliseconds, got {self.p99_ms!r}.")
+        for name in ("min_top1_agreement", "min_cosine", "max_model_mb"):
+            value = getattr(self, name)
+            if value is not None and not _finite(value):
+                raise CrossdeployError(f"deploy.{name} must be a finite number or null, got {value!r}.")
+        if not isinstance(self.strict, bool):
+            raise CrossdeployError(f"deploy.strict must be true or false, got {self.strict!r}.")
+        named = isinstance(self.variants, (list, tuple)) and self.variants and all(isinstance(v, str) and v.strip() for v in self.variants)
+        if self.variants not in ("all", "served") and not named:
+            raise CrossdeployError(f"deploy.variants must be all, served or a non-empty list of variant names, got {self.variants!r}.")
+        if named:
+            object.__setattr__(self, "variants", [v.strip() for v in self.variants])
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any] | None, **overrides: Any) -> "Settings":
         """The deploy params section, with the overrides that are set (crossdeploy deploy's flags)."""
+        if cfg is not None and not isinstance(cfg, dict):
+            raise CrossdeployError(f"the deploy params must be a mapping (p99_ms, variants, ...), got {cfg!r}.")
         values = {**{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}, **{k: v for k, v in overrides.items() if v is not None}}
         if "p99_ms" not in values:
             raise CrossdeployError("deploy.p99_ms is not set: set it in conf/target/ (then python -m crossdeploy.compose), or pass --p99-ms.")
@@ -63,6 +77,50 @@ class Settings:
         if self.variants == "served":
             return variant in SERVED
         return variant in self.variants
+
+
+def load_metrics(path: str | Path) -> Any:
+    """benchmark.json or parity.json; a file that is not JSON is one sentence naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CrossdeployError(f"{path} does not exist: run `dvc repro` (or `dvc pull`) first.") from None
+    except (ValueError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise CrossdeployError(f"{path} is not the JSON the pipeline writes ({exc.__class__.__name__}): run `dvc repro` again.") from None
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool, not NaN or infinite)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown_variants(settings: Settings, known: list[str]) -> None:
+    if isinstance(settings.variants, list):
+        unknown = [v for v in settings.variants if v not in known]
+        if unknown:
+            raise CrossdeployError(f"deploy.variants names {', '.join(unknown)}, which benchmark.json does not hold; known: {', '.join(known)}.")
+
+
+def _check_results(results: Any, parity: Any) -> None:
+    """benchmark.json and parity.json as the pipeline writes them; anything else is one sentence, not a traceback."""
+    if not isinstance(results, dict) or not isinstance(parity, dict) or not all(isinstance(r, dict) for r in parity.values()):
+        raise CrossdeployError("benchmark.json and parity.json must be the benchmark and validate stages' JSON objects: re-run `dvc repro`.")
+    setup = results.get("setup", {})
+    pct = setup.get("stability_pct", 0.0) if isinstance(setup, dict) else None
+    if not _finite(pct) or not 0 <= pct < 100:
+        raise CrossdeployError(f"benchmark.json's setup.stability_pct must be a percentage below 100, got {pct!r}: re-run `dvc repro benchmark`.")
+    for variant, cells in variant_cells(results).items():
+        if not isinstance(cells, dict):
+            raise CrossdeployError(f"benchmark.json's {variant} is not a table of cells: re-run `dvc repro benchmark`.")
+        for name, row in cells.items():
+            try:
+                parse_cell(name)
+            except ValueError:
+                raise CrossdeployError(f"benchmark.json's {variant} has a cell named {name!r}, not b<batch>_c<clients>.") from None
+            if not isinstance(row, dict):
+                raise CrossdeployError(f"benchmark.json's {variant} {name} is not a cell: re-run `dvc repro benchmark`.")
+            if row.get("status") == "ok" and not all(_finite(row.get(k)) and row[k] >= 0 for k in ("throughput_ips", "p50_ms", "p99_ms")):
+                raise CrossdeployError(f"benchmark.json's {variant} {name} is ok but lacks finite throughput_ips, p50_ms and p99_ms.")
 
 
 def simplicity(variant: str, batch: int, concurrency: int) -> tuple[int, int, int]:
@@ -93,7 +151,7 @@ def _floor_miss(judged: dict[str, Any], settings: Settings) -> str | None:
         if floor is None:
             continue
         value = judged.get(key)
-        if value is None or value < floor:
+        if not _finite(value) or value < floor:
             return f"{judged['row']} {key} {value} is below deploy.{param} {floor}"
     return None
 
@@ -109,7 +167,7 @@ def _cell(variant: str, name: str, row: dict[str, Any], slo: float) -> dict[str,
     return {
         "variant": variant, "cell": name, "batch": batch, "concurrency": concurrency, "served": variant in SERVED,
         "throughput_ips": row["throughput_ips"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
-        "margin_ms": round(slo - row["p99_ms"], 4), "stable": bool(row.get("stable")),
+        "margin_ms": round(slo - row["p99_ms"], 4), "stable": row.get("stable") is True,
     }  # fmt: skip
 
 
@@ -124,6 +182,8 @@ def _not_measured(cells: dict[str, dict[str, Any]]) -> str | None:
 
 def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The decision (metrics/deploy.json): the choice or the closest miss, the runner-up, what was excluded and why."""
+    _check_results(results, parity)
+    _unknown_variants(settings, list(variant_cells(results)))
     slo = float(settings.p99_ms)
     setup = results.get("setup", {})
     tie_pct = float(setup.get("stability_pct", 0.0))
@@ -162,7 +222,9 @@ def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) 
         "params": asdict(settings),
     }
     if not meeting:
-        pool = stable or measured  # with no stable cell at all, the closest unstable one says how far off it is
+        # with no stable cell at all, the closest unstable one that misses says how far off it is (an unstable
+        # cell under the SLO is listed in `unstable`, not named as a miss)
+        pool = stable or [c for c in measured if c["p99_ms"] > slo]
         if pool:
             closest = min(pool, key=lambda c: (c["p99_ms"], -c["throughput_ips"]))
             decision["closest"] = {**closest, "miss_ms": round(closest["p99_ms"] - slo, 4), "fidelity": judged[closest["variant"]]}
@@ -199,9 +261,14 @@ def why_not(choice: dict[str, Any], other: dict[str, Any], tie_pct: float, best:
             f"({tie_pct:g} %) of the best; {because}")  # fmt: skip
 
 
+def cell_words(cell: dict[str, Any]) -> str:
+    """"batch 8 x 1 client": a decision's cell as deploy.md, the bundle README and the strict error say it."""
+    return f"batch {cell['batch']} x {cell['concurrency']} client{'s' if cell['concurrency'] > 1 else ''}"
+
+
 def not_met_sentence(decision: dict[str, Any]) -> str:
     closest = decision["closest"]
     if closest is None:
         return f"no variant was eligible and measured, so nothing meets p99 <= {decision['p99_slo_ms']:g} ms."
-    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at batch "
-            f"{closest['batch']} x {closest['concurrency']} clients, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip
+    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at "
+            f"{cell_words(closest)}, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossdeploy.deploy.decision import cell_words
+
 
 def _fidelity(fidelity: dict[str, Any]) -> str:
     figures = ", ".join(f"{k} {fidelity[k]:.4g}" for k in ("top1_agreement", "cosine_min", "accuracy_drop") if k in fidelity)
@@ -11,7 +13,7 @@ def _fidelity(fidelity: dict[str, Any]) -> str:
 
 
 def _cell(c: dict[str, Any]) -> str:
-    return f"`{c['variant']}` at batch {c['batch']} x {c['concurrency']} client{'s' if c['concurrency'] > 1 else ''}"
+    return f"`{c['variant']}` at {cell_words(c)}"
 
 
 def summary(decision: dict[str, Any]) -> list[str]:

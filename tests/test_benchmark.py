@@ -3,6 +3,7 @@
 import contextlib
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -223,6 +224,25 @@ def test_mlperf_server_without_a_rate_within_the_bound_is_null_with_the_reason(t
         searched = _server([runner], samples, settings, tmp_path / "search", singlestream_p90_ms=0.5)
     assert searched["server_ips"] is None and "over the 1 ms bound" in searched["server_note"]
     assert searched["server_p99_ms"] >= 3  # what was measured stays: the latency at the lowest rate tried
+
+
+def test_mlperf_server_fixed_rates_bracket_the_peak(tmp_path):
+    """One worker, one sample per call, 10 ms a call: it serves at most 100 queries/s. From 50 queries/s
+    (half of one query alone) the search doubles to 100, which queues without end and misses the 40 ms
+    bound, then bisects: the figure is a rate that met the bound, and the note says which missed."""
+    samples = np.zeros((8, 3, 4, 4), np.float32)
+    settings = MlperfSettings(
+        min_duration_ms=300, min_query_count={"singlestream": 4, "offline": 8, "server": 32},
+        server_latency_ms=40.0, offline_batch=4, server_max_batch=1, server_runs=3,
+    )
+    with SleepingRunner(0.01) as runner:
+        row = _server([runner], samples, settings, tmp_path, singlestream_p90_ms=10.0)
+        # a planted start the runner cannot hold: every run misses, the figure stays null with the reason
+        missed = _server([runner], samples, replace(settings, server_latency_ms=1.0, server_runs=2), tmp_path / "missed", singlestream_p90_ms=0.5)
+    assert 40 <= row["server_ips"] <= 80 and row["server_p99_ms"] <= 40
+    assert "3 fixed-rate runs" in row["server_note"] and "met the 40 ms bound" in row["server_note"] and "missed it" in row["server_note"]
+    assert len(list(tmp_path.glob("run*/mlperf_log_detail.txt"))) == 3  # each run's LoadGen log is kept
+    assert missed["server_ips"] is None and "over the 1 ms bound" in missed["server_note"] and missed["server_p99_ms"] >= 10
 
 
 def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):

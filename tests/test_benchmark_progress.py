@@ -3,12 +3,14 @@ variant's measured speed, and the windows cells need here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings
 from crossdeploy.benchmark.plan import BenchmarkPlan
-from crossdeploy.benchmark.progress import PRIOR_S_PER_IMAGE, CostModel, Remaining, Work
+from crossdeploy.benchmark.progress import CORRECTION_BOUNDS, PEAK_SEARCH_RUNS, PRIOR_S_PER_IMAGE, CostModel, Remaining, Work
 from crossdeploy.benchmark.run import planned_work
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.variants import Variant
@@ -44,16 +46,28 @@ def test_a_variant_not_yet_measured_costs_the_typical_speed():
     assert model.per_image("new") in (0.01, 0.1)
 
 
+class Clock:
+    """Time the test advances by hand, as the work 'takes' it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_the_estimate_tracks_a_run_whose_cells_differ_tenfold():
     """After the cheap half of a variant's cells, the estimate is near the truth; tqdm's per-cell
     average (the planted defect) is off by several times."""
     work = _cells("v")
     speed = 0.04
     truth = {w: simulated_s(w, speed) for w in work}
-    remaining = Remaining(work, CostModel(DEFAULT))
+    clock = Clock()
+    remaining = Remaining(work, CostModel(DEFAULT), clock)
     cheap_first = sorted(work, key=lambda w: w.batch * w.concurrency)
     done = cheap_first[:4]
     for w in done:
+        clock.now += truth[w]
         remaining.finished(w, {"status": "ok", "throughput_ips": 1 / speed, "windows": 5})
     left = sum(truth[w] for w in cheap_first[4:])
     per_cell_average = sum(truth[w] for w in done) / len(done) * len(cheap_first[4:])
@@ -61,17 +75,44 @@ def test_the_estimate_tracks_a_run_whose_cells_differ_tenfold():
     assert per_cell_average < left / 3
 
 
+def test_what_the_model_leaves_out_is_learned_from_the_time_work_really_took():
+    """A served variant's start-up, a slow LoadGen run: the model does not know them, so work that took
+    twice its expected time doubles the rest (within bounds); without the correction the estimate is half."""
+    work = [Work("v", "cell", b, 1) for b in (1, 8, 16, 32)] + [Work("w", "cell", b, 1) for b in (1, 8, 16, 32)]
+    clock = Clock()
+    model = CostModel(DEFAULT, s_per_image={"v": 0.04, "w": 0.04})
+    remaining = Remaining(work, model, clock)
+    for w in work[:4]:
+        clock.now += 2 * model.cost_s(w)
+        remaining.finished(w)
+    assert remaining.correction() == pytest.approx(2.0)
+    assert remaining.seconds() == pytest.approx(2 * sum(model.cost_s(w) for w in work[4:]))
+    clock.now += 1000  # a start-up that took forever: the correction stays bounded
+    remaining.finished(work[4])
+    assert remaining.correction() == CORRECTION_BOUNDS[1]
+
+
 def test_dropped_work_costs_nothing_and_the_run_ends_at_zero():
-    work = _cells("a") + _cells("b") + [Work("a", "mlperf")]
+    work = _cells("a") + [Work("a", "mlperf")]
     model = CostModel(DEFAULT, MlperfSettings(min_duration_ms=1000, min_query_count={"singlestream": 32, "offline": 64, "server": 64}))
-    remaining = Remaining(work, model)
+    clock = Clock()
+    remaining = Remaining(work, model, clock)
     before = remaining.seconds()
+    clock.now += 100  # dropping takes no time, and what came before it is not charged to the next work
     remaining.dropped(Work("a", "cell", 32, 8))  # the concurrency search left it out
     assert remaining.seconds() < before
-    remaining.dropped_variant("b")  # skipped: its runtime is missing
-    for w in [w for w in work if w.variant == "a" and w != Work("a", "cell", 32, 8)]:
+    for w in [w for w in work if w != Work("a", "cell", 32, 8)]:
+        clock.now += model.cost_s(w)
         remaining.finished(w)
-    assert remaining.seconds() == 0
+    assert remaining.seconds() == 0 and remaining.correction() == pytest.approx(1.0)
+
+
+def test_the_server_search_is_costed_by_its_runs():
+    settings = MlperfSettings(min_duration_ms=1000, min_query_count={"singlestream": 32, "offline": 64, "server": 32})
+    fixed, peak = CostModel(DEFAULT, replace(settings, server_runs=2)), CostModel(DEFAULT, settings)
+    assert peak.cost_s(Work("v", "mlperf")) - fixed.cost_s(Work("v", "mlperf")) == pytest.approx(
+        (PEAK_SEARCH_RUNS - 2) * max(1.0, 32 * PRIOR_S_PER_IMAGE)
+    )
 
 
 def test_the_plan_lists_each_variants_cells_loadgen_and_harness(tmp_path):

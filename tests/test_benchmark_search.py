@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
-from crossdeploy.benchmark.runner_pool import RunnerPool
+from crossdeploy.benchmark.runner_pool import QueuedRunner, RunnerPool
 from crossdeploy.benchmark.cells import NOT_MEASURED
 from crossdeploy.benchmark.search import CONFIRMATIONS, ConcurrencySearch
 from crossdeploy.benchmark.sweep import sweep_variant
@@ -85,8 +85,9 @@ def test_the_full_profile_measures_the_whole_grid():
 
 
 class OneCoreRunner(Runner):
-    """Serves one request at a time (as a TFLite interpreter does) and takes 5 ms per image on a single
-    shared 'core', so extra clients only queue. Fails loudly if two calls ever overlap on one instance."""
+    """Serves one request at a time (as a TFLite interpreter does) and takes 20 ms per image on a single
+    shared 'core', so extra clients only queue (long enough that Python's own overhead, which a second
+    instance overlaps, stays well inside the stability rule on a busy machine). Fails loudly if two calls ever overlap on one instance."""
 
     concurrent_infer = False
     max_instances = 2
@@ -99,7 +100,7 @@ class OneCoreRunner(Runner):
         assert not self.busy, "two clients inside one instance at once"
         self.busy = True
         with OneCoreRunner.core:
-            time.sleep(0.005 * len(batch))
+            time.sleep(0.02 * len(batch))
         self.busy = False
         return np.zeros((len(batch), 2), np.float32)
 
@@ -116,7 +117,7 @@ class Images:
         return np.zeros((8, 3, 4, 4), np.float32)
 
 
-WINDOWS = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=6, stability_pct=40, cell_cap_s=0.5)
+WINDOWS = WindowSettings(warmup_requests=1, window_s=0.1, max_windows=6, stability_pct=40, cell_cap_s=1.0)
 
 
 def test_the_sweep_reports_the_whole_grid_and_what_it_left_out():
@@ -216,3 +217,25 @@ def test_deploy_chooses_among_measured_cells_only():
     assert decision["met"] is True and decision["choice"]["cell"] == "b32_c1"
     plotted = {(row["variant"], row["batch"], row["concurrency"]) for row in plot_rows(results)}
     assert len(plotted) == 9 and ("onnxruntime-int8", 32, 8) not in plotted
+
+
+def test_clients_queued_on_one_instance_are_served_in_turn():
+    """First come, first served: with threading.Lock (the planted defect) one client ran back to back
+    while the others starved, and the closed loop read 4 clients on one 20 ms runner as 80 img/s."""
+    queued = QueuedRunner(OneCoreRunner("one-core", ThreadSettings()))
+    queued.activate()
+    served = [0] * 4
+    stop = time.perf_counter() + 0.6
+
+    def client(i: int) -> None:
+        while time.perf_counter() < stop:
+            queued.infer(np.zeros((1, 3, 4, 4), np.float32))
+            served[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queued.deactivate()
+    assert sum(served) >= 16 and max(served) - min(served) <= 1, served

@@ -42,6 +42,12 @@ class BenchmarkPlan:
         mlperf_cfg = cfg["mlperf"]
         mlperf = None
         if mlperf_cfg["enabled"]:
+            server_runs = profile["mlperf_server_runs"]
+            if server_runs is not None and (not isinstance(server_runs, int) or isinstance(server_runs, bool) or server_runs < 1):
+                raise CrossdeployError(
+                    f"benchmark.profiles.{cfg['profile']}.mlperf_server_runs must be a positive integer, or null for "
+                    f"LoadGen's own peak search, got {server_runs!r}."
+                )
             mlperf = MlperfSettings(
                 min_duration_ms=int(profile["mlperf_min_duration_ms"]),
                 min_query_count={k: int(v) for k, v in profile["mlperf_min_query_count"].items()},
@@ -49,6 +55,7 @@ class BenchmarkPlan:
                 offline_batch=int(mlperf_cfg["offline_batch"]),
                 server_max_batch=int(mlperf_cfg["server_max_batch"]),
                 workers=int(mlperf_cfg["workers"]),
+                server_runs=server_runs,
             )
         harness_batch = cfg["harness_batch"]
         if not isinstance(harness_batch, int) or harness_batch < 1:

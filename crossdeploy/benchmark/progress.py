@@ -6,12 +6,16 @@ what the closed loop will spend on it: warm-up requests, then at least STABLE_WI
 least `window_s` long and holding a request per client, cut short at the cell's cap, where the requests
 in flight still finish. A request round of `batch x clients` images takes that many times the variant's
 time per image on saturated cores, measured from its cells so far. What the estimates got wrong on the
-work already done scales the rest (a run whose cells need more windows than three says so early).
+work already done scales the rest: the time each piece really took against what the model, as it stands
+now, says it should have (a server's start-up, a slow LoadGen Server run), so the estimate corrects itself
+as the run goes. Variants that will not run (a missing runtime or device) are never counted.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings
@@ -19,8 +23,12 @@ from crossdeploy.benchmark.statistics import STABLE_WINDOWS
 
 #: Time per image before a run has measured any (ResNet50 FP32 takes about 40 ms on 2 cores, INT8 about 12)
 PRIOR_S_PER_IMAGE = 0.03
-#: LoadGen's Server peak search runs the scenario several times (its binary search on the rate)
-SERVER_RUNS = 4
+#: LoadGen's Server peak search runs the scenario about this many times (doubling, then bisecting to 1 query/s)
+PEAK_SEARCH_RUNS = 10
+#: the correction learned from work done is trusted once this much expected work is behind it, and kept
+#: within these bounds (a single slow start-up must not multiply the rest of the run tenfold)
+CORRECTION_AFTER_S = 10.0
+CORRECTION_BOUNDS = (0.5, 3.0)
 HARNESS_ROUNDS = 5  # benchmark/overhead.py's rounds, each a closed-loop measurement and a bare loop
 
 
@@ -69,7 +77,8 @@ class CostModel:
         def scenario(name: str) -> float:
             return max(minimum_s, m.min_query_count[name] * t)
 
-        return scenario("singlestream") + scenario("offline") + SERVER_RUNS * scenario("server")
+        server_runs = PEAK_SEARCH_RUNS if m.server_runs is None else m.server_runs
+        return scenario("singlestream") + scenario("offline") + server_runs * scenario("server")
 
     def learn(self, variant: str, row: dict) -> None:
         """A measured cell's throughput gives the variant's time per image on saturated cores, and its
@@ -81,25 +90,39 @@ class CostModel:
 
 
 class Remaining:
-    """The work still to do and its expected cost under what the model has learned so far."""
+    """The work still to do and its expected cost under what the model has learned so far, scaled by how
+    far the model was off on the work already done. `clock` is time.perf_counter, or a test's own."""
 
-    def __init__(self, work: list[Work], model: CostModel):
+    def __init__(self, work: list[Work], model: CostModel, clock: Callable[[], float] = time.perf_counter):
         self.model = model
         self._todo = list(work)
+        self._clock = clock
+        self._since = clock()
+        self._done: list[tuple[Work, float]] = []  # (work, seconds it really took)
 
     def finished(self, work: Work, row: dict | None = None) -> None:
         """`work` is done; its row (a cell's) teaches the model the variant's speed and the windows a cell needs."""
+        now = self._clock()
+        self._done.append((work, now - self._since))
+        self._since = now
         if row is not None:
             self.model.learn(work.variant, row)
-        self.dropped(work)
-
-    def dropped(self, work: Work) -> None:
-        """`work` will not run (the concurrency search left it out, a runtime is missing): no cost."""
         if work in self._todo:
             self._todo.remove(work)
 
-    def dropped_variant(self, variant: str) -> None:
-        self._todo = [w for w in self._todo if w.variant != variant]
+    def dropped(self, work: Work) -> None:
+        """`work` will not run (the concurrency search left it out, a runtime went missing): no cost."""
+        self._since = self._clock()
+        if work in self._todo:
+            self._todo.remove(work)
+
+    def correction(self) -> float:
+        """Real seconds per expected second on the work done so far (1 until enough is behind it)."""
+        expected = sum(self.model.cost_s(work) for work, _ in self._done)
+        if expected < CORRECTION_AFTER_S:
+            return 1.0
+        low, high = CORRECTION_BOUNDS
+        return min(high, max(low, sum(took for _, took in self._done) / expected))
 
     def seconds(self) -> float:
-        return sum(self.model.cost_s(w) for w in self._todo)
+        return self.correction() * sum(self.model.cost_s(w) for w in self._todo)

@@ -14,7 +14,7 @@ from typing import Any
 
 from crossdeploy.benchmark.mlperf import run_mlperf
 from crossdeploy.benchmark.plan import BenchmarkPlan
-from crossdeploy.benchmark.cells import cell_name, skipped
+from crossdeploy.benchmark.cells import NOT_MEASURED, cell_name, skipped
 from crossdeploy.benchmark.progress import CostModel, Remaining, Work
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
@@ -74,17 +74,19 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     # why the harness is not measured, until it is
     harness = skipped("benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants")
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
-    remaining = Remaining(planned_work(variants, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch))
+    # known before anything runs, so the estimate never counts a variant that will not run
+    unbuilt = {v.name: v.build_failure() for v in variants}
+    reasons = {v.name: unbuilt[v.name] or plan.disabled.get(v.name) or v.missing_reason() for v in variants}
+    runnable = [v for v in variants if not reasons[v.name]]
+    remaining = Remaining(planned_work(runnable, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch))
     bar = _Bar(remaining)
     try:
         for variant in variants:
-            unbuilt = variant.build_failure()
-            reason = unbuilt or plan.disabled.get(variant.name) or variant.missing_reason()
+            reason = reasons[variant.name]
             if reason:
+                unbuilt_reason = unbuilt[variant.name]
                 # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
-                row = {"status": "failed", "reason": f"not built: {unbuilt}"} if unbuilt else skipped(reason)
-                remaining.dropped_variant(variant.name)
-                bar.refresh()
+                row = {"status": "failed", "reason": f"not built: {unbuilt_reason}"} if unbuilt_reason else skipped(reason)
                 results[variant.name] = {cell: dict(row) for cell in cells}
                 if _wants_mlperf(plan, variant):
                     mlperf[variant.name] = dict(row)
@@ -93,8 +95,11 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
                 continue
 
             def cell_done(batch: int, concurrency: int, row: dict[str, Any], name: str = variant.name) -> None:
-                work = Work(name, "cell", batch, concurrency)  # measured, left out or skipped: no longer to do
-                remaining.finished(work, row)
+                work = Work(name, "cell", batch, concurrency)
+                if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
+                    remaining.dropped(work)
+                else:
+                    remaining.finished(work, row)
                 bar.refresh()
 
             pool = RunnerPool(variant, plan.threads)
@@ -107,7 +112,7 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
                 if _wants_mlperf(plan, variant):
                     bar.label(f"{variant.name} MLPerf LoadGen")
                     mlperf[variant.name] = _mlperf_row(pool, images, plan, mlperf_logs / variant.name, results[variant.name], measured)
-                    remaining.finished(Work(variant.name, "mlperf"))
+                    _done(remaining, Work(variant.name, "mlperf"), ran=bool(measured))
                     bar.refresh()
                 if _wants_harness(plan, variant):
                     if measured:
@@ -115,7 +120,7 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
                         harness = _harness(pool, images, plan)
                     else:
                         harness = _unmeasured(results[variant.name], f"{variant.name} could not be measured: ")
-                    remaining.finished(Work(variant.name, "harness"))
+                    _done(remaining, Work(variant.name, "harness"), ran=bool(measured))
                     bar.refresh()
             finally:
                 pool.close()
@@ -124,6 +129,14 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     results["mlperf"] = mlperf
     results["harness"] = harness
     return results
+
+
+def _done(remaining: Remaining, work: Work, ran: bool) -> None:
+    """Work that ran teaches the estimate's correction; work given up at once (nothing to measure) must not."""
+    if ran:
+        remaining.finished(work)
+    else:
+        remaining.dropped(work)
 
 
 def _unmeasured(cells: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, Any]:

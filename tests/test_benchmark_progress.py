@@ -124,3 +124,20 @@ def test_the_plan_lists_each_variants_cells_loadgen_and_harness(tmp_path):
     assert planned_work(variants, plan) == [
         Work("onnxruntime-fp32", "cell", 1, 1), Work("onnxruntime-fp32", "cell", 8, 1), Work("onnxruntime-fp32", "harness"),
     ]
+
+
+def test_cells_the_search_left_out_before_count_at_the_share_measured():
+    """Two variants in: the first measured its 8-client batch-32 cell, the second's search left it out, so
+    the third's counts half; cells every variant measured count whole."""
+    model = CostModel(DEFAULT, s_per_image={"a": 0.04, "b": 0.04, "c": 0.04})
+    clock = Clock()
+    remaining = Remaining([Work("c", "cell", 32, 8), Work("c", "cell", 32, 1)], model, clock)
+    for work in (Work("a", "cell", 32, 8), Work("a", "cell", 32, 1)):
+        clock.now += model.cost_s(work)  # as expected: no correction
+        remaining.finished(work)
+    remaining.dropped(Work("b", "cell", 32, 8), left_out=True)
+    clock.now += model.cost_s(Work("b", "cell", 32, 1))
+    remaining.finished(Work("b", "cell", 32, 1))
+    remaining.dropped(Work("x", "cell", 32, 1))  # a missing runtime says nothing about the search
+    assert remaining.measured_share(Work("c", "cell", 32, 8)) == 0.5 and remaining.measured_share(Work("c", "cell", 32, 1)) == 1.0
+    assert remaining.seconds() == pytest.approx(0.5 * model.cost_s(Work("c", "cell", 32, 8)) + model.cost_s(Work("c", "cell", 32, 1)))

@@ -97,7 +97,7 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
             def cell_done(batch: int, concurrency: int, row: dict[str, Any], name: str = variant.name) -> None:
                 work = Work(name, "cell", batch, concurrency)
                 if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
-                    remaining.dropped(work)
+                    remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
                 else:
                     remaining.finished(work, row)
                 bar.refresh()

@@ -91,14 +91,14 @@ def table(rows: dict[str, Any]) -> list[dict[str, Any]]:
     for stage in stages:
         have = [(arch, row) for arch, row in measured.items() if stage in row["stages"]]
         wall = [row["stages"][stage]["wall_s"] for _, row in have]
-        rss = [row["stages"][stage]["peak_total_rss_mb"] for _, row in have]
+        rss = [row["stages"][stage]["peak_rss_mb"] for _, row in have]
         time_growth = growth([row["gflops_per_image"] for _, row in have], wall)
         rss_growth = growth([row["parameters"] for _, row in have], rss)
         worse = [what for what, k in (("wall time vs FLOPs", time_growth), ("peak RSS vs parameters", rss_growth)) if k is not None and k > LINEAR_LIMIT]
         out.append({
             "stage": stage,
             "wall_s": {arch: row["stages"][stage]["wall_s"] for arch, row in have},
-            "peak_total_rss_mb": {arch: row["stages"][stage]["peak_total_rss_mb"] for arch, row in have},
+            "peak_rss_mb": {arch: row["stages"][stage]["peak_rss_mb"] for arch, row in have},
             "time_growth": None if time_growth is None else round(time_growth, 2),
             "rss_growth": None if rss_growth is None else round(rss_growth, 2),
             "worse_than_linear": worse,
@@ -116,15 +116,15 @@ def markdown(result: dict[str, Any]) -> str:
     sizes = ", ".join(f"{a} {rows[a]['parameters'] / 1e6:.1f} M parameters, {rows[a]['gflops_per_image']:.1f} GFLOPs/image" for a in archs)
     lines = [
         f"Measured {result['date']} on {result['machine']}, one worker, default params (random weights), "
-        f"`validate.strict=false`; {sizes}. Each cell: wall time (s) / peak RSS of the stage and its largest "
-        "child (GB). Growth: the log-log slope against GFLOPs (time) and parameters (RSS); 1 is linear.",
+        f"`validate.strict=false`; {sizes}. Each cell: wall time (s) / peak RSS of the stage with every "
+        "process it started (GB). Growth: the log-log slope against GFLOPs (time) and parameters (RSS); 1 is linear.",
         "",
         "| stage | " + " | ".join(archs) + " | time growth | RSS growth | worse than linear |",
         "|---|" + "---|" * (len(archs) + 3),
     ]
     for row in table(rows):
         cells = [
-            f"{row['wall_s'][a]:.0f} s / {row['peak_total_rss_mb'][a] / 1024:.1f} GB" if a in row["wall_s"] else "-" for a in archs
+            f"{row['wall_s'][a]:.0f} s / {row['peak_rss_mb'][a] / 1024:.1f} GB" if a in row["wall_s"] else "-" for a in archs
         ]
         lines.append(
             f"| {row['stage']} | " + " | ".join(cells)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from crossdeploy.atomic import atomic_path
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
-from crossdeploy.resources import stage_resources
+from crossdeploy.resources import TreePeak, stage_resources
 
 
 ONNXRUNTIME_MISSING = (
@@ -35,11 +35,12 @@ def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main; on success record its wall time and peak RSS in `paths.resources.<stage>`."""
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    stage = stage_name(main)
+    tree = TreePeak() if stage else None
     try:
         main()
-        stage = stage_name(main)
         if stage:
-            write_json(load_params()["paths"]["resources"][stage], stage_resources(started))
+            write_json(load_params()["paths"]["resources"][stage], stage_resources(started, tree))
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -18,7 +18,7 @@ def _rows(stage_cost) -> dict:
         stages = {}
         for stage in ("model", "export", "benchmark"):
             wall, rss = stage_cost(stage, parameters, gflops)
-            stages[stage] = {"wall_s": wall, "peak_rss_mb": rss, "children_peak_rss_mb": 0.0, "peak_total_rss_mb": rss}
+            stages[stage] = {"wall_s": wall, "peak_rss_mb": rss, "own_peak_rss_mb": rss}
         rows[arch] = {"pipeline": "ok", "parameters": parameters, "gflops_per_image": gflops, "stages": stages}
     return rows
 

@@ -1,8 +1,9 @@
 """What a stage cost: its wall time and peak resident memory, written to metrics/resources/<stage>.json so
 that `dvc metrics diff` and `dvc exp show` show a regression (or a model's cost growth) beside the results.
 
-The peak is what the machine had to hold for the stage: the stage's process and every process it started
-(TF Serving, the embedded server, the converters' child process) together, sampled every SAMPLE_S; the
+The peak is what the stage held: its process and every process it started (the embedded server, a local
+TF Serving binary, the converters' child process; not a container, which Docker's daemon starts) together,
+sampled every SAMPLE_S, shared library pages counted once per process (an upper bound); the
 stage's own peak is the kernel's exact figure (getrusage). getrusage's figure for children is no substitute:
 Linux counts in a child's peak the parent's pages it shared between fork and exec, so a small helper
 started by a 6 GB process reads as 6 GB.
@@ -16,7 +17,9 @@ import threading
 import time
 from typing import Any
 
-SAMPLE_S = 0.2
+#: often enough for the long-lived peaks (a converter child, a server, a benchmark cell), rarely enough that
+#: the sampler's /proc scan never competes with the closed-loop clients it shares the GIL with
+SAMPLE_S = 0.5
 
 
 def own_peak_rss_mb() -> float:

@@ -39,6 +39,9 @@ def main() -> None:
             "stability_pct": plan.windows.stability_pct,
             "mlperf_min_duration_ms": plan.mlperf.min_duration_ms if plan.mlperf else None,
             "server_latency_ms": plan.mlperf.server_latency_ms if plan.mlperf else None,
+            # how Server's rate was found (null: LoadGen's peak search) and whether the sweep searched its clients
+            "mlperf_server_runs": plan.mlperf.server_runs if plan.mlperf else None,
+            "concurrency_search": plan.concurrency_search,
             "artifact_mb": {v.name: size_mb(v.artifact) for v in variants if v.artifact.exists()},
         }
 

@@ -287,6 +287,14 @@ def test_plan_names_the_param_to_fix():
         select_variants([Variant("torch-fp32", "fp32", "fp32", "torch", ROOT)], ["tensorrt-int9"])
     with pytest.raises(CrossdeployError, match="benchmark.harness_batch must be a positive integer"):
         BenchmarkPlan.from_params({**cfg, "harness_batch": 0}, ["torch-fp32"])
+    default = cfg["profiles"]["default"]
+    for key, value, message in (
+        ("concurrency_search", "false", "benchmark.profiles.default.concurrency_search must be true or false, got 'false'"),
+        ("mlperf_server_runs", 0, "benchmark.profiles.default.mlperf_server_runs must be a positive integer"),
+    ):
+        broken = {**cfg, "profiles": {**cfg["profiles"], "default": {**default, key: value}}}
+        with pytest.raises(CrossdeployError, match=message):
+            BenchmarkPlan.from_params(broken, ["torch-fp32"])
     # the targets never reach the measurement: the harness's batch does not follow the INT8 target's
     retargeted = {**cfg, "targets": {**cfg["targets"], "int8_speedup_batch": cfg["harness_batch"] * 2}}
     assert BenchmarkPlan.from_params(retargeted, ["torch-fp32"]) == BenchmarkPlan.from_params(cfg, ["torch-fp32"])
@@ -333,3 +341,12 @@ def test_gpu_checks_judge_only_on_the_card_they_are_for():
     no_bound = gpu_checks(results, parity, {**gpu, "singlestream_p90_max_ms": None}, ["NVIDIA A100-SXM4-40GB"])
     assert no_bound["singlestream_p90"] == {"target_max_ms": None, "met": None, "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null"}
     assert "gpu_target" not in check_targets(results, parity, Targets())  # a CPU target has no GPU checks
+
+
+def test_the_report_says_how_the_server_rate_was_found():
+    from crossdeploy.benchmark.report import _server_method
+
+    assert "LoadGen's peak search found" in _server_method({"server_latency_ms": 15, "mlperf_server_runs": None})
+    fixed = _server_method({"server_latency_ms": 100, "mlperf_server_runs": 2})
+    assert "highest of 2 fixed Poisson rates" in fixed and "lower bound on the peak" in fixed and "peak search found" not in fixed
+

@@ -141,3 +141,15 @@ def test_cells_the_search_left_out_before_count_at_the_share_measured():
     remaining.dropped(Work("x", "cell", 32, 1))  # a missing runtime says nothing about the search
     assert remaining.measured_share(Work("c", "cell", 32, 8)) == 0.5 and remaining.measured_share(Work("c", "cell", 32, 1)) == 1.0
     assert remaining.seconds() == pytest.approx(0.5 * model.cost_s(Work("c", "cell", 32, 8)) + model.cost_s(Work("c", "cell", 32, 1)))
+
+
+def test_a_server_run_lasts_its_queries_at_half_the_rate_one_query_alone_allows():
+    settings = MlperfSettings(min_duration_ms=1000, min_query_count={"singlestream": 32, "offline": 64, "server": 32}, server_runs=2)
+    model = CostModel(DEFAULT, settings, s_per_image={"fp32": 0.04})
+    remaining = Remaining([Work("fp32", "mlperf")], model, Clock())
+    remaining.finished(Work("fp32", "cell", 1, 1), {"status": "ok", "p50_ms": 50.0, "throughput_ips": 20.0, "windows": 3})
+    remaining.finished(Work("fp32", "cell", 8, 1), {"status": "ok", "p50_ms": 400.0, "throughput_ips": 25.0, "windows": 3})
+    assert model.single_s == {"fp32": 0.05}  # the batch-8 cell is not one query alone
+    # SingleStream and Offline at the saturated speed, two Server runs of 32 queries 0.1 s apart
+    assert model.cost_s(Work("fp32", "mlperf")) == pytest.approx(max(1, 32 * 0.04) + max(1, 64 * 0.04) + 2 * 32 * 0.1)
+

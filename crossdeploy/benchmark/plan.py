@@ -42,7 +42,7 @@ class BenchmarkPlan:
         mlperf_cfg = cfg["mlperf"]
         mlperf = None
         if mlperf_cfg["enabled"]:
-            server_runs = profile["mlperf_server_runs"]
+            server_runs = profile.get("mlperf_server_runs", "missing")
             if server_runs is not None and (not isinstance(server_runs, int) or isinstance(server_runs, bool) or server_runs < 1):
                 raise CrossdeployError(
                     f"benchmark.profiles.{cfg['profile']}.mlperf_server_runs must be a positive integer, or null for "
@@ -76,7 +76,7 @@ class BenchmarkPlan:
             harness_check=bool(cfg["harness_check"]),
             harness_batch=harness_batch,
             disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
-            concurrency_search=bool(profile.get("concurrency_search", True)),
+            concurrency_search=_flag(profile, cfg["profile"], "concurrency_search"),
         )
 
 
@@ -94,3 +94,10 @@ def select_variants(variants: list[Variant], value: Any) -> list[Variant]:
     """The variants `benchmark.variants` asks for, in pipeline order."""
     names = _variant_list(value, [v.name for v in variants], "benchmark.variants")
     return variants if names is None else [v for v in variants if v.name in names]
+
+
+def _flag(profile: dict[str, Any], name: str, key: str) -> bool:
+    value = profile.get(key)
+    if not isinstance(value, bool):
+        raise CrossdeployError(f"benchmark.profiles.{name}.{key} must be true or false, got {value!r}.")
+    return value

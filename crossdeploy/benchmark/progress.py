@@ -49,6 +49,7 @@ class CostModel:
     harness_batch: int = 32
     s_per_image: dict[str, float] = field(default_factory=dict)  # measured, per variant
     windows_seen: list[int] = field(default_factory=list)  # windows each measured cell needed
+    single_s: dict[str, float] = field(default_factory=dict)  # per variant: one image alone (its b1_c1 p50)
 
     def expected_windows(self) -> float:
         return sum(self.windows_seen) / len(self.windows_seen) if self.windows_seen else STABLE_WINDOWS
@@ -79,12 +80,17 @@ class CostModel:
         def scenario(name: str) -> float:
             return max(minimum_s, m.min_query_count[name] * t)
 
+        # a Server run's queries arrive at about half the rate one query alone allows (mlperf.py's start)
+        single = self.single_s.get(work.variant)
+        server = max(minimum_s, m.min_query_count["server"] * 2 * single) if single else scenario("server")
         server_runs = PEAK_SEARCH_RUNS if m.server_runs is None else m.server_runs
-        return scenario("singlestream") + scenario("offline") + server_runs * scenario("server")
+        return scenario("singlestream") + scenario("offline") + server_runs * server
 
-    def learn(self, variant: str, row: dict) -> None:
+    def learn(self, variant: str, row: dict, single: bool = False) -> None:
         """A measured cell's throughput gives the variant's time per image on saturated cores, and its
-        windows how many a cell needs here."""
+        windows how many a cell needs here; `single` (batch 1, one client) its latency alone."""
+        if single and row.get("status") == "ok" and row.get("p50_ms"):
+            self.single_s[variant] = row["p50_ms"] / 1000.0
         if row.get("status") == "ok" and row.get("throughput_ips"):
             self.s_per_image[variant] = 1.0 / row["throughput_ips"]
             if row.get("windows"):
@@ -109,7 +115,7 @@ class Remaining:
         self._done.append((work, now - self._since))
         self._since = now
         if row is not None:
-            self.model.learn(work.variant, row)
+            self.model.learn(work.variant, row, single=work.kind == "cell" and work.batch == work.concurrency == 1)
         if work.kind == "cell":
             self._cells.setdefault((work.batch, work.concurrency), []).append(True)
         if work in self._todo:

@@ -70,7 +70,7 @@ class ConcurrencySearch:
         evidence = (
             f"batch {batch}: {before['throughput_ips']:.1f} img/s at {_clients(fewer)}, {row['throughput_ips']:.1f} at "
             f"{concurrency}, no gain beyond the {self.stability_pct:g} % stability rule, while p50 grew from "
-            f"{before['p50_ms']:.0f} to {row['p50_ms']:.0f} ms"
+            f"{before['p50_ms']:.3g} to {row['p50_ms']:.3g} ms"
         )
         self._stopped[batch] = f"throughput had stopped rising at {_clients(fewer)} ({evidence})"
         seen = self._plateaus.setdefault(concurrency, [])

@@ -69,7 +69,7 @@ class Runner(ABC):
     #: JPEG/PNG files, for a served signature that preprocesses in its graph).
     input_kind: str = "tensor"
     #: Whether several threads may call `infer` on one activated runner at once; if not, concurrent
-    #: clients each open their own runner.
+    #: clients get instances of their own up to max_instances, and queue on them beyond it.
     concurrent_infer: bool = True
     #: For a runtime without concurrent_infer: the most instances worth opening (None: one per client);
     #: clients beyond it queue on the instances there are (benchmark/runner_pool.py).

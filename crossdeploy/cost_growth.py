@@ -3,15 +3,18 @@ queued DVC experiments, and per stage its wall time and peak RSS (metrics/resour
 run_stage) against the model's parameters and FLOPs (metrics/model_size.json, the model stage's), so `dvc
 exp show` lists them side by side and the table says which stage grows faster than the model.
 
-    python -m crossdeploy.cost_growth run [ARCH ...]    queue one experiment per arch, run them with one worker, tabulate
+    python -m crossdeploy.cost_growth run [--force] [ARCH ...]   queue one experiment per arch, run them with one worker, tabulate
     python -m crossdeploy.cost_growth table [ARCH ...]  tabulate the experiments already run
 
 Each experiment is `dvc exp run --queue -n growth-<arch> -S model.arch=<arch> -S validate.strict=false`:
 strict off so that a variant whose parity fails on another architecture still lets the benchmark run (DVC
-keeps nothing of a failed experiment). Run it on a quiet machine: the figures are wall times. A stage whose
-inputs do not change with the architecture (data, trained) is restored from DVC's run cache with the record
-of the run that made it, so its row is the same in every column. The table lands in
-metrics/cost_growth.json and .md, and in README.md between the cost-growth markers.
+keeps nothing of a failed experiment). Run it on a quiet machine: the figures are wall times. Nothing is
+measured twice: a stage DVC finds up to date (every stage but validate for the architecture already in
+dvc.lock) keeps the record committed with it, and one whose inputs DVC has run before (data and trained,
+whose inputs do not depend on the architecture, or a whole architecture on a second sweep) is restored
+from DVC's run cache with the record of the run that made it. `run --force` re-runs every stage of every
+experiment (`dvc exp run -f`) to measure them all afresh. The table lands in metrics/cost_growth.json and
+.md, and in README.md between the cost-growth markers.
 
 Growth is the slope of log(cost) against log(size) fitted over the architectures: 1 is linear, and a stage
 above LINEAR_LIMIT is named as worse than linear. Wall time is set against FLOPs (the arithmetic the
@@ -42,12 +45,12 @@ MARKERS = ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->")
 LINEAR_LIMIT = 1.15
 
 
-def queue(architectures: list[str]) -> None:
+def queue(architectures: list[str], force: bool = False) -> None:
     existing = [name for name in exp_refs(PREFIX) if name[len(PREFIX) :] in architectures]
     if existing:  # a re-run replaces the previous sweep's experiments
         dvc("exp", "remove", *existing)
     for arch in architectures:
-        dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false")
+        dvc("exp", "run", "--queue", *(["-f"] if force else []), "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false")
 
 
 def collect(architectures: list[str]) -> dict[str, Any]:
@@ -148,9 +151,11 @@ def write(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
+    command, rest = (argv[0] if argv else "table"), argv[1:]
+    force = command == "run" and "--force" in rest
+    architectures = [a for a in rest if a != "--force"] or list(ARCHITECTURES)
     if command == "run":
-        queue(architectures)
+        queue(architectures, force)
         dvc("queue", "start", "-j", "1")
         wait(PREFIX)
     elif command != "table":

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, queue_states, wait
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, publish, queue_states, wait
 from crossdeploy.params import load_params
 
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101")
@@ -140,14 +140,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write(result: dict[str, Any]) -> None:
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.with_suffix(".json").write_text(json.dumps({**result, "table": table(result["rows"])}, indent=2) + "\n")
-    text = markdown(result)
-    OUTPUT.with_suffix(".md").write_text(text)
-    readme = README.read_text()
-    start, end = readme.find(MARKERS[0]), readme.find(MARKERS[1])
-    if start >= 0 and end > start:
-        README.write_text(readme[: start + len(MARKERS[0])] + "\n" + text + readme[end:])
+    publish(OUTPUT, {**result, "table": table(result["rows"])}, markdown(result), README, MARKERS)
 
 
 def main(argv: list[str]) -> None:

@@ -3,8 +3,11 @@ wait with one worker, and read a file back from each finished experiment's Git r
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 
 def dvc(*args: str, check: bool = True) -> str:
@@ -50,3 +53,15 @@ def failure_from_log(name: str, before: str) -> str:
 
 def finished_at(ref: str) -> int:
     return int(subprocess.run(["git", "log", "-1", "--format=%ct", ref], capture_output=True, text=True, check=True).stdout)
+
+
+def publish(output: Path, data: dict[str, Any], table: str, readme: Path, markers: tuple[str, str]) -> None:
+    """`output`.json and .md, and the markdown table in the README between `markers` (when it has them)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    output.with_suffix(".md").write_text(table)
+    text = readme.read_text()
+    start, end = text.find(markers[0]), text.find(markers[1])
+    if start >= 0 and end > start:
+        readme.write_text(text[: start + len(markers[0])] + "\n" + table + text[end:])
+

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, queue_states, wait
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, publish, queue_states, wait
 from crossdeploy.layout import TRAINED_PREFIX
 from crossdeploy.params import load_params
 
@@ -119,14 +119,7 @@ def markdown(matrix: dict[str, Any]) -> str:
 
 
 def write(matrix: dict[str, Any]) -> None:
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.with_suffix(".json").write_text(json.dumps(matrix, indent=2) + "\n")
-    table = markdown(matrix)
-    OUTPUT.with_suffix(".md").write_text(table)
-    text = README.read_text()
-    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
-    if start >= 0 and end > start:
-        README.write_text(text[: start + len(MARKERS[0])] + "\n" + table + text[end:])
+    publish(OUTPUT, matrix, markdown(matrix), README, MARKERS)
 
 
 def main(argv: list[str]) -> None:

@@ -66,3 +66,18 @@ def test_model_size_counts_parameters_and_flops_of_the_exported_program():
     assert size["parameters"] == 8 * 3 * 9 + 8 * 16 * 16 * 10 + 10
     # two FLOPs per multiply-add: the convolution's 8 x 3 x 9 per output pixel, then the linear layer's
     assert size["gflops_per_image"] == pytest.approx(2 * (8 * 3 * 9 * 16 * 16 + 8 * 16 * 16 * 10) / 1e9, abs=1e-4)
+
+
+def test_publish_replaces_only_what_lies_between_the_markers(tmp_path):
+    from crossdeploy.experiments import publish
+
+    readme = tmp_path / "README.md"
+    markers = ("<!-- t:start -->", "<!-- t:end -->")
+    readme.write_text(f"intro\n{markers[0]}\nold table\n{markers[1]}\noutro\n")
+    publish(tmp_path / "metrics" / "t", {"a": 1}, "| new |\n", readme, markers)
+    assert readme.read_text() == f"intro\n{markers[0]}\n| new |\n{markers[1]}\noutro\n"
+    assert (tmp_path / "metrics" / "t.json").read_text() == '{\n  "a": 1\n}\n' and (tmp_path / "metrics" / "t.md").read_text() == "| new |\n"
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    publish(tmp_path / "t2", {}, "| x |\n", bare, markers)
+    assert bare.read_text() == "no markers\n"

@@ -4,8 +4,8 @@ that `dvc metrics diff` and `dvc exp show` show a regression (or a model's cost 
 The peak is what the stage held: its process and every process it started (the embedded server, a local
 TF Serving binary, the converters' child process; not a container, which Docker's daemon starts) together,
 sampled every SAMPLE_S, shared library pages counted once per process (an upper bound); the
-stage's own peak is the kernel's exact figure (getrusage). getrusage's figure for children is no substitute:
-Linux counts in a child's peak the parent's pages it shared between fork and exec, so a small helper
+stage's own peak is the kernel's exact figure (VmHWM). getrusage is no substitute on Linux: it counts in a
+process's peak, and in its children's, the pages of the process it was forked from, so a small helper
 started by a 6 GB process reads as 6 GB.
 """
 
@@ -15,6 +15,7 @@ import resource
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 #: often enough for the long-lived peaks (a converter child, a server, a benchmark cell), rarely enough that
@@ -23,7 +24,14 @@ SAMPLE_S = 0.5
 
 
 def own_peak_rss_mb() -> float:
-    """This process's peak resident set size in MB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident set size in MB. On Linux VmHWM, the peak of this process's own memory:
+    getrusage's ru_maxrss also keeps the peak of the process it was forked from (carried across fork and
+    exec), so a stage started by a 9 GB test runner reads 9 GB. Elsewhere getrusage (macOS reports bytes)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 

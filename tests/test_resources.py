@@ -72,6 +72,23 @@ def test_the_peak_counts_the_processes_a_stage_started_but_not_their_fork_copy(t
     assert parent["peak_rss_mb"] - parent["own_peak_rss_mb"] < 200
 
 
+def test_a_stage_started_by_a_large_process_does_not_inherit_its_peak(tmp_path):
+    """getrusage's peak carries over from the process a stage was forked from (the planted defect: the
+    full test suite's 9 GB runner made a 1 MB stage read 9.1 GB); the stage's own peak is its own."""
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "__init__.py").write_text("")
+    (tmp_path / "stages" / "tiny.py").write_text(STAGE.format(mb=1))
+    (tmp_path / "params.yaml").write_text("paths:\n  resources:\n    tiny: metrics/resources/tiny.json\n")
+    launcher = (
+        "import subprocess, sys, numpy as np; held = np.ones(600 * 2**20, dtype=np.uint8); held.sum(); "
+        "subprocess.run([sys.executable, '-m', 'stages.tiny'], check=True)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", launcher], cwd=tmp_path, env=env, check=True)
+    record = json.loads((tmp_path / "metrics" / "resources" / "tiny.json").read_text())
+    assert record["own_peak_rss_mb"] < 400 and record["peak_rss_mb"] < 400, record
+
+
 def test_a_function_outside_a_stage_module_records_nothing():
     def main():
         pass

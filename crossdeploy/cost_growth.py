@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, publish, queue_states, wait
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, publish, queue_states, run_queued
 from crossdeploy.params import load_params
 
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101")
@@ -149,8 +149,7 @@ def main(argv: list[str]) -> None:
     architectures = [a for a in rest if a != "--force"] or list(ARCHITECTURES)
     if command == "run":
         queue(architectures, force)
-        dvc("queue", "start", "-j", "1")
-        wait(PREFIX)
+        run_queued(PREFIX)
     elif command != "table":
         raise SystemExit(__doc__)
     device = describe_device()

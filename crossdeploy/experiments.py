@@ -34,6 +34,12 @@ def queue_states(prefix: str) -> dict[str, str]:
     return states
 
 
+def run_queued(prefix: str) -> None:
+    """Run what is queued with one worker (the figures are wall times: never two at once) and wait for `prefix...`."""
+    dvc("queue", "start", "-j", "1")
+    wait(prefix)
+
+
 def wait(prefix: str, poll_s: float = 30.0) -> None:
     while any(state in ("Queued", "Running") for state in queue_states(prefix).values()):
         time.sleep(poll_s)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, publish, queue_states, wait
+from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, publish, queue_states, run_queued
 from crossdeploy.layout import TRAINED_PREFIX
 from crossdeploy.params import load_params
 
@@ -126,8 +126,7 @@ def main(argv: list[str]) -> None:
     command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
     if command == "run":
         queue(architectures)
-        dvc("queue", "start", "-j", "1")
-        wait(PREFIX)
+        run_queued(PREFIX)
     elif command != "table":
         raise SystemExit(__doc__)
     device = describe_device()

@@ -239,3 +239,85 @@ def test_clients_queued_on_one_instance_are_served_in_turn():
         thread.join()
     queued.deactivate()
     assert sum(served) >= 16 and max(served) - min(served) <= 1, served
+
+
+class ConcurrentRunner(Runner):
+    """Takes concurrent calls (as an ONNX Runtime session does) and records how many overlap."""
+
+    concurrent_infer = True
+    lock = threading.Lock()
+
+    def __init__(self, name: str, threads: ThreadSettings, max_in_flight: int | None, seconds: float = 0.02):
+        super().__init__(name, threads)
+        self.max_in_flight = max_in_flight
+        self.seconds = seconds
+        self.inside = self.most_inside = self.calls = 0
+
+    def _activate_impl(self) -> None:
+        pass
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        with ConcurrentRunner.lock:
+            self.inside += 1
+            self.calls += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(self.seconds)
+        with ConcurrentRunner.lock:
+            self.inside -= 1
+        return np.zeros((len(batch), 2), np.float32)
+
+
+class ConcurrentVariant:
+    name = "concurrent"
+
+    def __init__(self, max_in_flight: int | None, seconds: float = 0.02):
+        self.max_in_flight, self.seconds = max_in_flight, seconds
+
+    def runner(self, threads: ThreadSettings) -> Runner:
+        return ConcurrentRunner(self.name, threads, self.max_in_flight, self.seconds)
+
+
+@pytest.mark.parametrize("max_in_flight, most", [(2, 2), (None, 8)])  # None: the planted defect, every client's call at once
+def test_a_concurrent_runtime_runs_at_most_max_in_flight_calls(max_in_flight, most):
+    pool = RunnerPool(ConcurrentVariant(max_in_flight), ThreadSettings())
+    try:
+        runners = pool.open(8)
+        assert len({id(r) for r in runners}) == pool.opened == 1  # one session, shared
+        from crossdeploy.benchmark.closed_loop import measure_closed_loop
+
+        clients = [lambda r=r: r.infer(np.zeros((1, 3, 4, 4), np.float32)) for r in runners]
+        row = measure_closed_loop(clients, 1, WINDOWS, [True] * 8, pool.withdraw_waiting)
+        inner = runners[0].runner if isinstance(runners[0], QueuedRunner) else runners[0]
+        assert inner.most_inside == most and row["requests"] >= 8
+    finally:
+        pool.close()
+
+
+def test_cpu_runtimes_run_one_call_per_core_and_gpu_runtimes_are_not_limited():
+    from crossdeploy.runtimes.base import usable_cores
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+    from crossdeploy.runtimes.torch_runtime import TorchRunner
+
+    assert OnnxRuntimeRunner("m.onnx", "cpu").max_in_flight == usable_cores()
+    assert OnnxRuntimeRunner("m.onnx", "cuda", providers=("CUDAExecutionProvider",)).max_in_flight is None
+    assert TorchRunner("m.pt2", "cpu").max_in_flight == usable_cores()
+    assert TorchRunner("m.pt2", "cuda", device="cuda").max_in_flight is None
+
+
+@pytest.mark.parametrize("withdrawn", [True, False])  # False: the planted defect, the queue drained after the cap
+def test_the_queue_left_at_the_cap_is_withdrawn_not_waited_for(withdrawn):
+    """Eight clients on one 0.1 s slot: one round takes 0.8 s, the cap comes at 0.3 s. Withdrawn, the
+    requests still queued never run."""
+    from crossdeploy.benchmark.closed_loop import measure_closed_loop
+
+    queued = QueuedRunner(ConcurrentRunner("slow", ThreadSettings(), 1, seconds=0.1), slots=1)
+    queued.activate()
+    capped = WindowSettings(warmup_requests=0, window_s=0.05, max_windows=20, stability_pct=1, cell_cap_s=0.3)
+    clients = [lambda: queued.infer(np.zeros((1, 3, 4, 4), np.float32))] * 8
+    row = measure_closed_loop(clients, 1, capped, [True] * 8, queued.withdraw_waiting if withdrawn else lambda: None)
+    ran = queued.runner.calls
+    assert row["requests"] >= 1 and ((ran < 8) if withdrawn else (ran >= 8)), ran
+    assert queued.runner.most_inside == 1
+    # the runner serves the next cell as before
+    clients = [lambda: queued.infer(np.zeros((1, 3, 4, 4), np.float32))] * 2
+    assert measure_closed_loop(clients, 1, WINDOWS, [True] * 2, queued.withdraw_waiting)["requests"] >= 2

@@ -4,7 +4,9 @@ Measured like Triton's perf_analyzer: after a warm-up, time is cut into windows 
 `window_s` long and holding at least one completion per client) until the last three windows agree
 within `stability_pct`. At `cell_cap_s` clients stop sending new requests and the requests still in
 flight close the last window, so a slow cell (a big batch on eight clients can take seconds per
-request) costs its measurement and nothing more.
+request) costs its measurement and nothing more. Where the clients queue on shared runners, the caller's
+`withdraw` takes back the requests that have not started once the figures are taken (at the cap, or
+when the windows agree): waiting for them would add seconds and no figure.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Callable
 from crossdeploy.benchmark.statistics import Window, is_stable, summarize
 
 
+class RequestWithdrawn(Exception):
+    """Raised by a queued request that was taken back before it started: the client stops, unmeasured."""
+
+
 @dataclass(frozen=True)
 class WindowSettings:
     warmup_requests: int  # per client whose runner has not yet run this batch size; not measured
@@ -28,11 +34,16 @@ class WindowSettings:
 
 
 def measure_closed_loop(
-    clients: list[Callable[[], object]], batch_size: int, settings: WindowSettings, warm: list[bool] | None = None
+    clients: list[Callable[[], object]],
+    batch_size: int,
+    settings: WindowSettings,
+    warm: list[bool] | None = None,
+    withdraw: Callable[[], None] = lambda: None,
 ) -> dict[str, float | int | bool]:
     """Drive every client callable (one request each call) concurrently; return the latency summary.
 
     `warm[i]` says client i's runner already ran this batch size, so it skips the warm-up requests.
+    `withdraw` makes the requests still queued raise RequestWithdrawn (called at the cap and at the end).
     """
     warm = warm or [False] * len(clients)
     completions: list[tuple[float, float]] = []  # (end, latency)
@@ -62,6 +73,8 @@ def measure_closed_loop(
                     progress.notify()
                 if end >= deadline[0]:
                     return
+        except RequestWithdrawn:
+            pass
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -78,11 +91,16 @@ def measure_closed_loop(
     windows: list[Window] = []
     unassigned: list[tuple[float, float]] = []
     seen = 0
+    capped = False
     try:
         while True:
             time.sleep(settings.window_s)
             with progress:
-                progress.wait_for(lambda: errors or len(unassigned) + len(completions) - seen >= len(clients) or not running[0])
+                window_full = lambda: errors or len(unassigned) + len(completions) - seen >= len(clients) or not running[0]
+                if not capped and not progress.wait_for(window_full, timeout=max(0.0, deadline[0] - time.perf_counter())):
+                    capped = True
+                    withdraw()  # after the cap only the requests already running count
+                    progress.wait_for(window_full)
                 if errors:
                     raise errors[0]
                 finished = not running[0]
@@ -100,6 +118,7 @@ def measure_closed_loop(
                 return summarize(windows, stable=False)
     finally:
         stop.set()
+        withdraw()
         for thread in threads:
             thread.join()
 

@@ -1,6 +1,7 @@
 """The benchmark's measurement: every variant of the plan swept on its warm runners (the concurrency search
 leaving out what carries no information), its MLPerf scenarios on the same runners and the harness-overhead
-measurement, as one dict for metrics/benchmark.json, with a progress bar that weighs each piece by its cost.
+measurement, each variant in a process of its own (benchmark/isolation.py), as one dict for
+metrics/benchmark.json, with a progress bar that weighs each piece by its cost.
 What the figures mean against the performance targets is the report stage's (benchmark/checks.py), which reads that file and never this code, so changing a
 target, a judging rule or the report never re-runs a measurement."""
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crossdeploy.benchmark.isolation import ProcessEnded, run_isolated
 from crossdeploy.benchmark.mlperf import run_mlperf
 from crossdeploy.benchmark.plan import BenchmarkPlan
 from crossdeploy.benchmark.cells import NOT_MEASURED, cell_name, skipped
@@ -82,48 +84,51 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     bar = _Bar(remaining)
     try:
         for variant in variants:
-            reason = reasons[variant.name]
+            name = variant.name
+            reason = reasons[name]
             if reason:
-                unbuilt_reason = unbuilt[variant.name]
+                unbuilt_reason = unbuilt[name]
                 # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
                 row = {"status": "failed", "reason": f"not built: {unbuilt_reason}"} if unbuilt_reason else skipped(reason)
-                results[variant.name] = {cell: dict(row) for cell in cells}
+                results[name] = {cell: dict(row) for cell in cells}
                 if _wants_mlperf(plan, variant):
-                    mlperf[variant.name] = dict(row)
+                    mlperf[name] = dict(row)
                 if _wants_harness(plan, variant):
-                    harness = {**row, "reason": f"{variant.name} is not measured: {row['reason']}"}
+                    harness = {**row, "reason": f"{name} is not measured: {row['reason']}"}
                 continue
 
-            def cell_done(batch: int, concurrency: int, row: dict[str, Any], name: str = variant.name) -> None:
-                work = Work(name, "cell", batch, concurrency)
-                if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
-                    remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
-                else:
-                    remaining.finished(work, row)
+            rows: dict[str, Any] = {}  # every row the variant's process reported, kept if it dies later
+
+            def on_event(kind: str, *payload: Any, name: str = name) -> None:
+                if kind == "label":
+                    bar.label(payload[0])
+                    return
+                if kind == "cell":
+                    batch, concurrency, row = payload
+                    rows[cell_name(batch, concurrency)] = row
+                    work = Work(name, "cell", batch, concurrency)
+                    if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
+                        remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
+                    else:
+                        remaining.finished(work, row)
+                else:  # "mlperf" or "harness": the row, and whether it ran (work given up at once must not teach the estimate)
+                    rows[kind], ran = payload
+                    if ran:
+                        remaining.finished(Work(name, kind))
+                    else:
+                        remaining.dropped(Work(name, kind))
                 bar.refresh()
 
-            pool = RunnerPool(variant, plan.threads)
             try:
-                search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
-                results[variant.name] = sweep_variant(
-                    pool, images, plan.batch_sizes, plan.concurrencies, plan.windows, bar.label, search, cell_done
-                )
-                measured = [row for row in results[variant.name].values() if row["status"] == "ok"]
-                if _wants_mlperf(plan, variant):
-                    bar.label(f"{variant.name} MLPerf LoadGen")
-                    mlperf[variant.name] = _mlperf_row(pool, images, plan, mlperf_logs / variant.name, results[variant.name], measured)
-                    _done(remaining, Work(variant.name, "mlperf"), ran=bool(measured))
-                    bar.refresh()
-                if _wants_harness(plan, variant):
-                    if measured:
-                        bar.label(f"{variant.name} harness overhead")
-                        harness = _harness(pool, images, plan)
-                    else:
-                        harness = _unmeasured(results[variant.name], f"{variant.name} could not be measured: ")
-                    _done(remaining, Work(variant.name, "harness"), ran=bool(measured))
-                    bar.refresh()
-            finally:
-                pool.close()
+                run_isolated(measure_variant, (variant, images, plan, mlperf_logs / name), on_event)
+            except ProcessEnded as exc:
+                log.error("measuring %s ended early: %s", name, exc)
+                rows = {**_lost_rows(variant, plan, cells, f"the process measuring {name} failed: {exc}"), **rows}
+            results[name] = {cell: rows[cell] for cell in cells}
+            if "mlperf" in rows:
+                mlperf[name] = rows["mlperf"]
+            if "harness" in rows:
+                harness = rows["harness"]
     finally:
         bar.close()
     results["mlperf"] = mlperf
@@ -131,12 +136,40 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     return results
 
 
-def _done(remaining: Remaining, work: Work, ran: bool) -> None:
-    """Work that ran teaches the estimate's correction; work given up at once (nothing to measure) must not."""
-    if ran:
-        remaining.finished(work)
-    else:
-        remaining.dropped(work)
+def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log_dir: Path, report) -> None:
+    """One variant's cells, then its LoadGen scenarios and the harness measurement, on the same warm runners;
+    each row goes to `report` as soon as it is known (run in a process of its own: benchmark/isolation.py)."""
+    pool = RunnerPool(variant, plan.threads)
+    try:
+        search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
+        cells = sweep_variant(
+            pool, images, plan.batch_sizes, plan.concurrencies, plan.windows,
+            lambda label: report("label", label), search, lambda batch, concurrency, row: report("cell", batch, concurrency, row),
+        )  # fmt: skip
+        measured = [row for row in cells.values() if row["status"] == "ok"]
+        if _wants_mlperf(plan, variant):
+            report("label", f"{variant.name} MLPerf LoadGen")
+            report("mlperf", _mlperf_row(pool, images, plan, log_dir, cells, measured), bool(measured))
+        if _wants_harness(plan, variant):
+            if measured:
+                report("label", f"{variant.name} harness overhead")
+                row = _harness(pool, images, plan)
+            else:
+                row = _unmeasured(cells, f"{variant.name} could not be measured: ")
+            report("harness", row, bool(measured))
+    finally:
+        pool.close()
+
+
+def _lost_rows(variant: Variant, plan: BenchmarkPlan, cells: list[str], reason: str) -> dict[str, Any]:
+    """A failed row for everything the variant's process would have reported."""
+    row = {"status": "failed", "reason": reason}
+    lost = {cell: dict(row) for cell in cells}
+    if _wants_mlperf(plan, variant):
+        lost["mlperf"] = dict(row)
+    if _wants_harness(plan, variant):
+        lost["harness"] = {**row, "reason": f"{variant.name} is not measured: {reason}"}
+    return lost
 
 
 def _unmeasured(cells: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """One variant's warm runners, opened once and reused by every cell, LoadGen scenario and the harness.
 
-A runtime that serves one request at a time per instance (an interpreter holds its tensors, a TensorRT
-context its stream) gets more instances for more clients, up to its `max_instances`; past that, clients
-queue on the instances there are, one request at a time each, as they would on a server. TFLite's limit is
-one interpreter per core: more only hold more activations (about 0.4 GB each for ResNet50 at batch 32,
-eight of them half of the benchmark's 7 GB peak) while waiting for the same cores.
+Clients beyond what the runtime can usefully run at once queue, first come first served, as they would on
+a server. A runtime that serves one request at a time per instance (an interpreter holds its tensors, a
+TensorRT context its stream) gets more instances for more clients, up to its `max_instances`; one that
+takes concurrent calls runs at most `max_in_flight` of them. On the CPU both limits are one per core:
+each call already spreads over every core, so more only hold more activations while waiting for the same
+cores (eight ResNet50 TFLite interpreters at batch 32 were half of the benchmark's 7 GB peak; eight
+concurrent ONNX Runtime calls at batch 32 added 3.7 GB).
 """
 
 from __future__ import annotations
@@ -14,42 +16,62 @@ import threading
 
 import numpy as np
 
+from crossdeploy.benchmark.closed_loop import RequestWithdrawn
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 from crossdeploy.variants import Variant
 
 
 class QueuedRunner:
-    """A runner that several clients share: each `infer` waits for the ones before it, first come first
-    served. threading.Lock is not fair (the thread that releases it usually takes it again), so with it one
-    client would run back to back while the others starve, and the closed loop's throughput (clients over
-    mean latency, which assumes every client keeps one request in flight) would count the starved ones as
-    served: 4 clients on one 20 ms interpreter read 80 img/s where 50 is all there is."""
+    """A runner that several clients share, running at most `slots` calls at once: each `infer` waits
+    for the ones before it, first come first served. threading.Lock is not fair (the thread that releases
+    it usually takes it again), so with it one client would run back to back while the others starve,
+    and the closed loop's throughput (clients over mean latency, which assumes every client keeps one
+    request in flight) would count the starved ones as served: 4 clients on one 20 ms interpreter read
+    80 img/s where 50 is all there is."""
 
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: Runner, slots: int = 1):
         self.runner = runner
+        self.slots = slots
         self._turns = threading.Condition()
         self._next_ticket = 0
-        self._serving = 0
+        self._admitted = 0  # tickets below it have started (or were withdrawn)
+        self._running = 0
+        self._withdrawn_below = 0
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with self._turns:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._turns.wait_for(lambda: self._serving == ticket)
+            self._turns.wait_for(
+                lambda: ticket < self._withdrawn_below or (ticket == self._admitted and self._running < self.slots)
+            )
+            if ticket < self._withdrawn_below:
+                raise RequestWithdrawn(f"{self.runner.name}: the measurement ended before this request started")
+            self._admitted += 1
+            self._running += 1
+            self._turns.notify_all()
         try:
             return self.runner.infer(batch)
         finally:
             with self._turns:
-                self._serving += 1
+                self._running -= 1
                 self._turns.notify_all()
+
+    def withdraw_waiting(self) -> None:
+        """Every request still waiting for its turn raises RequestWithdrawn; those running finish. A
+        closed loop that has its figures calls it, so that it does not wait for a queue of requests
+        whose latencies it will never use (seconds each, for eight clients at batch 32)."""
+        with self._turns:
+            self._withdrawn_below = self._admitted = self._next_ticket
+            self._turns.notify_all()
 
     def __getattr__(self, name: str):
         return getattr(self.runner, name)
 
 
 class RunnerPool:
-    """Runners of one variant: one shared by every client where the runtime takes concurrent calls, else
-    up to the runtime's max_instances with clients queued on them."""
+    """Runners of one variant: one shared by every client where the runtime takes concurrent calls (at
+    most its max_in_flight at once), else up to the runtime's max_instances with clients queued on them."""
 
     def __init__(self, variant: Variant, threads: ThreadSettings):
         self.variant = variant
@@ -88,7 +110,15 @@ class RunnerPool:
         runner = self.variant.runner(self.threads)
         runner.activate()
         self.opened += 1
-        return runner if runner.concurrent_infer else QueuedRunner(runner)
+        if not runner.concurrent_infer:
+            return QueuedRunner(runner)
+        return QueuedRunner(runner, runner.max_in_flight) if runner.max_in_flight else runner
+
+    def withdraw_waiting(self) -> None:
+        """Withdraw the requests queued on every runner (QueuedRunner.withdraw_waiting)."""
+        for runner in self._runners:
+            if isinstance(runner, QueuedRunner):
+                runner.withdraw_waiting()
 
     def close(self) -> None:
         for runner in self._runners:

@@ -6,6 +6,7 @@ rejects a bad batch with the same clear message.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -57,6 +58,11 @@ def unavailable_reason(name: str, exc: BaseException) -> str | None:
     return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def error_text(exc: BaseException) -> str:
     """A failure's reason as the metrics record it: the exception's type and message, kept short."""
     return f"{type(exc).__name__}: {exc}"[:300]
@@ -74,6 +80,10 @@ class Runner(ABC):
     #: For a runtime without concurrent_infer: the most instances worth opening (None: one per client);
     #: clients beyond it queue on the instances there are (benchmark/runner_pool.py).
     max_instances: int | None = None
+    #: For a runtime with concurrent_infer: the most calls worth running at once (None: every client's).
+    #: A runtime computing on the CPU already spreads one call over every core, so calls beyond one per
+    #: core only hold their activations while waiting for the same cores (benchmark/runner_pool.py).
+    max_in_flight: int | None = None
 
     def __init__(self, name: str, threads: ThreadSettings | None = None):
         self.name = name

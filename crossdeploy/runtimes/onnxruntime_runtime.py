@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
-from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 
@@ -35,6 +35,10 @@ class OnnxRuntimeRunner(Runner):
         self.providers = providers
         #: tensorrt.batch (min/opt/max) for the TensorRT provider's explicit profile
         self.trt_batch = trt_batch
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return usable_cores() if _provider_name(self.providers[0]) == "CPUExecutionProvider" else None
 
     def _activate_impl(self) -> None:
         import onnxruntime as ort

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.layout import SIGNATURE
-from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
 
 
 class TensorFlowRunner(Runner):
@@ -23,6 +23,11 @@ class TensorFlowRunner(Runner):
         super().__init__(name, threads)
         self.saved_model_dir = Path(saved_model_dir)
         self.signature = signature
+
+    @property
+    def max_in_flight(self) -> int | None:
+        # a TensorFlow built with CUDA places the signature on a GPU, which keeps its own queue
+        return None if self.is_active and self._tf.config.list_physical_devices("GPU") else usable_cores()
 
     def _activate_impl(self) -> None:
         from crossdeploy.tensorflow_env import import_tensorflow

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
 
 
 def _interpreter_class():
@@ -27,7 +26,7 @@ class TFLiteRunner(Runner):
     @property
     def max_instances(self) -> int:
         # ... up to one per core: each already runs on every core, so more only hold more activations
-        return len(os.sched_getaffinity(0))
+        return usable_cores()
 
     def __init__(self, model_path: str | Path, name: str, threads: ThreadSettings | None = None):
         super().__init__(name, threads)
@@ -36,7 +35,7 @@ class TFLiteRunner(Runner):
     def _activate_impl(self) -> None:
         Interpreter, resolvers = _interpreter_class()
         # TFLite's own default is one thread; every other runtime uses all cores by default, so match them.
-        threads = self.threads.intra_op or len(os.sched_getaffinity(0))
+        threads = self.threads.intra_op or usable_cores()
         options = {"model_path": str(self.model_path), "num_threads": threads}
         self._interpreter = Interpreter(**options)
         try:

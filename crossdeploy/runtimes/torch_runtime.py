@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import RuntimeUnavailable
-from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
 
 
 class TorchRunner(Runner):
@@ -28,6 +28,10 @@ class TorchRunner(Runner):
         self.compile = compile
         self.device = device
         self.half = half
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return usable_cores() if self.device == "cpu" else None
 
     def _activate_impl(self) -> None:
         import torch

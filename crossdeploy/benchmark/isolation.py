@@ -1,0 +1,91 @@
+"""A function run in a process of its own, spawned (a fresh interpreter that inherits no runtime's state),
+whose progress comes back as events while it runs.
+
+The benchmark measures each variant this way. When the process ends, the system takes back all its
+runtime held: TensorFlow keeps about 1.8 GB after a SavedModel is closed and the allocators of ONNX
+Runtime and PyTorch keep their high-water marks, so in one process the benchmark's peak grew with every
+variant measured. And a runtime that crashes natively (a segfault, an abort, the kernel's out-of-memory
+killer) ends only its own process: what it measured before is kept and the next variant is measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from typing import Any, Callable
+
+from crossdeploy.runtimes.base import error_text
+
+log = logging.getLogger(__name__)
+
+
+class ProcessEnded(RuntimeError):
+    """The isolated function did not finish: its process died, or it raised (the message says which)."""
+
+
+def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[..., None]) -> None:
+    """Call `function(*args, report)` in a spawned process; each `report(kind, *payload)` there calls
+    `on_event(kind, *payload)` here, in order. Raises ProcessEnded if the function raised or its process
+    died before it returned. Everything it passes must pickle."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(function, args, sender), name=getattr(function, "__name__", "isolated"))
+    process.start()
+    sender.close()  # the child's end only: recv() then sees EOF as soon as the child is gone
+    try:
+        while True:
+            try:
+                kind, payload = receiver.recv()
+            except EOFError:
+                process.join()
+                raise ProcessEnded(f"its process ended with {exit_text(process.exitcode)} before it was done") from None
+            if kind == _RETURNED:
+                return
+            if kind == _RAISED:
+                raise ProcessEnded(payload)
+            on_event(kind, *payload)
+    finally:
+        receiver.close()
+        process.join(timeout=60)
+        if process.is_alive():  # the caller was interrupted, or the child hangs on its way out
+            process.kill()
+            process.join()
+
+
+_RETURNED, _RAISED = "returned", "raised"
+
+
+def _child(function: Callable[..., None], args: tuple, sender) -> None:
+    logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+
+    def report(kind: str, *payload: Any) -> None:
+        sender.send((kind, payload))
+
+    try:
+        function(*args, report)
+    except BaseException as exc:
+        log.exception("%s raised", getattr(function, "__name__", function))
+        sender.send((_RAISED, error_text(exc)))
+    else:
+        sender.send((_RETURNED, ()))
+    finally:
+        sender.close()
+
+
+def exit_text(code: int | None) -> str:
+    """How a process ended, for a reason: its exit code, or the signal that killed it and what sends it."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    number = -code
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    why = {
+        "SIGKILL": ": the kernel's out-of-memory killer sends it, among others",
+        "SIGSEGV": ": a native crash in a runtime",
+        "SIGABRT": ": a native runtime aborted",
+    }.get(name, "")
+    return f"signal {number} ({name}{why})"

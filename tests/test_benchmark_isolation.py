@@ -1,0 +1,97 @@
+"""Each variant is measured in a process of its own: a runtime that dies there fails only its own rows,
+and the memory a runtime keeps after it is closed goes back to the system when its variant is done."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.isolation import exit_text
+from crossdeploy.benchmark.mlperf import MlperfSettings
+from crossdeploy.benchmark.plan import BenchmarkPlan
+from crossdeploy.benchmark.run import measure_variant, run_benchmark
+from crossdeploy.runtimes.base import Runner, ThreadSettings
+from crossdeploy.variants import Variant
+
+HOARD_MB = 300
+_hoard: list[np.ndarray] = []  # what a runtime keeps after it is closed (TensorFlow kept 1.8 GB)
+
+
+class PlantedRunner(Runner):
+    """A runtime with a planted defect: `kill_at` batch size kills its process (as the OOM killer or a
+    segfault would); `hoard` keeps HOARD_MB for as long as the process lives."""
+
+    def __init__(self, name: str, threads: ThreadSettings, kill_at: int | None, hoard: bool):
+        super().__init__(name, threads)
+        self.kill_at, self.hoard = kill_at, hoard
+
+    def _activate_impl(self) -> None:
+        if self.hoard:
+            _hoard.append(np.ones(HOARD_MB * 2**20, np.uint8))
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.zeros((len(batch), 2), np.float32)
+
+
+@dataclass(frozen=True)
+class PlantedVariant(Variant):
+    kill_at: int | None = None
+    hoard: bool = False
+
+    def runner(self, threads: ThreadSettings) -> Runner:
+        return PlantedRunner(self.name, threads, self.kill_at, self.hoard)
+
+
+@dataclass
+class Images:
+    def tensors(self, layout: str) -> np.ndarray:
+        return np.zeros((8, 3, 4, 4), np.float32)
+
+
+def _variant(name: str, **defect) -> PlantedVariant:
+    return PlantedVariant(name, "fp32", "fp32", "torch", Path(__file__), **defect)
+
+
+PLAN = BenchmarkPlan(
+    batch_sizes=[1, 4], concurrencies=[1], threads=ThreadSettings(),
+    windows=WindowSettings(warmup_requests=1, window_s=0.02, max_windows=3, stability_pct=50, cell_cap_s=0.2),
+    mlperf=MlperfSettings(min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 4, "server": 4}),
+    mlperf_variants=None, harness_check=False, harness_variant="",
+)  # fmt: skip
+
+
+def test_a_variant_whose_process_dies_fails_its_own_rows_and_the_next_is_measured(tmp_path):
+    results = run_benchmark([_variant("killed", kill_at=4), _variant("healthy")], Images(), PLAN, tmp_path)
+    killed = results["killed"]
+    assert killed["b1_c1"]["status"] == "ok"  # measured before the crash: kept
+    assert killed["b4_c1"]["status"] == "failed" and "SIGKILL" in killed["b4_c1"]["reason"]
+    assert "the process measuring killed" in killed["b4_c1"]["reason"]
+    assert results["mlperf"]["killed"]["status"] == "failed"
+    assert {row["status"] for row in results["healthy"].values()} == {"ok"}
+    assert results["mlperf"]["healthy"]["status"] == "ok"
+
+
+def test_the_memory_a_runtime_keeps_goes_back_with_its_process(tmp_path):
+    """The planted defect: measured in this process (as the benchmark did), the hoard stays."""
+    me = psutil.Process()
+    before = me.memory_info().rss
+    run_benchmark([_variant("hoarder", hoard=True)], Images(), PLAN, tmp_path / "isolated")
+    assert me.memory_info().rss - before < HOARD_MB * 2**20 / 3
+    try:
+        measure_variant(_variant("hoarder", hoard=True), Images(), PLAN, tmp_path / "here", lambda *event: None)
+        assert me.memory_info().rss - before > HOARD_MB * 2**20 * 0.9
+    finally:
+        _hoard.clear()
+
+
+def test_how_a_process_ended_reads_as_a_reason():
+    assert exit_text(1) == "exit code 1"
+    assert "out-of-memory killer" in exit_text(-signal.SIGKILL) and "native crash" in exit_text(-signal.SIGSEGV)

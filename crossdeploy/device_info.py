@@ -15,6 +15,11 @@ LIBRARIES = (
 )
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -89,7 +94,7 @@ def describe_device() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "int8_instructions": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2"}),
         "gpus": gpus(),
         "python": platform.python_version(),

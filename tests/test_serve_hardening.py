@@ -440,3 +440,13 @@ def test_generated_bodies_get_2xx_or_4xx_and_memory_stays_bounded(guarded):
     probe()
     assert served.process.poll() is None
     assert_still_serving(base)
+
+
+def test_the_default_in_flight_bound_is_one_request_per_core():
+    """serve.max_in_flight: null holds one request per usable core (each runs on every core already, so more
+    only hold their bodies and activations while they wait); a number is taken as it is."""
+    from crossdeploy.device_info import usable_cores
+    from crossdeploy.serving.kserve_server import ServerLimits
+
+    assert ServerLimits.from_params({"max_in_flight": None}, 8, 32).max_in_flight == usable_cores()
+    assert ServerLimits.from_params({"max_in_flight": 5}, 8, 32).max_in_flight == 5

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 #: benchmark.json's top-level keys that are not variants; "checks" is in files written before the
-#: report stage took the checks over (a benchmark.baseline from an older commit)
-SECTIONS = ("mlperf", "harness", "checks", "device", "setup")
+#: report stage took the checks over (a benchmark.baseline from an older commit); "resources" holds each
+#: measured variant's wall time and peak memory (its process and any server it started)
+SECTIONS = ("mlperf", "harness", "checks", "device", "setup", "resources")
 
 
 def cell_name(batch_size: int, concurrency: int) -> str:

@@ -1,10 +1,21 @@
 """Closed-loop load: N clients, each sending its next request as soon as the last one returns.
 
-Measured like Triton's perf_analyzer: after a warm-up, time is cut into windows (each at least
-`window_s` long and holding at least one completion per client) until the last three windows agree
+Measured like Triton's perf_analyzer: after a warm-up and, for more than one client, an untimed first
+round, time is cut into windows (each at least
+`window_s` long and holding at least one completion per request that runs at once: one per client, or
+one per slot where clients queue first come first served on shared runners, since there every
+completion has waited behind all the other clients and is a whole sample) until the last three windows agree
 within `stability_pct`. At `cell_cap_s` clients stop sending new requests and the requests still in
 flight close the last window, so a slow cell (a big batch on eight clients can take seconds per
-request) costs its measurement and nothing more. Where the clients queue on shared runners, the caller's
+request) costs its measurement and nothing more.
+
+The first round is not timed because the clients all send at once: the queue is still filling, so the
+first of eight clients queued on two slots waits for nobody and the last for six, and their mean latency
+reads about 40 % short (throughput, clients over mean latency, 1.6x high). From each client's second request
+on, every request waits behind the others as it will for the rest of the cell; the cap's clock starts
+once the first round is done.
+
+Where the clients queue on shared runners, the caller's
 `withdraw` takes back the requests that have not started once the figures are taken (at the cap, or
 when the windows agree): waiting for them would add seconds and no figure.
 """
@@ -39,20 +50,25 @@ def measure_closed_loop(
     settings: WindowSettings,
     warm: list[bool] | None = None,
     withdraw: Callable[[], None] = lambda: None,
+    in_parallel: int | None = None,
 ) -> dict[str, float | int | bool]:
     """Drive every client callable (one request each call) concurrently; return the latency summary.
 
     `warm[i]` says client i's runner already ran this batch size, so it skips the warm-up requests.
     `withdraw` makes the requests still queued raise RequestWithdrawn (called at the cap and at the end).
+    `in_parallel`: how many requests run at once where the clients queue on shared runners (None: all).
     """
     warm = warm or [False] * len(clients)
+    per_window = min(in_parallel or len(clients), len(clients))
     completions: list[tuple[float, float]] = []  # (end, latency)
     # The main thread sleeps on this instead of polling: a poll loop steals CPU from the runtime it measures.
     progress = threading.Condition()
     errors: list[BaseException] = []
     stop = threading.Event()
-    deadline = [math.inf]  # set once the warm-up is over
+    deadline = [math.inf]  # set once the warm-up and the first round are over
     running = [len(clients)]
+    untimed_first = len(clients) > 1
+    first_round = [len(clients) if untimed_first else 0]  # clients whose first request is still running
     warmed = threading.Barrier(len(clients) + 1)
 
     def client_loop(request: Callable[[], object], is_warm: bool) -> None:
@@ -64,12 +80,17 @@ def measure_closed_loop(
         finally:
             warmed.wait()
         try:
+            first = untimed_first
             while not stop.is_set() and not errors:
                 start = time.perf_counter()
                 request()
                 end = time.perf_counter()
                 with progress:
-                    completions.append((end, end - start))
+                    if first:
+                        first = False
+                        first_round[0] -= 1
+                    else:
+                        completions.append((end, end - start))
                     progress.notify()
                 if end >= deadline[0]:
                     return
@@ -86,6 +107,8 @@ def measure_closed_loop(
     for thread in threads:
         thread.start()
     warmed.wait()
+    with progress:
+        progress.wait_for(lambda: errors or not first_round[0] or not running[0])
     measure_start = time.perf_counter()
     deadline[0] = measure_start + settings.cell_cap_s
     windows: list[Window] = []
@@ -96,7 +119,7 @@ def measure_closed_loop(
         while True:
             time.sleep(settings.window_s)
             with progress:
-                window_full = lambda: errors or len(unassigned) + len(completions) - seen >= len(clients) or not running[0]
+                window_full = lambda: errors or len(unassigned) + len(completions) - seen >= per_window or not running[0]
                 if not capped and not progress.wait_for(window_full, timeout=max(0.0, deadline[0] - time.perf_counter())):
                     capped = True
                     withdraw()  # after the cap only the requests already running count

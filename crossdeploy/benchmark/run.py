@@ -22,6 +22,7 @@ from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
 from crossdeploy.benchmark.sweep import client_batches, failed, sweep_variant
 from crossdeploy.datasets import ImageSet
+from crossdeploy.resources import TreePeak, stage_resources
 from crossdeploy.runtimes.base import unavailable_reason
 from crossdeploy.variants import Variant
 
@@ -73,6 +74,7 @@ class _Bar:
 def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan, mlperf_logs: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     mlperf: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
     # why the harness is not measured, until it is
     harness = skipped("benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants")
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
@@ -102,6 +104,9 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
             def on_event(kind: str, *payload: Any, name: str = name) -> None:
                 if kind == "label":
                     bar.label(payload[0])
+                    return
+                if kind == "resources":
+                    resources[name] = payload[0]
                     return
                 if kind == "cell":
                     batch, concurrency, row = payload
@@ -133,12 +138,15 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
         bar.close()
     results["mlperf"] = mlperf
     results["harness"] = harness
+    results["resources"] = resources
     return results
 
 
 def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log_dir: Path, report) -> None:
     """One variant's cells, then its LoadGen scenarios and the harness measurement, on the same warm runners;
-    each row goes to `report` as soon as it is known (run in a process of its own: benchmark/isolation.py)."""
+    each row goes to `report` as soon as it is known (run in a process of its own: benchmark/isolation.py),
+    and last what measuring it cost: wall time and peak memory, with any server its runner started."""
+    started, tree = time.perf_counter(), TreePeak()
     pool = RunnerPool(variant, plan.threads)
     try:
         search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
@@ -159,6 +167,7 @@ def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log
             report("harness", row, bool(measured))
     finally:
         pool.close()
+        report("resources", stage_resources(started, tree))
 
 
 def _lost_rows(variant: Variant, plan: BenchmarkPlan, cells: list[str], reason: str) -> dict[str, Any]:

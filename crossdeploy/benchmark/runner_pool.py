@@ -114,6 +114,13 @@ class RunnerPool:
             return QueuedRunner(runner)
         return QueuedRunner(runner, runner.max_in_flight) if runner.max_in_flight else runner
 
+    @staticmethod
+    def in_parallel(runners: list) -> int:
+        """How many of these clients' requests run at once: the slots of the queues they share, or all of them."""
+        if not all(isinstance(r, QueuedRunner) for r in runners):
+            return len(runners)
+        return min(len(runners), sum(r.slots for r in {id(r): r for r in runners}.values()))
+
     def withdraw_waiting(self) -> None:
         """Withdraw the requests queued on every runner (QueuedRunner.withdraw_waiting)."""
         for runner in self._runners:

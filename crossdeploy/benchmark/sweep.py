@@ -85,7 +85,9 @@ def _measure_cell(
     for runner in runners:
         runner.device_ms.clear()
     try:
-        row = measure_closed_loop(clients, batch_size, settings, pool.warm_flags(runners, batch_size), pool.withdraw_waiting)
+        row = measure_closed_loop(
+            clients, batch_size, settings, pool.warm_flags(runners, batch_size), pool.withdraw_waiting, pool.in_parallel(runners)
+        )
     except Exception as exc:
         log.exception("%s failed at batch %d, concurrency %d", pool.variant.name, batch_size, concurrency)
         return failed(exc)

@@ -6,7 +6,6 @@ rejects a bad batch with the same clear message.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -56,11 +55,6 @@ def unavailable_reason(name: str, exc: BaseException) -> str | None:
     if package:
         return f"{name} needs the optional package {package}, which is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
     return None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def error_text(exc: BaseException) -> str:

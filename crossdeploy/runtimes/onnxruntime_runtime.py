@@ -14,7 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
-from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
+from crossdeploy.device_info import usable_cores
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 

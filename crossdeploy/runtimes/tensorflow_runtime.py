@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.layout import SIGNATURE
-from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
+from crossdeploy.device_info import usable_cores
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
 class TensorFlowRunner(Runner):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
+from crossdeploy.device_info import usable_cores
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
 def _interpreter_class():

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from crossdeploy.errors import RuntimeUnavailable
-from crossdeploy.runtimes.base import Runner, ThreadSettings, usable_cores
+from crossdeploy.device_info import usable_cores
+from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
 class TorchRunner(Runner):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
+from crossdeploy.device_info import usable_cores
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class ServerLimits:
         body_mib = cfg.get("max_body_mib")
         # the largest legal request: a full batch of float instances, plus a megabyte of margin
         body = int(body_mib * (1 << 20)) if body_mib else max_batch * crop_size * crop_size * 3 * JSON_BYTES_PER_FLOAT + (1 << 20)
-        return cls(body, int(cfg.get("max_in_flight", 8)), int(cfg.get("max_queued", 64)), float(cfg.get("request_timeout_s", 30)))
+        # null: one per core; the model already runs each request on every core, so more in flight only hold
+        # their bodies and activations while they wait
+        in_flight = int(cfg.get("max_in_flight") or usable_cores())
+        return cls(body, in_flight, int(cfg.get("max_queued", 64)), float(cfg.get("request_timeout_s", 30)))
 
 
 class HttpError(Exception):

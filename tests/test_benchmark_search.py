@@ -361,3 +361,18 @@ def test_the_first_round_of_queued_clients_is_not_timed():
     row = measure_closed_loop(clients, 1, settings, [True] * 8, queued.withdraw_waiting, 1)
     assert row["throughput_ips"] == pytest.approx(50.0, rel=0.2), row
     assert row["p50_ms"] == pytest.approx(160.0, rel=0.2), row
+
+
+def test_windows_after_the_cap_still_hold_a_completion_per_client():
+    """Eight clients whose requests a server queues (nothing to withdraw): after the cap their last
+    requests come back one by one, and the window waits for all of them instead of closing a window of
+    one or none every window_s (the defect: the figures came from the last request or two)."""
+    from crossdeploy.benchmark.closed_loop import measure_closed_loop
+
+    server = QueuedRunner(ConcurrentRunner("server", ThreadSettings(), 1, seconds=0.05), slots=1)
+    server.activate()
+    settings = WindowSettings(warmup_requests=0, window_s=0.02, max_windows=10, stability_pct=1, cell_cap_s=0.1)
+    clients = [lambda: server.infer(np.zeros((1, 3, 4, 4), np.float32))] * 8
+    row = measure_closed_loop(clients, 1, settings, [True] * 8)  # served: no withdraw, a completion per client
+    assert row["requests"] >= 8 and row["windows"] <= 2, row
+    assert row["throughput_ips"] == pytest.approx(20.0, rel=0.2), row

@@ -120,7 +120,9 @@ def measure_closed_loop(
             time.sleep(settings.window_s)
             with progress:
                 window_full = lambda: errors or len(unassigned) + len(completions) - seen >= per_window or not running[0]
-                if not capped and not progress.wait_for(window_full, timeout=max(0.0, deadline[0] - time.perf_counter())):
+                if capped:
+                    progress.wait_for(window_full)
+                elif not progress.wait_for(window_full, timeout=max(0.0, deadline[0] - time.perf_counter())):
                     capped = True
                     withdraw()  # after the cap only the requests already running count
                     progress.wait_for(window_full)

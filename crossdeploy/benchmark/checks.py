@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crossdeploy.benchmark.cells import best_throughput, cell_name, parse_cell
+from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, cell_name, parse_cell
 
 
 @dataclass(frozen=True)
@@ -96,30 +96,40 @@ def _harness(harness: dict[str, Any], targets: Targets) -> dict[str, Any]:
 
 
 def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
-    """Each engine's bytes path against the in-process SavedModel at one cell, with its REST-float figure."""
+    """Each engine's bytes path against the in-process SavedModel at one cell, with its REST-float figure.
+    Where the concurrency search left that cell out (more clients had added nothing at smaller batches),
+    the variant's best measured cell at the same batch stands for it, and the row names the cells used."""
     cell = cell_name(targets.served_batch, targets.served_concurrency)
     context = {"batch": targets.served_batch, "concurrency": targets.served_concurrency, "target": targets.served_min_fraction}
 
-    def ips(variant: str) -> float | None:
-        row = results.get(variant, {}).get(cell, {})
-        return row["throughput_ips"] if row.get("status") == "ok" else None
+    def measured(variant: str) -> tuple[float, str] | None:
+        cells = results.get(variant, {})
+        row = cells.get(cell, {})
+        if row.get("status") == "ok":
+            return row["throughput_ips"], cell
+        if row.get("status") == NOT_MEASURED:
+            return best_throughput(cells, targets.served_batch)
+        return None
 
     out: dict[str, Any] = {}
     for engine in ("tfserving", "kserve"):
         bytes_variant = f"{engine}-rest-bytes"
-        missing = [v for v in (bytes_variant, targets.in_process_variant) if ips(v) is None]
+        missing = [v for v in (bytes_variant, targets.in_process_variant) if measured(v) is None]
         if missing:
             reason = "; ".join(_unmeasured_reason(results, v, cell, [cell]) for v in missing)
             out[f"{engine}_bytes_over_in_process"] = not_measured(reason, **context)
             continue
-        served, in_process, rest_float = ips(bytes_variant), ips(targets.in_process_variant), ips(f"{engine}-rest-fp32")
+        (served, served_cell), (in_process, in_process_cell) = measured(bytes_variant), measured(targets.in_process_variant)
+        rest_float = measured(f"{engine}-rest-fp32")
         fraction = served / in_process
         out[f"{engine}_bytes_over_in_process"] = {
             **context,
             "served_ips": served,
+            "served_cell": served_cell,
             "in_process_ips": in_process,
+            "in_process_cell": in_process_cell,
             "fraction": round(fraction, 3),
-            "rest_float_fraction": round(rest_float / in_process, 3) if rest_float else None,
+            "rest_float_fraction": round(rest_float[0] / in_process, 3) if rest_float else None,
             "met": fraction >= targets.served_min_fraction,
         }
     return out

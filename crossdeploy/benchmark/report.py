@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, parse_cell, variant_cells
+from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, cell_name, parse_cell, variant_cells
 from crossdeploy.parity_report import weights_statement
 from crossdeploy.source_model import ModelCard
 from crossdeploy.layout import REFERENCE
@@ -197,8 +197,11 @@ def _check_lines(found: dict[str, Any], harness: dict[str, Any]) -> list[str]:
         where = f"- {engine}-rest-bytes over tf-savedmodel-fp32 in process (batch {c['batch']}, {c['concurrency']} clients): "
         if judged(c):
             rest_float = f"{c['rest_float_fraction']:.0%}" if c["rest_float_fraction"] is not None else "not measured"
+            asked = cell_name(c["batch"], c["concurrency"])
+            used = [f"{side.replace('_', '-')} at {c[side + '_cell']}" for side in ("served", "in_process") if c.get(side + "_cell", asked) != asked]
+            stand_in = f"; {' and '.join(used)}, the best measured at that batch, where the search left the cell out" if used else ""
             lines.append(
-                where + f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: {rest_float}), "
+                where + f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: {rest_float}{stand_in}), "
                 f"target >= {c['target']:.0%}: {_verdict(c)}."
             )
         else:

@@ -97,3 +97,36 @@ def test_the_memory_a_runtime_keeps_goes_back_with_its_process(tmp_path):
 def test_how_a_process_ended_reads_as_a_reason():
     assert exit_text(1) == "exit code 1"
     assert "out-of-memory killer" in exit_text(-signal.SIGKILL) and "native crash" in exit_text(-signal.SIGSEGV)
+
+
+class DiesWhenUnpickled:
+    """An argument whose unpickling kills the child, as a child killed while it starts up would die."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def _never_called(*args) -> None:
+    raise AssertionError("the child died before it could run this")
+
+
+def test_a_child_that_dies_while_reading_its_arguments_fails_instead_of_hanging():
+    """The defect: tens of MB of arguments in multiprocessing's spawn payload, whose pipe the parent keeps
+    readable itself while it writes, so the parent blocked for ever on a child that had died."""
+    import threading
+
+    from crossdeploy.benchmark.isolation import ProcessEnded, run_isolated
+
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_isolated(_never_called, (DiesWhenUnpickled(), np.zeros(40 * 2**20, np.uint8)), lambda *event: None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "run_isolated hung on a child that died while reading its arguments"
+    assert isinstance(outcome[0], ProcessEnded) and "exit code 3" in str(outcome[0])

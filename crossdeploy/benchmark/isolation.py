@@ -30,14 +30,25 @@ def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[
     `on_event(kind, *payload)` here, in order. Raises ProcessEnded if the function raised or its process
     died before it returned. Everything it passes must pickle."""
     context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(function, args, sender), name=getattr(function, "__name__", "isolated"))
+    args_in, args_out = context.Pipe(duplex=False)
+    events_in, events_out = context.Pipe(duplex=False)
+    # the arguments (the evaluation images: tens of MB) go through a pipe of their own, not the spawn
+    # payload: multiprocessing keeps the reading end of that one open while it writes, so a child that
+    # dies while starting up would leave this process blocked on a full pipe for ever
+    process = context.Process(target=_child, args=(function, args_in, events_out), name=getattr(function, "__name__", "isolated"))
     process.start()
-    sender.close()  # the child's end only: recv() then sees EOF as soon as the child is gone
+    args_in.close()  # the child's ends only: with them closed here, a dead child reads as a broken pipe or EOF
+    events_out.close()
     try:
+        try:
+            args_out.send(args)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it died before reading them; the events pipe's EOF below says how it ended
+        finally:
+            args_out.close()
         while True:
             try:
-                kind, payload = receiver.recv()
+                kind, payload = events_in.recv()
             except EOFError:
                 process.join()
                 raise ProcessEnded(f"its process ended with {exit_text(process.exitcode)} before it was done") from None
@@ -47,7 +58,7 @@ def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[
                 raise ProcessEnded(payload)
             on_event(kind, *payload)
     finally:
-        receiver.close()
+        events_in.close()
         process.join(timeout=60)
         if process.is_alive():  # the caller was interrupted, or the child hangs on its way out
             process.kill()
@@ -57,21 +68,23 @@ def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[
 _RETURNED, _RAISED = "returned", "raised"
 
 
-def _child(function: Callable[..., None], args: tuple, sender) -> None:
+def _child(function: Callable[..., None], args_in, events_out) -> None:
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
 
     def report(kind: str, *payload: Any) -> None:
-        sender.send((kind, payload))
+        events_out.send((kind, payload))
 
     try:
+        args = args_in.recv()
+        args_in.close()
         function(*args, report)
     except BaseException as exc:
         log.exception("%s raised", getattr(function, "__name__", function))
-        sender.send((_RAISED, error_text(exc)))
+        events_out.send((_RAISED, error_text(exc)))
     else:
-        sender.send((_RETURNED, ()))
+        events_out.send((_RETURNED, ()))
     finally:
-        sender.close()
+        events_out.close()
 
 
 def exit_text(code: int | None) -> str:

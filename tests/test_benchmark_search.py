@@ -260,10 +260,14 @@ class ConcurrentRunner(Runner):
         super().__init__(name, threads)
         self.max_in_flight = max_in_flight
         self.seconds = seconds
-        self.inside = self.most_inside = self.calls = 0
+        self.inside = self.most_inside = self.calls = self.prepared = 0
 
     def _activate_impl(self) -> None:
         pass
+
+    def _prepare_impl(self, batch: np.ndarray):
+        self.prepared += 1
+        return batch
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         with ConcurrentRunner.lock:
@@ -385,3 +389,16 @@ def test_windows_after_the_cap_still_hold_a_completion_per_client():
     row = measure_closed_loop(clients, 1, settings, [True] * 8)  # served: no withdraw, a completion per client
     assert row["requests"] >= 8 and row["windows"] <= 2, row
     assert row["throughput_ips"] == pytest.approx(20.0, rel=0.2), row
+
+
+def test_each_client_prepares_its_request_once_per_cell():
+    """The defect: a client that encodes its request on every call (a served row's JSON) times the
+    client's work as the server's."""
+    pool = RunnerPool(ConcurrentVariant(None, seconds=0.005), ThreadSettings())
+    try:
+        cells = sweep_variant(pool, Images(), [1], [1, 4], WINDOWS)
+        runner = pool.open(1)[0]
+        assert {row["status"] for row in cells.values()} == {"ok"}
+        assert runner.prepared == 1 + 4 and runner.calls > 10 * runner.prepared
+    finally:
+        pool.close()

@@ -96,6 +96,9 @@ EXPLAINED = {
     "validate:validate.random_weights.unjudged": "which rows of a random model get no verdict: their status, not their figures "
     "(tests/test_pipeline finds the random model's INT8 rows unjudged)",
     "benchmark:model.name": NAMES,
+    **{f"benchmark:serve.{key}": "the embedded server's limits, which the served rows are measured through (measurements differ on every "
+       "run, so a changed output proves nothing): tests/test_serve_hardening sends each limit its request"
+       for key in ("max_body_mib", "max_in_flight", "max_queued", "request_timeout_s")},  # fmt: skip
     "benchmark:to_tensorflow.version": NAMES,
     "deploy:deploy.strict": "whether an unmet SLO fails the stage; what it writes when it succeeds is the same (tests/test_deploy)",
     "deploy:model.name": NAMES,

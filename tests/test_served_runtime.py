@@ -35,6 +35,19 @@ def test_served_floats_equal_the_in_process_savedmodel(served_repo, tiny_images,
     np.testing.assert_allclose(served, in_process, rtol=1e-5, atol=1e-5)
 
 
+def test_a_prepared_request_is_encoded_once_and_answers_as_infer_does(served_repo, tiny_images, in_process):
+    """The closed loop's clients send one prepared body again and again (perf_analyzer's way), so the
+    JSON encoding is not timed as the server's; the answer is the same logits."""
+    with served_runner(served_repo, "kserve-rest-fp32") as runner:
+        batch = runner.inputs(tiny_images[1])[:4]
+        prepared = runner.prepare(batch)
+        assert isinstance(prepared, bytes) and prepared.startswith(b'{"instances":')
+        for _ in range(2):
+            np.testing.assert_allclose(runner.infer_prepared(prepared), in_process[:4], rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="float32 NHWC batch"):
+            runner.prepare(batch.astype(np.float64))  # checked as infer checks
+
+
 def test_served_bytes_match_the_pipeline_preprocessing(served_repo, tiny_images, in_process):
     """The JPEGs the data stage kept, decoded and resized in the serving graph, give the logits of the
     pixels PIL made from the same files."""

@@ -39,6 +39,12 @@ class QueuedRunner:
         self._withdrawn_below = 0
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._in_turn(self.runner.infer, batch)
+
+    def infer_prepared(self, prepared) -> np.ndarray:
+        return self._in_turn(self.runner.infer_prepared, prepared)
+
+    def _in_turn(self, call, argument) -> np.ndarray:
         with self._turns:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -51,7 +57,7 @@ class QueuedRunner:
             self._running += 1
             self._turns.notify_all()
         try:
-            return self.runner.infer(batch)
+            return call(argument)
         finally:
             with self._turns:
                 self._running -= 1

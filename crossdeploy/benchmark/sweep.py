@@ -81,7 +81,14 @@ def _measure_cell(
     if fixed is not None and fixed != batch_size:
         return skipped(f"the artifact takes a fixed batch of {fixed}")
     batches = client_batches(inputs, batch_size, concurrency)
-    clients = [lambda r=r, x=x: r.infer(x) for r, x in zip(runners, batches)]
+    try:
+        # each client's request made once and sent again and again, as perf_analyzer does: a served row's
+        # JSON encoding is the client's work, not the server's, whose cores it would share here
+        requests = [r.prepare(x) for r, x in zip(runners, batches)]
+    except Exception as exc:
+        log.exception("%s could not prepare a batch of %d", pool.variant.name, batch_size)
+        return failed(exc)
+    clients = [lambda r=r, p=p: r.infer_prepared(p) for r, p in zip(runners, requests)]
     for runner in runners:
         runner.device_ms.clear()
     try:

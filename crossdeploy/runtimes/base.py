@@ -108,6 +108,29 @@ class Runner(ABC):
             self.is_active = False
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._check(batch)
+        return self._infer_impl(batch)
+
+    def prepare(self, batch: np.ndarray):
+        """The request for `batch`, made once for `infer_prepared` to send again and again: a closed-loop
+        client repeats one batch, and the work a client does once per request body (a served runner's
+        JSON or protobuf encoding) is then out of the timing, as perf_analyzer prepares its requests.
+        Checked as `infer` checks; for an in-process runtime the batch itself."""
+        self._check(batch)
+        return self._prepare_impl(batch)
+
+    def infer_prepared(self, prepared) -> np.ndarray:
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: activate() the runner (or use it as a context manager) before infer_prepared().")
+        return self._infer_prepared_impl(prepared)
+
+    def _prepare_impl(self, batch: np.ndarray):
+        return batch
+
+    def _infer_prepared_impl(self, prepared) -> np.ndarray:
+        return self._infer_impl(prepared)
+
+    def _check(self, batch: np.ndarray) -> None:
         if not self.is_active:
             raise RuntimeError(f"{self.name}: activate() the runner (or use it as a context manager) before infer().")
         got = f"{batch.dtype} array of shape {batch.shape}" if isinstance(batch, np.ndarray) else type(batch).__name__
@@ -122,7 +145,6 @@ class Runner(ABC):
                 raise ValueError(f"{self.name}: expected {self.layout} samples of shape {self._input_shape}, got {sample_shape}.")
         if self.fixed_batch is not None and len(batch) != self.fixed_batch:
             raise ValueError(f"{self.name}: the model takes batches of exactly {self.fixed_batch}, got {len(batch)}.")
-        return self._infer_impl(batch)
 
     def infer_all(self, tensors: np.ndarray, batch_size: int) -> np.ndarray:
         """Run a whole set in batches and concatenate the logits."""

@@ -66,10 +66,16 @@ class ServedRunner(Runner):
         if not (launch.binary_available() or launch.docker_available()):
             raise RuntimeUnavailable(f"TF Serving needs {launch.BINARY} on PATH or a running Docker engine; neither is here")
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def _prepare_impl(self, batch: np.ndarray):
         if self.input_kind == "encoded":
-            return self._client.predict_encoded(list(batch))
-        return self._client.predict(batch)
+            return self._client.prepare(encoded_images=list(batch))
+        return self._client.prepare(batch)
+
+    def _infer_prepared_impl(self, prepared) -> np.ndarray:
+        return self._client.send(prepared)
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self._client.send(self._prepare_impl(batch))
 
     def _deactivate_impl(self) -> None:
         if self.protocol == "grpc":

@@ -24,28 +24,34 @@ class RestClient:
         self.url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
         self.timeout_s = timeout_s
 
-    def _post(self, body: dict) -> dict:
+    def prepare(self, images_nhwc: np.ndarray | None = None, encoded_images: list[bytes] | None = None, columnar: bool = False) -> bytes:
+        """The request body: float NHWC images for serving_default (JSON carries every pixel as a number),
+        or JPEG/PNG bytes for serving_bytes (the server decodes and preprocesses them)."""
+        if encoded_images is not None:
+            instances = [{"b64": base64.b64encode(e).decode()} for e in encoded_images]
+            body: dict = {"signature_name": BYTES_SIGNATURE, "instances": instances}
+        else:
+            images = np.ascontiguousarray(images_nhwc, np.float32)
+            body = {"inputs": {INPUT_NAME: images}} if columnar else {"instances": images}
         # orjson writes numpy float32 arrays directly, in float32's shortest exact form: about 13x faster
         # and half the bytes of json.dumps(array.tolist()), which spells every pixel as a float64
-        data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        request = urllib.request.Request(self.url, data=data, headers={"Content-Type": "application/json"})
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def send(self, body: bytes) -> np.ndarray:
+        """Post a prepared body; the logits, from its predictions (row format) or outputs (columnar)."""
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return orjson.loads(response.read())
+                answer = orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise ServingError(f"{exc.code} from {self.url}: {exc.read().decode(errors='replace')[:500]}") from None
+        return np.asarray(answer["predictions"] if "predictions" in answer else answer["outputs"], np.float32)
 
     def predict(self, images_nhwc: np.ndarray, columnar: bool = False) -> np.ndarray:
-        """Float NHWC images through serving_default; JSON carries every pixel as a number."""
-        images = np.ascontiguousarray(images_nhwc, np.float32)
-        if columnar:
-            return np.asarray(self._post({"inputs": {INPUT_NAME: images}})["outputs"], np.float32)
-        return np.asarray(self._post({"instances": images})["predictions"], np.float32)
+        return self.send(self.prepare(images_nhwc, columnar=columnar))
 
     def predict_encoded(self, encoded_images: list[bytes]) -> np.ndarray:
-        """JPEG/PNG bytes through serving_bytes: the server decodes and preprocesses them."""
-        instances = [{"b64": base64.b64encode(e).decode()} for e in encoded_images]
-        return np.asarray(self._post({"signature_name": BYTES_SIGNATURE, "instances": instances})["predictions"], np.float32)
+        return self.send(self.prepare(encoded_images=encoded_images))
 
 
 def predict_request(model: str, images_nhwc: np.ndarray | None = None, encoded_images: list[bytes] | None = None):
@@ -76,16 +82,20 @@ class GrpcClient:
         self.model = model
         self.timeout_s = timeout_s
 
-    def _call(self, request) -> np.ndarray:
+    def prepare(self, images_nhwc: np.ndarray | None = None, encoded_images: list[bytes] | None = None):
+        """The PredictRequest: float NHWC images for serving_default, or encoded images for serving_bytes."""
+        return predict_request(self.model, images_nhwc=images_nhwc, encoded_images=encoded_images)
+
+    def send(self, request) -> np.ndarray:
         import tensorflow as tf
 
         return tf.make_ndarray(self._stub.Predict(request, timeout=self.timeout_s).outputs[OUTPUT_NAME])
 
     def predict(self, images_nhwc: np.ndarray) -> np.ndarray:
-        return self._call(predict_request(self.model, images_nhwc=images_nhwc))
+        return self.send(self.prepare(images_nhwc))
 
     def predict_encoded(self, encoded_images: list[bytes]) -> np.ndarray:
-        return self._call(predict_request(self.model, encoded_images=encoded_images))
+        return self.send(self.prepare(encoded_images=encoded_images))
 
     def close(self) -> None:
         self._channel.close()

@@ -442,11 +442,39 @@ def test_generated_bodies_get_2xx_or_4xx_and_memory_stays_bounded(guarded):
     assert_still_serving(base)
 
 
-def test_the_default_in_flight_bound_is_one_request_per_core():
-    """serve.max_in_flight: null holds one request per usable core (each runs on every core already, so more
-    only hold their bodies and activations while they wait); a number is taken as it is."""
-    from crossdeploy.device_info import usable_cores
-    from crossdeploy.serving.kserve_server import ServerLimits
+def test_requests_parse_together_but_the_model_runs_one_call_per_core(served_repo, tiny_images):
+    """Eight requests in flight at once: all are parsed, at most one per core is inside the model (the
+    defect, every request in the model at once, held eight batches of activations on two cores)."""
+    import threading
 
-    assert ServerLimits.from_params({"max_in_flight": None}, 8, 32).max_in_flight == usable_cores()
-    assert ServerLimits.from_params({"max_in_flight": 5}, 8, 32).max_in_flight == 5
+    import orjson
+
+    from crossdeploy.device_info import usable_cores
+    from crossdeploy.serving.kserve_server import SavedModelPredictor
+
+    predictor = SavedModelPredictor("tiny", served_repo / "models" / "serving" / "tiny" / "1", 8)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    model = predictor._signatures["serving_default"]
+
+    def slow_model(**tensors):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        try:
+            return model(**tensors)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    predictor._signatures["serving_default"] = slow_model
+    body = orjson.dumps({"instances": tiny_images[1].tensors("NHWC")[:2]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(predictor.handle(body))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 8 and all(len(a["predictions"]) == 2 for a in answers)
+    assert most[0] == min(8, usable_cores())

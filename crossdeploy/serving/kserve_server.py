@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,7 @@ class ServerLimits:
         body_mib = cfg.get("max_body_mib")
         # the largest legal request: a full batch of float instances, plus a megabyte of margin
         body = int(body_mib * (1 << 20)) if body_mib else max_batch * crop_size * crop_size * 3 * JSON_BYTES_PER_FLOAT + (1 << 20)
-        # null: one per core; the model already runs each request on every core, so more in flight only hold
-        # their bodies and activations while they wait
-        in_flight = int(cfg.get("max_in_flight") or usable_cores())
-        return cls(body, in_flight, int(cfg.get("max_queued", 64)), float(cfg.get("request_timeout_s", 30)))
+        return cls(body, int(cfg.get("max_in_flight", 8)), int(cfg.get("max_queued", 64)), float(cfg.get("request_timeout_s", 30)))
 
 
 class HttpError(Exception):
@@ -140,12 +138,16 @@ def _holds_boolean(value: Any) -> bool:
 
 
 class SavedModelPredictor:
-    """The packaged SavedModel, called from worker threads."""
+    """The packaged SavedModel, called from worker threads: any number parse their requests at once, at
+    most one per core runs the model. Parsing is Python under the GIL, so more requests in flight than
+    cores keep the cores busy with the model while bodies are read and decoded; more model calls than
+    cores would only hold their activations (hundreds of MB each for ResNet50 at batch 32) while they wait."""
 
     def __init__(self, name: str, version_dir: Path, max_batch: int):
         from crossdeploy.tensorflow_env import import_tensorflow
 
         self.name, self.version, self.max_batch = name, int(version_dir.name), max_batch
+        self._model_slots = threading.BoundedSemaphore(usable_cores())
         self._tf = tf = import_tensorflow()
         self._loaded = tf.saved_model.load(str(version_dir))
         self._signatures = dict(self._loaded.signatures)
@@ -191,7 +193,8 @@ class SavedModelPredictor:
         tensors = {k: tf.constant(list(v) if v.dtype == object else v) for k, v in arrays.items()}
         del arrays
         try:
-            outputs = self._signatures[signature](**tensors)
+            with self._model_slots:
+                outputs = self._signatures[signature](**tensors)
         except tf.errors.InvalidArgumentError as exc:
             raise RequestError(model_error_message(exc.message)) from None
         return encode_response({k: v.numpy() for k, v in outputs.items()}, fmt)

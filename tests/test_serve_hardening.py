@@ -478,3 +478,13 @@ def test_requests_parse_together_but_the_model_runs_one_call_per_core(served_rep
         thread.join()
     assert len(answers) == 8 and all(len(a["predictions"]) == 2 for a in answers)
     assert most[0] == min(8, usable_cores())
+
+
+def test_the_default_in_flight_bound_is_two_requests_per_core():
+    """serve.max_in_flight: null admits two per core, one in the model and one being parsed; a number
+    is taken as it is."""
+    from crossdeploy.device_info import usable_cores
+    from crossdeploy.serving.kserve_server import ServerLimits
+
+    assert ServerLimits.from_params({"max_in_flight": None}, 8, 32).max_in_flight == 2 * usable_cores()
+    assert ServerLimits.from_params({"max_in_flight": 5}, 8, 32).max_in_flight == 5

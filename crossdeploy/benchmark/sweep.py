@@ -88,6 +88,7 @@ def _measure_cell(
     except Exception as exc:
         log.exception("%s could not prepare a batch of %d", pool.variant.name, batch_size)
         return failed(exc)
+    del batches  # a served row's requests are its encoded bodies: the float batches need not stay
     clients = [lambda r=r, p=p: r.infer_prepared(p) for r, p in zip(runners, requests)]
     for runner in runners:
         runner.device_ms.clear()

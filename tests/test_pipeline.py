@@ -94,7 +94,7 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert json.loads((repo / built / "failures.json").read_text()) == {}, built
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
-    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup"}
+    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup", "resources"}
     if not HAS_GPU:
         assert benchmark["tensorrt-fp16"]["b1_c1"] == {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}
     for variant in VARIANTS:

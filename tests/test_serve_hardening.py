@@ -488,3 +488,16 @@ def test_the_default_in_flight_bound_is_two_requests_per_core():
 
     assert ServerLimits.from_params({"max_in_flight": None}, 8, 32).max_in_flight == 2 * usable_cores()
     assert ServerLimits.from_params({"max_in_flight": 5}, 8, 32).max_in_flight == 5
+
+
+def test_the_server_runs_this_crossdeploy_not_one_beside_params_yaml(served_repo, tmp_path_factory):
+    """The server starts in params.yaml's directory; a checkout there with its own crossdeploy/ (another
+    version than the one running) must not be what it imports. The planted decoy fails on import."""
+    server = _serve(served_repo, tmp_path_factory, {"max_body_mib": 1, "max_in_flight": 2, "max_queued": 0, "request_timeout_s": 60})
+    decoy = server.params_file.parent / "crossdeploy"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy crossdeploy beside params.yaml was imported')\n")
+    with server:
+        status, answer = send(f"http://127.0.0.1:{server.endpoint.rest_port}/v1/models/tiny", None, method="GET")
+    assert status == 200, answer
+    assert "decoy" not in server.output()

@@ -57,7 +57,9 @@ class ServerProcess:
     def command(self, endpoint: Endpoint) -> list[str]:
         """The `crossdeploy serve` command line that serves on `endpoint`."""
         return [
-            sys.executable, "-m", "crossdeploy.serving.serve_command", "--engine", self.engine,
+            # -P: `-m` would put the working directory (params.yaml's) first on the path, where a checkout's
+            # own crossdeploy/ would win over the one running here
+            sys.executable, "-P", "-m", "crossdeploy.serving.serve_command", "--engine", self.engine,
             "--host", endpoint.host, "--rest-port", str(endpoint.rest_port),
             "--grpc-port", str(endpoint.grpc_port), "--params", self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),

@@ -55,28 +55,39 @@ def test_a_plateau_stops_each_batch_and_after_one_batch_the_larger_ones():
 
 
 def test_still_rising_throughput_is_measured_everywhere():
-    out = run_search(lambda b, c: _row(20.0 * (1 + 0.4 * (c > 1)), 50.0 * b * c))
+    out = run_search(lambda b, c: _row(20.0 * (1 + b / 10) * (1 + 0.4 * (c > 1)), 50.0 * b * c))
     assert all(isinstance(row, dict) for row in out.values())
 
 
 @pytest.mark.parametrize("gain, stops", [(0.05, True), (0.099, True), (0.12, False)])
 def test_a_gain_inside_the_stability_rule_is_noise(gain, stops):
-    out = run_search(lambda b, c: _row(100.0 * (1 + gain * (c > 1)), 10.0 * b * c), batches=[1, 8, 16])
+    out = run_search(lambda b, c: _row(100.0 * (1 + b / 10) * (1 + gain * (c > 1)), 10.0 * b * c), batches=[1, 8, 16])
     assert isinstance(out[(16, 8)], str) is stops
 
 
 def test_a_level_is_measured_at_each_batch_size_until_one_where_it_gains_nothing():
     # the SavedModel's shape: more clients gain while one request leaves cores idle, then stop gaining
     gains = {1: 0.3, 8: 0.3, 16: 0.02, 32: 0.4}
-    out = run_search(lambda b, c: _row(100.0 * (1 + gains[b] * (c > 1)), 10.0 * b * c))
+    out = run_search(lambda b, c: _row(100.0 * (1 + b / 10) * (1 + gains[b] * (c > 1)), 10.0 * b * c))
     assert all(isinstance(out[(b, 8)], dict) for b in (1, 8, 16))
     assert out[(32, 8)].startswith("throughput had stopped rising at 1 client at a smaller batch size (batch 16:")
+
+
+def test_with_more_clients_a_batch_that_adds_nothing_leaves_out_the_larger_batches():
+    # the served JSON path's shape: 8 clients gain over 1 at every batch size (parsing beside the model),
+    # but at 8 clients batch 16 adds nothing over batch 8: batch 32 x 8 would only wait longer
+    at_eight = {1: 15.0, 8: 20.0, 16: 20.5, 32: 21.0}
+    out = run_search(lambda b, c: _row(at_eight[b] if c > 1 else 10.0 + b / 100, 1000.0 * b * c / (at_eight[b] if c > 1 else 10.0)))
+    assert all(isinstance(out[(b, 8)], dict) for b in (1, 8, 16))
+    assert out[(32, 8)].startswith("throughput had stopped rising with the batch size at 8 clients (batch 8: 20.0 img/s, batch 16: 20.5,")
+    # one client is measured at every batch size, though its throughput stopped rising with the batch long before
+    assert all(isinstance(out[(b, 1)], dict) for b in BATCHES)
 
 
 def test_no_stop_without_growing_latency_or_without_a_figure():
     flat_latency = run_search(lambda b, c: _row(100.0, 10.0))
     assert all(isinstance(row, dict) for row in flat_latency.values())
-    failing = run_search(lambda b, c: _row(0, 0, "failed") if c == 1 else saturated(b, c))
+    failing = run_search(lambda b, c: _row(0, 0, "failed") if c == 1 else _row(10.0 * b, 100.0 * c))
     assert all(isinstance(row, dict) for row in failing.values())
 
 

@@ -7,6 +7,13 @@ the same per batch size, and once a concurrency level has added nothing at CONFI
 (with no gain in between) it is not measured at the larger ones either: a larger batch already keeps the
 cores busier.
 
+Along the batch axis, with more than one client: once a larger batch adds nothing at a concurrency level
+(throughput within the stability rule while p50 grows), the larger batches are not measured at that level
+(Model Analyzer's quick search climbs batch sizes the same way). Each such cell is the dearest of its
+variant: eight clients of the served JSON path at batch 32 took 30 s for a figure inside the noise of
+batch 16's. One client is measured at every batch size: its latency-by-batch curve is what a deployment
+without a queue gets, and the INT8 target reads batch 32.
+
 Cells it leaves out keep their row (cells.not_measured: `status: "not measured"` with the evidence as the
 reason), so every batch size and concurrency level of the grid is still reported and none reads as a figure.
 """
@@ -52,6 +59,8 @@ class ConcurrencySearch:
     _stopped: dict[int, str] = field(default_factory=dict)  # batch -> why its larger concurrencies are left out
     _plateaus: dict[int, list[str]] = field(default_factory=dict)  # concurrency -> the batches it added nothing at since it last did
     _dropped: tuple[int, str] | None = None  # (lowest concurrency left out at larger batches, why)
+    _at_level: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # concurrency > 1 -> (batch, row) last measured ok
+    _batch_stopped: dict[int, str] = field(default_factory=dict)  # concurrency > 1 -> why its larger batches are left out
 
     def skip_reason(self, batch: int, concurrency: int) -> str | None:
         if not self.enabled:
@@ -60,11 +69,13 @@ class ConcurrencySearch:
             return self._stopped[batch]
         if self._dropped and concurrency >= self._dropped[0]:
             return self._dropped[1]
-        return None
+        return self._batch_stopped.get(concurrency)
 
     def record(self, batch: int, concurrency: int, row: dict[str, Any]) -> None:
         if row.get("status") != "ok":
             return  # no figure, no evidence either way: the next level is measured
+        if concurrency > 1:
+            self._record_batch(batch, concurrency, row)
         previous, self._previous = self._previous, (batch, concurrency, row)
         if previous is None or previous[0] != batch:
             return
@@ -89,3 +100,16 @@ class ConcurrencySearch:
                 f"({'; '.join(seen)}): more clients queue for the same cores",
             )
 
+
+    def _record_batch(self, batch: int, concurrency: int, row: dict[str, Any]) -> None:
+        earlier = self._at_level.get(concurrency)
+        self._at_level[concurrency] = (batch, row)
+        if earlier is None or rises(earlier[1], row, self.stability_pct) or row["p50_ms"] <= earlier[1]["p50_ms"]:
+            return
+        smaller, before = earlier
+        self._batch_stopped[concurrency] = (
+            f"throughput had stopped rising with the batch size at {_clients(concurrency)} (batch {smaller}: "
+            f"{before['throughput_ips']:.1f} img/s, batch {batch}: {row['throughput_ips']:.1f}, no gain beyond the "
+            f"{self.stability_pct:g} % stability rule, while p50 grew from {before['p50_ms']:.3g} to {row['p50_ms']:.3g} ms): "
+            "a larger batch only waits longer"
+        )

@@ -501,3 +501,26 @@ def test_the_server_runs_this_crossdeploy_not_one_beside_params_yaml(served_repo
         status, answer = send(f"http://127.0.0.1:{server.endpoint.rest_port}/v1/models/tiny", None, method="GET")
     assert status == 200, answer
     assert "decoy" not in server.output()
+
+
+@pytest.mark.parametrize("form", ["named_then_bare", "bare_then_named", "columnar"])
+def test_a_boolean_in_a_float_input_is_refused_in_every_request_form(served_repo, form):
+    """The boolean walk covers exactly the values converted: a single-input request may mix named and
+    bare rows, and a true inside the named one was taken as 1.0 when the walk read the payload's rows."""
+    from crossdeploy.serving.kserve_server import SavedModelPredictor
+    from crossdeploy.serving.rest_payload import RequestError
+
+    predictor = SavedModelPredictor("tiny", served_repo / "models" / "serving" / "tiny" / "1", 8)
+    (name,) = [spec.name for spec in predictor.specs["serving_default"]]
+    sample = np.zeros((TINY_SIZE, TINY_SIZE, 3)).tolist()
+    marked = json.loads(json.dumps(sample))
+    marked[0][0][0] = True
+    payload = {
+        "named_then_bare": {"instances": [{name: marked}, sample]},
+        "bare_then_named": {"instances": [sample, {name: marked}]},
+        "columnar": {"inputs": {name: [sample, marked]}},
+    }[form]
+    with pytest.raises(RequestError, match="numbers only"):
+        predictor._parse(json.dumps(payload).encode())
+    payload_without = json.dumps(payload).replace("true", "0.0").encode()
+    assert predictor._parse(payload_without)[1][name].shape == (2, TINY_SIZE, TINY_SIZE, 3)  # the control decodes

@@ -42,9 +42,24 @@ def _b64(value: Any, where: str) -> bytes:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _tensor(values: list[Any], spec: InputSpec) -> np.ndarray:
+def _holds_boolean(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _tensor(values: list[Any], spec: InputSpec, check_booleans: bool) -> np.ndarray:
     if spec.dtype == "string":
         return np.asarray([_b64(v, spec.name) for v in values], dtype=object)
+    # numpy takes true among numbers as 1.0; the walk over exactly the values converted costs its time
+    # only where the caller saw "true" or "false" in the body
+    if check_booleans and _holds_boolean(values):
+        raise RequestError(f"{spec.name}: float inputs take numbers only; they hold true or false.")
     # numpy's own float32 conversion would take null as NaN, true as 1.0 and "NaN" as NaN: inferring
     # the type first lets numbers alone through
     try:
@@ -72,9 +87,11 @@ def _split_row(row: Any, specs: list[InputSpec]) -> dict[str, Any]:
 
 
 def decode_request(
-    payload: Any, signatures: dict[str, list[InputSpec]], max_batch: int
+    payload: Any, signatures: dict[str, list[InputSpec]], max_batch: int, check_booleans: bool = True
 ) -> tuple[str, dict[str, np.ndarray], str]:
-    """Return (signature name, input arrays, "row" or "columnar"); raise RequestError on bad input."""
+    """Return (signature name, input arrays, "row" or "columnar"); raise RequestError on bad input.
+    `check_booleans=False` skips the walk that refuses true/false among floats: only for a body known
+    to hold neither word."""
     if not isinstance(payload, dict):
         raise RequestError('the request body must be a JSON object with "instances" or "inputs".')
     if ("instances" in payload) == ("inputs" in payload):
@@ -104,7 +121,7 @@ def decode_request(
             _check_batch(len(values), max_batch)
         fmt = "columnar"
     # the batch is checked before any conversion: 10,000 instances are never turned into a tensor
-    arrays = {s.name: _tensor(columns[s.name], s) for s in specs}
+    arrays = {s.name: _tensor(columns[s.name], s, check_booleans) for s in specs}
     if len({len(a) for a in arrays.values()}) > 1:
         raise RequestError("every input must hold the same number of samples.")
     return name, arrays, fmt

@@ -84,6 +84,18 @@ def test_with_more_clients_a_batch_that_adds_nothing_leaves_out_the_larger_batch
     assert all(isinstance(out[(b, 1)], dict) for b in BATCHES)
 
 
+def test_a_lower_level_that_stops_gaining_lowers_the_level_left_out():
+    # 8 clients add nothing over 4 at batch 1; at batch 8 already 4 add nothing over 2: from batch 16 on,
+    # 4 clients are left out too, not measured for ever because the first level dropped was 8
+    gain = {(1, 2): 1.5, (1, 4): 2.0, (1, 8): 2.0, (8, 2): 1.5, (8, 4): 1.5}
+    curve = lambda b, c: _row(10.0 * (1 + b / 10) * gain.get((b, c), 1.5 if c > 1 else 1.0), 100.0 * b * c)
+    out = run_search(curve, clients=[1, 2, 4, 8])
+    assert isinstance(out[(8, 4)], dict) and isinstance(out[(8, 8)], str)
+    for b in (16, 32):
+        assert isinstance(out[(b, 2)], dict)
+        assert out[(b, 4)].startswith("throughput had stopped rising at 2 clients at a smaller batch size (batch 8:")
+
+
 def test_no_stop_without_growing_latency_or_without_a_figure():
     flat_latency = run_search(lambda b, c: _row(100.0, 10.0))
     assert all(isinstance(row, dict) for row in flat_latency.values())

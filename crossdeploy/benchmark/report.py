@@ -49,7 +49,10 @@ def _not_measured_note(cells: dict[str, dict[str, Any]]) -> str:
     if not left_out:
         return ""
     listed = ", ".join(f"{b} x {c}" for b, c in left_out)
-    return f"not measured (batch x clients): {listed}, where throughput had stopped rising with more clients (benchmark.json: the evidence)"
+    return (
+        f"not measured (batch x clients): {listed}, where throughput had stopped rising with more clients or a larger "
+        "batch (benchmark.json: the evidence)"
+    )
 
 
 def key_figures(results: dict[str, Any], parity: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -93,7 +93,7 @@ class ConcurrencySearch:
         self._stopped[batch] = f"throughput had stopped rising at {_clients(fewer)} ({evidence})"
         seen = self._plateaus.setdefault(concurrency, [])
         seen.append(evidence)
-        if len(seen) >= CONFIRMATIONS and self._dropped is None:
+        if len(seen) >= CONFIRMATIONS and (self._dropped is None or concurrency < self._dropped[0]):
             self._dropped = (
                 concurrency,
                 f"throughput had stopped rising at {_clients(fewer)} at {_batch_sizes(len(seen))} "

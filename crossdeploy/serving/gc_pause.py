@@ -9,7 +9,10 @@ it is freed by reference counting once its arrays are built, so holding the coll
 The collector is process-wide and requests parse on several threads at once, so the pause is counted:
 the collector runs again when the last parse in progress ends. Under load that never leaves a moment
 without a parse, cyclic garbage made meanwhile (by the server's other work) would pile up; so once the
-collector has been held off `max_pause_s` without a break, further parses run with it on.
+collector has been held off `max_pause_s` without a break, further parses run with it on. The bound is
+checked as each parse starts, so the collector may stay off `max_pause_s` plus one parse (which the body
+size limit bounds). A collector the process turns off itself while a parse is inside is turned back on
+when the parse ends; a collector off before the first parse began stays off.
 """
 
 from __future__ import annotations

@@ -99,7 +99,13 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert benchmark["tensorrt-fp16"]["b1_c1"] == {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}
     for variant in VARIANTS:
         assert set(benchmark[variant]) == {"b1_c1", "b1_c2", "b4_c1", "b4_c2"}
-        assert {cell["status"] for cell in benchmark[variant].values()} == {"ok"}
+        cells = benchmark[variant]
+        # one client at every batch size and both levels at the first are always measured; 2 clients at
+        # batch 4 only where they gained at batch 1 (the concurrency search), else with the evidence
+        assert {cells[name]["status"] for name in ("b1_c1", "b1_c2", "b4_c1")} == {"ok"}, variant
+        assert cells["b4_c2"]["status"] == "ok" or (
+            cells["b4_c2"]["status"] == "not measured" and cells["b4_c2"]["reason"].startswith("throughput had stopped rising")
+        ), (variant, cells["b4_c2"])
     assert benchmark["torch-compile-fp32"]["b1_c1"]["reason"] == "benchmark.torch_compile is false"
     assert benchmark["mlperf"]["onnxruntime-int8"]["status"] == "ok"
     checks = json.loads((repo / "metrics" / "checks.json").read_text())

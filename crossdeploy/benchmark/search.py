@@ -100,7 +100,6 @@ class ConcurrencySearch:
                 f"({'; '.join(seen)}): more clients queue for the same cores",
             )
 
-
     def _record_batch(self, batch: int, concurrency: int, row: dict[str, Any]) -> None:
         earlier = self._at_level.get(concurrency)
         self._at_level[concurrency] = (batch, row)

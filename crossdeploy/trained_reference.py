@@ -154,7 +154,7 @@ def convert_every_cpu_variant(
     from crossdeploy.layout import model_version_dir, saved_model_version_dir
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.onnx_quantize import quantize_onnx
+    from crossdeploy.onnx_quantize import quantize_flavours
     from crossdeploy.serving.repository import BatchingParameters, write_repository_files
     from crossdeploy.serving.signatures import ImageLimits, export_with_bytes_signature
     from crossdeploy.source_model import export_program
@@ -174,8 +174,8 @@ def convert_every_cpu_variant(
     optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
     # the user's quantize settings, so `-S quantize.calibration_method=...` is judged on this model too
     settings = replace(quantize, calibration_size=min(quantize.calibration_size, len(calibration.pixels)))
-    for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):
-        quantize_onnx(Path(paths["onnx_optimized"]), Path(target), calibration.tensors("NCHW"), settings, flavour)
+    targets = {"cpu": Path(paths["onnx_int8"]), "tensorrt": Path(paths["onnx_int8_trt"])}
+    quantize_flavours(Path(paths["onnx_optimized"]), targets, calibration.tensors("NCHW"), settings)
 
     version_dir = saved_model_version_dir(paths, card.name, version)
     nhwc = calibration.tensors("NHWC")[: settings.calibration_size]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.datasets import ImageSet
-from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
+from crossdeploy.onnx_quantize import QuantizeSettings, quantize_flavours
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage
 
@@ -14,9 +14,10 @@ def main() -> None:
     paths, cfg = params["paths"], params["quantize"]
     settings = QuantizeSettings(**cfg)
     calibration = ImageSet.load(Path(paths["calibration"])).tensors("NCHW")
-    for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):
-        with atomic_path(target) as out:
-            quantize_onnx(Path(paths["onnx_optimized"]), out, calibration, settings, flavour)
+    targets = {"cpu": paths["onnx_int8"], "tensorrt": paths["onnx_int8_trt"]}
+    with atomic_path(targets["cpu"]) as cpu, atomic_path(targets["tensorrt"]) as tensorrt:
+        quantize_flavours(Path(paths["onnx_optimized"]), {"cpu": cpu, "tensorrt": tensorrt}, calibration, settings)
+    for flavour, target in targets.items():
         print(f"quantize: {flavour} flavour ({settings.method}, {settings.calibration_method}, {settings.calibration_size} images) -> {target}")
 
 

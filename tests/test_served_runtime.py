@@ -13,6 +13,7 @@ from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.runtimes.served_runtime import ServedRunner
 from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 from crossdeploy.serving import tfserving_launch
+from crossdeploy.serving.shared_servers import SharedServers
 from crossdeploy.variants import pipeline_variants
 from tests.conftest import ROOT
 
@@ -131,3 +132,50 @@ def test_the_table_hands_a_served_row_its_model_and_repository(tmp_path):
     command = server.command(tfserving_launch.Endpoint("127.0.0.1", 9001, 9000))
     assert command[command.index("--model") + 1] == "handed"
     assert command[command.index("--repository") + 1] == str((tmp_path / "repository").resolve())
+
+
+def test_in_a_shared_scope_the_float_and_bytes_rows_use_one_server(served_repo, tiny_images, in_process):
+    with SharedServers() as shared:
+        with served_runner(served_repo, "kserve-rest-fp32") as floats:
+            served = floats.infer_all(floats.inputs(tiny_images[1]), 4)
+            server = floats._server
+        assert server.running(), "the scope keeps the server for the next row"
+        with served_runner(served_repo, "kserve-rest-bytes") as images:
+            assert images._server is server
+            encoded = images.infer_all(images.inputs(tiny_images[1]), 4)
+        shared.close_idle()
+        assert not server.running()
+    np.testing.assert_allclose(served, in_process, rtol=1e-5, atol=1e-5)
+    assert compare_logits(in_process, encoded)["cosine_min"] >= 0.99
+
+
+def test_a_shared_scope_stops_its_idle_server_at_its_end_and_replaces_a_dead_one(served_repo, tiny_images):
+    with SharedServers():
+        with served_runner(served_repo, "kserve-rest-fp32") as runner:
+            first = runner._server
+        first.process.kill()
+        first.process.wait()
+        with served_runner(served_repo, "kserve-rest-fp32") as runner:
+            second = runner._server
+            assert second is not first and second.running()
+            runner.infer_all(runner.inputs(tiny_images[1])[:2], 2)
+    assert not second.running() and not second.log.exists()
+
+
+def test_outside_a_shared_scope_each_row_stops_its_own_server(served_repo):
+    with served_runner(served_repo, "kserve-rest-fp32") as runner:
+        server = runner._server
+    assert not server.running()
+
+
+def test_a_shared_scope_serves_another_model_from_another_server(served_repo, tmp_path):
+    other = served_repo / "params-other.yaml"
+    other.write_text((served_repo / "params.yaml").read_text())
+    with SharedServers():
+        with served_runner(served_repo, "kserve-rest-fp32") as runner:
+            first = runner._server
+        with ServedRunner(
+            "kserve-rest-fp32", **SERVED["kserve-rest-fp32"]._asdict(), repository=served_repo / "models" / "serving", model="tiny", params_file=other
+        ) as runner:
+            assert runner._server is not first
+            assert not first.running(), "the idle server of another identity is stopped before the next starts"

@@ -36,10 +36,17 @@ class ServedRunner(Runner):
 
     def _activate_impl(self) -> None:
         from crossdeploy.serving import clients
+        from crossdeploy.serving.shared_servers import SharedServers
 
         self._check_engine()
-        self._server = self.server_process()
-        endpoint = self._server.start()
+        fresh = self.server_process()
+        shared = SharedServers.current()
+        kept = shared.take(fresh.identity) if shared else None
+        if kept is not None:
+            fresh.close()  # never started: this removes its log file
+            self._server, endpoint = kept, kept.endpoint
+        else:
+            self._server, endpoint = fresh, fresh.start()
         if self.protocol == "grpc":
             self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", self.model)
         else:
@@ -78,6 +85,12 @@ class ServedRunner(Runner):
         return self._client.send(self._prepare_impl(batch))
 
     def _deactivate_impl(self) -> None:
+        from crossdeploy.serving.shared_servers import SharedServers
+
         if self.protocol == "grpc":
             self._client.close()
-        self._server.close()
+        shared = SharedServers.current()
+        if shared:
+            shared.keep(self._server)
+        else:
+            self._server.close()

@@ -54,6 +54,14 @@ class ServerProcess:
         # a file, not a pipe: nobody reads a pipe while the server runs, and a full pipe stalls it
         self.log = Path(tempfile.mkstemp(prefix=f"crossdeploy-serve-{engine}-", suffix=".log")[1])
 
+    @property
+    def identity(self) -> tuple:
+        """What the server serves and how: two ServerProcess with the same identity serve alike."""
+        return (self.engine, self.params_file, self.repository, self.model, self.device, self.extra_args)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def command(self, endpoint: Endpoint) -> list[str]:
         """The `crossdeploy serve` command line that serves on `endpoint`."""
         return [

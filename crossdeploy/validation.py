@@ -13,6 +13,7 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.parity import Thresholds, compare_logits
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
+from crossdeploy.serving.shared_servers import SharedServers
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,30 @@ log = logging.getLogger(__name__)
 def run_variant(variant: Variant, images: ImageSet, batch_size: int, threads: ThreadSettings) -> np.ndarray:
     with variant.runner(threads) as runner:
         return runner.infer_all(runner.inputs(images), batch_size)
+
+
+class GarbageBetweenRunners:
+    """Frees what each runner left in reference cycles before the next one loads its model.
+
+    With TensorFlow and PyTorch imported, a full collection walks over half a million objects: half a
+    second after every row, ten seconds of validate. What survives a collection here is mostly the
+    frameworks' modules, imported once and kept, so it is frozen (gc.freeze) and the next collection
+    walks only the objects made since. The scope unfreezes them at its end, so nothing stays exempt
+    from collection after it; a caller that froze objects itself keeps its freeze, and every collection.
+    """
+
+    def __enter__(self) -> GarbageBetweenRunners:
+        self._freezes = gc.get_freeze_count() == 0
+        return self
+
+    def release(self) -> None:
+        gc.collect()
+        if self._freezes:
+            gc.freeze()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._freezes:
+            gc.unfreeze()
 
 
 #: why a validate.thresholds entry gives no verdict on random weights, by its key
@@ -58,49 +83,53 @@ def validate_variants(
     by_name = {v.name: v for v in variants}
     reference = run_variant(by_name[REFERENCE], evaluation, batch_size, threads)
     results: dict[str, dict[str, Any]] = {}
-    for variant in variants:
-        row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
-        unbuilt = variant.build_failure()
-        if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
-            row.update(status="failed", reason=unbuilt)
-            results[variant.name] = row
-            continue
-        missing = variant.missing_reason()
-        if missing:
-            row.update(status="skipped", reason=missing)
-            results[variant.name] = row
-            continue
-        if variant.artifact.exists():
-            row["size_mb"] = size_mb(variant.artifact)
-        if variant.name == REFERENCE:
-            logits = reference
-            row["reason"] = "reference: every other variant is compared with it"
-            # With random weights a network often predicts one class for everything, which makes
-            # top-1 agreement trivially perfect; this number tells the reader whether it is.
-            row["distinct_top1_classes"] = int(len(np.unique(reference.argmax(1))))
-        else:
-            log.info("validating %s", variant.name)
-            try:
-                logits = run_variant(variant, evaluation, batch_size, threads)
-            except Exception as exc:
-                reason = unavailable_reason(variant.name, exc)
-                if reason is None:
-                    # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
-                    log.exception("%s could not run", variant.name)
-                    row.update(status="failed", reason=error_text(exc))
-                else:
-                    row.update(status="skipped", reason=reason)
+    # a model's served rows (float and encoded requests) run on one server, as a deployment serves them
+    with SharedServers() as servers, GarbageBetweenRunners() as garbage:
+        for variant in variants:
+            if variant.framework != "served":
+                servers.close_idle()  # an idle server never waits beside another runner
+            row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
+            unbuilt = variant.build_failure()
+            if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
+                row.update(status="failed", reason=unbuilt)
                 results[variant.name] = row
                 continue
-            finally:
-                gc.collect()
-        row.update(compare_logits(reference, logits, labels))
-        missed = thresholds[variant.thresholds].misses(row, judge_agreement)
-        if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
-            row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
-        elif missed:
-            row.update(status="failed", reason="; ".join(missed))
-        results[variant.name] = row
+            missing = variant.missing_reason()
+            if missing:
+                row.update(status="skipped", reason=missing)
+                results[variant.name] = row
+                continue
+            if variant.artifact.exists():
+                row["size_mb"] = size_mb(variant.artifact)
+            if variant.name == REFERENCE:
+                logits = reference
+                row["reason"] = "reference: every other variant is compared with it"
+                # With random weights a network often predicts one class for everything, which makes
+                # top-1 agreement trivially perfect; this number tells the reader whether it is.
+                row["distinct_top1_classes"] = int(len(np.unique(reference.argmax(1))))
+            else:
+                log.info("validating %s", variant.name)
+                try:
+                    logits = run_variant(variant, evaluation, batch_size, threads)
+                except Exception as exc:
+                    reason = unavailable_reason(variant.name, exc)
+                    if reason is None:
+                        # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
+                        log.exception("%s could not run", variant.name)
+                        row.update(status="failed", reason=error_text(exc))
+                    else:
+                        row.update(status="skipped", reason=reason)
+                    results[variant.name] = row
+                    continue
+                finally:
+                    garbage.release()
+            row.update(compare_logits(reference, logits, labels))
+            missed = thresholds[variant.thresholds].misses(row, judge_agreement)
+            if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
+                row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
+            elif missed:
+                row.update(status="failed", reason="; ".join(missed))
+            results[variant.name] = row
     return results
 
 

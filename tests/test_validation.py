@@ -73,3 +73,104 @@ def test_nan_logits_fail_even_where_no_verdict_is_given_and_the_json_stays_valid
     assert results["onnxruntime-int8-ok"] == {**results["onnxruntime-int8-ok"], "status": "unjudged", "reason": "no verdict here"}
     write_json(tmp_path / "parity.json", results)
     assert json.loads((tmp_path / "parity.json").read_text())["onnxruntime-int8"]["nonfinite_values"] == len(tiny_images[1].pixels)
+
+
+def test_a_models_served_rows_share_one_server_that_never_waits_beside_another_runner(
+    tiny_source, tiny_optimized, tiny_images, served_repo, monkeypatch
+):
+    from crossdeploy.layout import SERVED
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+    from crossdeploy.serving.server_process import ServerProcess
+
+    events, running = [], []
+    start, stop, activate = ServerProcess.start, ServerProcess.stop, OnnxRuntimeRunner._activate_impl
+
+    def started(self):
+        events.append("start")
+        running.append(self)
+        return start(self)
+
+    def stopped(self, *args, **kwargs):
+        if self.process is not None:
+            events.append("stop")
+            running.remove(self)
+        return stop(self, *args, **kwargs)
+
+    def onnxruntime(self):
+        events.append(f"onnxruntime with {len(running)} servers")
+        return activate(self)
+
+    monkeypatch.setattr(ServerProcess, "start", started)
+    monkeypatch.setattr(ServerProcess, "stop", stopped)
+    monkeypatch.setattr(OnnxRuntimeRunner, "_activate_impl", onnxruntime)
+
+    def served(name):
+        options = {**SERVED[name.removesuffix("-again")]._asdict(), "repository": served_repo / "models" / "serving", "model": "tiny", "params_file": served_repo / "params.yaml"}
+        return Variant(name, "fp32", "served", "served", served_repo / "models" / "serving" / "tiny" / "1", options)
+
+    variants = [
+        Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
+        served("kserve-rest-fp32"), served("kserve-rest-bytes"),
+        Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        served("kserve-rest-fp32-again"),
+    ]  # fmt: skip
+    thresholds = {**THRESHOLDS, "served": Thresholds(top1_agreement=0.0, cosine_min=0.99)}
+    results = validate_variants(variants, tiny_images[1], thresholds, batch_size=4, threads=ThreadSettings(intra_op=1))
+    assert {name: row["status"] for name, row in results.items()} == dict.fromkeys(results, "ok")
+    assert events == ["start", "stop", "onnxruntime with 0 servers", "start", "stop"]
+
+
+def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monkeypatch):
+    import gc
+    import weakref
+
+    from crossdeploy.validation import GarbageBetweenRunners
+
+    class Node:
+        pass
+
+    def cycle():
+        node = Node()
+        node.self = node
+        return node
+
+    assert gc.get_freeze_count() == 0
+    with GarbageBetweenRunners() as garbage:
+        left = weakref.ref(cycle())  # what a runner leaves behind in a reference cycle
+        survivor = cycle()
+        garbage.release()
+        assert left() is None
+        assert gc.get_freeze_count() > 0, "survivors are frozen: later collections do not walk them"
+        kept = weakref.ref(survivor)
+    del survivor  # a survivor that later becomes garbage in a cycle
+    gc.collect()
+    assert gc.get_freeze_count() == 0 and kept() is None, "unfrozen at the end: the cycle is collected"
+
+    # the planted defect: a scope that does not unfreeze keeps such a cycle for the process's life
+    monkeypatch.setattr(gc, "unfreeze", lambda: None)
+    with GarbageBetweenRunners() as garbage:
+        survivor = cycle()
+        garbage.release()
+        kept = weakref.ref(survivor)
+    del survivor
+    gc.collect()
+    assert kept() is not None
+    monkeypatch.undo()
+    gc.unfreeze()
+
+
+def test_garbage_between_runners_keeps_a_callers_own_freeze():
+    import gc
+
+    from crossdeploy.validation import GarbageBetweenRunners
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with GarbageBetweenRunners() as garbage:
+            [object() for _ in range(10)]
+            garbage.release()
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

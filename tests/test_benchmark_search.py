@@ -229,15 +229,47 @@ def test_plots_and_checks_skip_the_cells_left_out_and_say_why():
     assert all(r["batch"] != 32 or r["concurrency"] != 8 for rows in data.values() for r in rows)
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
     assert served["met"] is None and "kserve-rest-bytes" in served["note"]  # not in the run at all
-    # a cell the search left out is stood for by the variant's best measured cell at that batch ...
+    # a cell the search left out: both sides at the same batch with the most clients both measured ...
     results["kserve-rest-bytes"] = {"b32_c1": {**results["tf-savedmodel-fp32"]["b32_c1"], "throughput_ips": 18.0},
                                     "b32_c8": dict(results["tf-savedmodel-fp32"]["b32_c8"])}  # fmt: skip
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
-    assert served["fraction"] == 0.75 and served["served_cell"] == served["in_process_cell"] == "b32_c1"
-    # ... a failed one is not: a failure never reads as a figure
+    assert served["fraction"] == 0.75 and served["cell"] == "b32_c1"
+    # ... a failed one is not stood in for: a failure never reads as a figure
     results["kserve-rest-bytes"]["b32_c8"] = {"status": "failed", "reason": "RuntimeError: the server died"}
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
     assert served["met"] is None and "the server died" in served["note"]
+
+
+def test_the_served_check_compares_both_sides_at_one_cell_where_the_search_left_one_out():
+    """Clients [1, 2, 4, 8]: the in-process SavedModel gained from clients and was measured at 32 x 8,
+    the server stopped gaining at 4. Its 4-client cell against the SavedModel's 8-client one (or either
+    side's best) would be two different loads; both sides at 32 x 4 is one."""
+    from crossdeploy.benchmark.cells import not_measured
+    from crossdeploy.benchmark.checks import Targets, check_targets
+    from crossdeploy.benchmark.report import _check_lines
+
+    def ok(ips):
+        return {"status": "ok", "stable": True, "throughput_ips": ips, "p50_ms": 1.0, "p99_ms": 2.0}
+
+    left_out = not_measured("throughput had stopped rising with more clients (...)")
+    results = {
+        "tf-savedmodel-fp32": {"b32_c1": ok(24.0), "b32_c2": ok(30.0), "b32_c4": ok(36.0), "b32_c8": ok(40.0)},
+        "kserve-rest-bytes": {"b32_c1": ok(16.0), "b32_c2": ok(20.0), "b32_c4": ok(24.0), "b32_c8": dict(left_out)},
+        "kserve-rest-fp32": {"b32_c1": ok(10.0), "b32_c2": ok(12.0), "b32_c4": ok(12.0), "b32_c8": dict(left_out)},
+    }
+    served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
+    assert served["cell"] == "b32_c4" and served["fraction"] == round(24.0 / 36.0, 3) and served["met"] is True
+    assert served["rest_float_fraction"] == round(12.0 / 36.0, 3)
+    assert "both at b32_c4, the most clients both measured at that batch, where the search left b32_c8 out" in "\n".join(
+        _check_lines({"kserve_bytes_over_in_process": served}, {})
+    )
+    # the SavedModel left out at 4 clients too: 2 is the most both measured
+    results["tf-savedmodel-fp32"]["b32_c4"] = dict(left_out)
+    assert check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]["cell"] == "b32_c2"
+    # nothing at that batch measured on both: no figure
+    results["kserve-rest-bytes"] = {"b32_c8": dict(left_out)}
+    served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
+    assert served["met"] is None and "no cell at batch 32 with at most 8 clients was measured on both" in served["note"]
 
 
 def test_deploy_chooses_among_measured_cells_only():

@@ -97,39 +97,50 @@ def _harness(harness: dict[str, Any], targets: Targets) -> dict[str, Any]:
 
 def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
     """Each engine's bytes path against the in-process SavedModel at one cell, with its REST-float figure.
-    Where the concurrency search left that cell out (more clients had added nothing at smaller batches),
-    the variant's best measured cell at the same batch stands for it, and the row names the cells used."""
-    cell = cell_name(targets.served_batch, targets.served_concurrency)
-    context = {"batch": targets.served_batch, "concurrency": targets.served_concurrency, "target": targets.served_min_fraction}
 
-    def measured(variant: str) -> tuple[float, str] | None:
-        cells = results.get(variant, {})
-        row = cells.get(cell, {})
-        if row.get("status") == "ok":
-            return row["throughput_ips"], cell
-        if row.get("status") == NOT_MEASURED:
-            return best_throughput(cells, targets.served_batch)
-        return None
+    Where the concurrency search left that cell out on either side (more clients had added nothing at
+    smaller batches), both are compared at the same batch with the most clients both measured, never
+    at different cells: one side's best against the other's fewer clients would read as the server's
+    cost or gain. The row names the cell it used. A failed or unstable cell is never stood in for.
+    """
+    batch, wanted = targets.served_batch, targets.served_concurrency
+    cell = cell_name(batch, wanted)
+    context = {"batch": batch, "concurrency": wanted, "target": targets.served_min_fraction}
+
+    def ips(variant: str, name: str) -> float | None:
+        row = results.get(variant, {}).get(name, {})
+        return row["throughput_ips"] if row.get("status") == "ok" else None
+
+    def common_cell(variants: tuple[str, ...]) -> str | None:
+        if all(ips(v, cell) is not None for v in variants):
+            return cell
+        if any(results.get(v, {}).get(cell, {}).get("status") != NOT_MEASURED for v in variants if ips(v, cell) is None):
+            return None  # missing, failed or unstable on one side: no stand-in
+        clients = [c for b, c in map(parse_cell, results[variants[0]]) if b == batch and c <= wanted]
+        both = [c for c in clients if all(ips(v, cell_name(batch, c)) is not None for v in variants)]
+        return cell_name(batch, max(both)) if both else None
 
     out: dict[str, Any] = {}
     for engine in ("tfserving", "kserve"):
         bytes_variant = f"{engine}-rest-bytes"
-        missing = [v for v in (bytes_variant, targets.in_process_variant) if measured(v) is None]
-        if missing:
+        used = common_cell((bytes_variant, targets.in_process_variant))
+        if used is None:
+            missing = [v for v in (bytes_variant, targets.in_process_variant) if ips(v, cell) is None]
             reason = "; ".join(_unmeasured_reason(results, v, cell, [cell]) for v in missing)
+            if all(results.get(v, {}).get(cell, {}).get("status") == NOT_MEASURED for v in missing):
+                reason += f"; and no cell at batch {batch} with at most {wanted} clients was measured on both"
             out[f"{engine}_bytes_over_in_process"] = not_measured(reason, **context)
             continue
-        (served, served_cell), (in_process, in_process_cell) = measured(bytes_variant), measured(targets.in_process_variant)
-        rest_float = measured(f"{engine}-rest-fp32")
+        served, in_process = ips(bytes_variant, used), ips(targets.in_process_variant, used)
+        rest_float = ips(f"{engine}-rest-fp32", used)
         fraction = served / in_process
         out[f"{engine}_bytes_over_in_process"] = {
             **context,
+            "cell": used,
             "served_ips": served,
-            "served_cell": served_cell,
             "in_process_ips": in_process,
-            "in_process_cell": in_process_cell,
             "fraction": round(fraction, 3),
-            "rest_float_fraction": round(rest_float[0] / in_process, 3) if rest_float else None,
+            "rest_float_fraction": round(rest_float / in_process, 3) if rest_float is not None else None,
             "met": fraction >= targets.served_min_fraction,
         }
     return out

@@ -201,8 +201,11 @@ def _check_lines(found: dict[str, Any], harness: dict[str, Any]) -> list[str]:
         if judged(c):
             rest_float = f"{c['rest_float_fraction']:.0%}" if c["rest_float_fraction"] is not None else "not measured"
             asked = cell_name(c["batch"], c["concurrency"])
-            used = [f"{side.replace('_', '-')} at {c[side + '_cell']}" for side in ("served", "in_process") if c.get(side + "_cell", asked) != asked]
-            stand_in = f"; {' and '.join(used)}, the best measured at that batch, where the search left the cell out" if used else ""
+            stand_in = (
+                f"; both at {c['cell']}, the most clients both measured at that batch, where the search left {asked} out"
+                if c.get("cell", asked) != asked
+                else ""
+            )
             lines.append(
                 where + f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: {rest_float}{stand_in}), "
                 f"target >= {c['target']:.0%}: {_verdict(c)}."

@@ -80,6 +80,7 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         harness_check=True,
         harness_variant="onnxruntime-fp32",
         harness_batch=4,
+        harness_rounds=2,
         disabled={"torch-compile-fp32": "benchmark.torch_compile is false"},
         concurrency_search=False,  # every cell measured: the search has its own tests (test_benchmark_search.py)
     )
@@ -155,6 +156,7 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     harness = results["harness"]
     assert harness["status"] == "ok" and harness["variant"] == "onnxruntime-fp32" and harness["batch"] == 4
     assert harness["bare_ips"] > 0 and harness["harness_ips"] > 0
+    assert harness["rounds"] == 2  # the plan's harness_rounds
     assert "checks" not in results  # judged by the report stage, never inside the measurement
     checks = check_targets(results, {}, TINY_TARGETS)
     assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process"}
@@ -291,6 +293,8 @@ def test_plan_names_the_param_to_fix():
     for key, value, message in (
         ("concurrency_search", "false", "benchmark.profiles.default.concurrency_search must be true or false, got 'false'"),
         ("mlperf_server_runs", 0, "benchmark.profiles.default.mlperf_server_runs must be a positive integer"),
+        ("harness_rounds", 0, "benchmark.profiles.default.harness_rounds must be a positive integer, got 0"),
+        ("harness_rounds", True, "benchmark.profiles.default.harness_rounds must be a positive integer, got True"),
     ):
         broken = {**cfg, "profiles": {**cfg["profiles"], "default": {**default, key: value}}}
         with pytest.raises(CrossdeployError, match=message):

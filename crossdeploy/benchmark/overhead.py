@@ -15,7 +15,7 @@ from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
 
 
 def harness_overhead(
-    runner: OnnxRuntimeRunner, batch: np.ndarray, settings: WindowSettings, rounds: int = 5
+    runner: OnnxRuntimeRunner, batch: np.ndarray, settings: WindowSettings, rounds: int
 ) -> dict[str, Any]:
     session, feed = runner.session, {runner.input_name: batch}
     session.run(None, feed)

@@ -24,6 +24,7 @@ class BenchmarkPlan:
     mlperf_variants: list[str] | None  # None: every variant
     harness_check: bool
     harness_batch: int = 32  # benchmark.harness_batch, its own param: the INT8 target's batch is the report's business
+    harness_rounds: int = 3  # the profile's harness_rounds: paired rounds, their median is the figure
     harness_variant: str = "onnxruntime-int8"  # measured against a bare `session.run` loop: an ONNX Runtime variant
     disabled: dict[str, str] = field(default_factory=dict)  # variant -> why it is not measured
     concurrency_search: bool = True  # the profile's: stop adding clients where throughput stops rising (benchmark/search.py)
@@ -75,6 +76,7 @@ class BenchmarkPlan:
             mlperf_variants=_variant_list(mlperf_cfg["variants"], known_variants, "benchmark.mlperf.variants"),
             harness_check=bool(cfg["harness_check"]),
             harness_batch=harness_batch,
+            harness_rounds=_positive(profile, cfg["profile"], "harness_rounds"),
             disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
             concurrency_search=_flag(profile, cfg["profile"], "concurrency_search"),
         )
@@ -94,6 +96,13 @@ def select_variants(variants: list[Variant], value: Any) -> list[Variant]:
     """The variants `benchmark.variants` asks for, in pipeline order."""
     names = _variant_list(value, [v.name for v in variants], "benchmark.variants")
     return variants if names is None else [v for v in variants if v.name in names]
+
+
+def _positive(profile: dict[str, Any], name: str, key: str) -> int:
+    value = profile.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CrossdeployError(f"benchmark.profiles.{name}.{key} must be a positive integer, got {value!r}.")
+    return value
 
 
 def _flag(profile: dict[str, Any], name: str, key: str) -> bool:

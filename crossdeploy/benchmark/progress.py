@@ -31,7 +31,6 @@ PEAK_SEARCH_RUNS = 10
 #: within these bounds (a single slow start-up must not multiply the rest of the run tenfold)
 CORRECTION_AFTER_S = 10.0
 CORRECTION_BOUNDS = (0.25, 4.0)
-HARNESS_ROUNDS = 5  # benchmark/overhead.py's rounds, each a closed-loop measurement and a bare loop
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class CostModel:
     windows: WindowSettings
     mlperf: MlperfSettings | None = None
     harness_batch: int = 32
+    harness_rounds: int = 3  # the profile's: each a closed-loop measurement and a bare loop (benchmark/overhead.py)
     s_per_image: dict[str, float] = field(default_factory=dict)  # measured, per variant
     windows_seen: list[int] = field(default_factory=list)  # windows each measured cell needed
     single_s: dict[str, float] = field(default_factory=dict)  # per variant: one image alone (its b1_c1 p50)
@@ -71,7 +71,7 @@ class CostModel:
             return warmup + measuring
         if work.kind == "harness":
             closed_loop = min(self.expected_windows() * max(w.window_s, self.harness_batch * t), w.cell_cap_s)
-            return HARNESS_ROUNDS * 2 * closed_loop
+            return self.harness_rounds * 2 * closed_loop
         if self.mlperf is None:
             return 0.0
         m = self.mlperf

@@ -82,7 +82,7 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     unbuilt = {v.name: v.build_failure() for v in variants}
     reasons = {v.name: unbuilt[v.name] or plan.disabled.get(v.name) or v.missing_reason() for v in variants}
     runnable = [v for v in variants if not reasons[v.name]]
-    remaining = Remaining(planned_work(runnable, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch))
+    remaining = Remaining(planned_work(runnable, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch, plan.harness_rounds))
     bar = _Bar(remaining)
     try:
         for variant in variants:
@@ -228,7 +228,7 @@ def _harness(pool: RunnerPool, images: ImageSet, plan: BenchmarkPlan) -> dict[st
     try:
         runner = pool.open(1)[0]
         batch = client_batches(runner.inputs(images), plan.harness_batch, 1)[0]
-        return {"status": "ok", **harness_overhead(runner, batch, plan.windows)}
+        return {"status": "ok", **harness_overhead(runner, batch, plan.windows, plan.harness_rounds)}
     except Exception as exc:
         log.exception("the harness-overhead measurement failed on %s", pool.variant.name)
         return failed(exc)

@@ -37,14 +37,12 @@ def own_peak_rss_mb() -> float:
 
 
 class TreePeak:
-    """The largest resident memory of this process and its descendants together, sampled in a thread;
-    `also`: other processes (with theirs) that work for it, such as a server another process started."""
+    """The largest resident memory of this process and its descendants together, sampled in a thread."""
 
-    def __init__(self, interval_s: float = SAMPLE_S, also: tuple[int, ...] = ()):
+    def __init__(self, interval_s: float = SAMPLE_S):
         import psutil
 
         self._process = psutil.Process()
-        self._also = list(also)
         self._interval_s = interval_s
         self._stop = threading.Event()
         self.peak_mb = 0.0
@@ -55,13 +53,7 @@ class TreePeak:
         import psutil
 
         total = 0
-        roots = [self._process]
-        for pid in self._also:
-            try:
-                roots.append(psutil.Process(pid))
-            except psutil.Error:  # it has ended
-                pass
-        for process in [p for root in roots for p in (root, *_children(root))]:
+        for process in [self._process, *self._process.children(recursive=True)]:
             try:
                 total += process.memory_info().rss
             except psutil.Error:  # it ended between the listing and the reading
@@ -76,15 +68,6 @@ class TreePeak:
         self._stop.set()
         self._thread.join()
         return max(self.peak_mb, self._tree_mb())
-
-
-def _children(process) -> list:
-    import psutil
-
-    try:
-        return process.children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 def stage_resources(started: float, tree: TreePeak) -> dict[str, Any]:

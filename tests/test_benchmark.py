@@ -354,30 +354,3 @@ def test_the_report_says_how_the_server_rate_was_found():
     fixed = _server_method({"server_latency_ms": 100, "mlperf_server_runs": 2})
     assert "highest of 2 fixed Poisson rates" in fixed and "lower bound on the peak" in fixed and "peak search found" not in fixed
 
-
-
-def test_a_models_served_rows_share_one_server_that_counts_in_each_rows_memory(served_repo, tiny_images, tmp_path, monkeypatch):
-    """The stage starts the server and both rows' processes attach to it: one start of TensorFlow and the
-    SavedModel, not one per row; the server's memory is in each row's record (resources), as it was when
-    each row started its own. Planted: without the server in the record, peak and own peak read alike."""
-    from crossdeploy.serving.server_process import ServerProcess
-
-    starts = []
-    start = ServerProcess.start
-    monkeypatch.setattr(ServerProcess, "start", lambda self: starts.append(self) or start(self))
-    repository = served_repo / "models" / "serving"
-    variants = [
-        Variant(name, "fp32", kind, "served", repository / "tiny" / "1",
-                {"engine": "kserve", "protocol": "rest", "encoded": kind == "encoded", "repository": repository, "model": "tiny"})
-        for name, kind in (("kserve-rest-fp32", "fp32"), ("kserve-rest-bytes", "encoded"))
-    ]  # fmt: skip
-    plan = BenchmarkPlan(
-        batch_sizes=[1], concurrencies=[1], threads=ThreadSettings(), windows=QUICK, mlperf=None, mlperf_variants=None, harness_check=False
-    )
-    with contextlib.chdir(served_repo):
-        results = run_benchmark(variants, tiny_images[1], plan, tmp_path)
-    assert len(starts) == 1 and not starts[0].running(), "one server, started by the stage and stopped at its end"
-    for name in ("kserve-rest-fp32", "kserve-rest-bytes"):
-        assert results[name]["b1_c1"]["status"] == "ok", results[name]
-        record = results["resources"][name]
-        assert record["peak_rss_mb"] - record["own_peak_rss_mb"] > 200, record  # TensorFlow and the model, in the server

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from crossdeploy.benchmark.sweep import client_batches, failed, sweep_variant
 from crossdeploy.datasets import ImageSet
 from crossdeploy.resources import TreePeak, stage_resources
 from crossdeploy.runtimes.base import unavailable_reason
-from crossdeploy.serving.shared_servers import SharedServers
 from crossdeploy.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -87,53 +85,25 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     remaining = Remaining(planned_work(runnable, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch, plan.harness_rounds))
     bar = _Bar(remaining)
     try:
-        with SharedServers() as servers:
-            for variant in variants:
-                name = variant.name
-                if variant.framework != "served":
-                    servers.close_idle()  # an idle server never runs beside another variant's measurement
-                if reasons[name]:
-                    # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
-                    row = {"status": "failed", "reason": f"not built: {unbuilt[name]}"} if unbuilt[name] else skipped(reasons[name])
-                    rows = _every_row(variant, plan, cells, row)
-                else:
-                    server = _shared_server(variant, plan, servers) if variant.framework == "served" else None
-                    try:
-                        measured = _attached(variant, server) if server is not None else variant
-                        rows = _measured_rows(measured, images, plan, mlperf_logs / name, cells, bar, remaining, resources)
-                    finally:
-                        if server is not None:
-                            servers.keep(server)
-                results[name] = {cell: rows[cell] for cell in cells}
-                if "mlperf" in rows:
-                    mlperf[name] = rows["mlperf"]
-                if "harness" in rows:
-                    harness = rows["harness"]
+        for variant in variants:
+            name = variant.name
+            if reasons[name]:
+                # a variant its converter could not build is failed, not skipped: skips are for missing runtimes
+                row = {"status": "failed", "reason": f"not built: {unbuilt[name]}"} if unbuilt[name] else skipped(reasons[name])
+                rows = _every_row(variant, plan, cells, row)
+            else:
+                rows = _measured_rows(variant, images, plan, mlperf_logs / name, cells, bar, remaining, resources)
+            results[name] = {cell: rows[cell] for cell in cells}
+            if "mlperf" in rows:
+                mlperf[name] = rows["mlperf"]
+            if "harness" in rows:
+                harness = rows["harness"]
     finally:
         bar.close()
     results["mlperf"] = mlperf
     results["harness"] = harness
     results["resources"] = resources
     return results
-
-
-def _shared_server(variant: Variant, plan: BenchmarkPlan, servers: SharedServers):
-    """The running server a served variant's process attaches to: started here, or the one the last variant
-    left when it serves the same model (a model's float and bytes rows share it, as in a deployment, and
-    one start of TensorFlow and the SavedModel is saved). None when it cannot start here: the variant's own
-    process then starts its server and reports why it cannot, as for any runtime."""
-    try:
-        return variant.runner(plan.threads).start_server(servers)
-    except Exception as exc:
-        log.info("%s: no shared server (%s); its own process starts one", variant.name, exc)
-        return None
-
-
-def _attached(variant: Variant, server) -> Variant:
-    """The variant with its runners attached to `server`, whose process counts in the variant's memory."""
-    endpoint = server.endpoint
-    options = {"endpoint": (endpoint.host, endpoint.rest_port, endpoint.grpc_port), "server_pid": server.process.pid}
-    return replace(variant, options={**variant.options, **options})
 
 
 def _measured_rows(
@@ -181,9 +151,7 @@ def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log
     """One variant's cells, then its LoadGen scenarios and the harness measurement, on the same warm runners;
     each row goes to `report` as soon as it is known (run in a process of its own: benchmark/isolation.py),
     and last what measuring it cost: wall time and peak memory, with any server its runner started."""
-    # a served row attached to its server (run_benchmark's): that process counts in this row's memory
-    server = variant.options.get("server_pid")
-    started, tree = time.perf_counter(), TreePeak(also=(server,) if server else ())
+    started, tree = time.perf_counter(), TreePeak()
     pool = RunnerPool(variant, plan.threads)
     try:
         search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)

@@ -5,17 +5,11 @@ TF Serving row runs its server on the CPU, or with `gpu` on the GPU (the officia
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.runtimes.base import Runner, ThreadSettings
-from crossdeploy.serving.tfserving_launch import Endpoint
-
-if TYPE_CHECKING:
-    from crossdeploy.serving.server_process import ServerProcess
-    from crossdeploy.serving.shared_servers import SharedServers
 
 
 class ServedRunner(Runner):
@@ -32,8 +26,6 @@ class ServedRunner(Runner):
         threads: ThreadSettings | None = None,
         gpu: bool = False,  # TF Serving's -gpu image with --gpus all; otherwise the server runs on the CPU
         params_file: str | Path = "params.yaml",  # the server's own settings (`crossdeploy serve --params`)
-        endpoint: tuple | None = None,  # a server already running (started by the caller, who stops it): attach to it
-        server_pid: int | None = None,  # that server's process, for the caller's memory record
     ):
         if gpu and engine != "tfserving":
             raise ValueError(f"{name}: only TF Serving runs on the GPU (its -gpu image), not {engine}")
@@ -41,32 +33,24 @@ class ServedRunner(Runner):
         self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
         self.repository, self.model, self.gpu = repository, model, gpu
         self.input_kind = "encoded" if encoded else "tensor"
-        self.endpoint, self.server_pid = (Endpoint(*endpoint) if endpoint else None), server_pid
 
     def _activate_impl(self) -> None:
         from crossdeploy.serving import clients
         from crossdeploy.serving.shared_servers import SharedServers
 
-        if self.endpoint is not None:
-            self._server, endpoint = None, self.endpoint
+        self._check_engine()
+        fresh = self.server_process()
+        shared = SharedServers.current()
+        kept = shared.take(fresh.identity) if shared else None
+        if kept is not None:
+            fresh.close()  # never started: this removes its log file
+            self._server, endpoint = kept, kept.endpoint
         else:
-            self._server = self.start_server(SharedServers.current())
-            endpoint = self._server.endpoint
+            self._server, endpoint = fresh, fresh.start()
         if self.protocol == "grpc":
             self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", self.model)
         else:
             self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", self.model)
-
-    def start_server(self, shared: SharedServers | None = None) -> ServerProcess:
-        """This row's server, started; with a SharedServers scope, the idle one that serves alike if there is one."""
-        self._check_engine()
-        fresh = self.server_process()
-        kept = shared.take(fresh.identity) if shared else None
-        if kept is None:
-            fresh.start()
-            return fresh
-        fresh.close()  # never started: this removes its log file
-        return kept
 
     def server_process(self):
         """The child that serves the model (not yet started)."""
@@ -105,8 +89,6 @@ class ServedRunner(Runner):
 
         if self.protocol == "grpc":
             self._client.close()
-        if self._server is None:
-            return  # attached: the caller stops its server
         shared = SharedServers.current()
         if shared:
             shared.keep(self._server)

@@ -41,6 +41,7 @@ def run_stage(main: Callable[[], None]) -> None:
         main()
         if stage:
             write_json(load_params()["paths"]["resources"][stage], stage_resources(started, tree))
+        if stage and main.__module__ == "__main__":  # run as the process (python -m), not imported by a caller
             exit_without_teardown()
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -57,7 +58,9 @@ def exit_without_teardown() -> None:
     """End a finished stage's process now: exit handlers run and output is flushed, but the interpreter's
     teardown is skipped. Tearing down TensorFlow's and PyTorch's modules and freeing their memory object
     by object takes 1 to 3 s after every stage that loaded them (15 s of the default `dvc repro`), and
-    the kernel frees the process's memory at once. Every output was written and closed before this."""
+    the kernel frees the process's memory at once. Every output was written and closed before this.
+    Threads still running are not joined (concurrent.futures' exit hook is part of the teardown): a stage
+    joins its own before it returns."""
     import atexit
 
     atexit._run_exitfuncs()  # multiprocessing's children joined, weakref finalizers (temporary directories) run

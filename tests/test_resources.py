@@ -127,6 +127,10 @@ def test_a_finished_stage_skips_the_interpreters_teardown_but_not_its_exit_handl
     (tmp_path / "stages" / "plain.py").write_text(plain)
     subprocess.run([sys.executable, "-m", "stages.plain"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert (tmp_path / "teardown-ran").is_file()
+    # a caller that imports the stage and runs it (a notebook, a test runner) goes on after it
+    caller = "import stages.quick as s; from crossdeploy.stage import run_stage; run_stage(s.main); print(' and the caller goes on')"
+    run = subprocess.run([sys.executable, "-c", caller], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == "output still in the buffer and the caller goes on\n", run.stdout + run.stderr
 
 
 def test_a_function_outside_a_stage_module_records_nothing():

@@ -179,3 +179,38 @@ def test_a_shared_scope_serves_another_model_from_another_server(served_repo, tm
         ) as runner:
             assert runner._server is not first
             assert not first.running(), "the idle server of another identity is stopped before the next starts"
+
+
+def test_a_row_that_failed_never_hands_its_server_on(served_repo, tiny_images):
+    """A failed request may leave its server wedged (one still running past the client's timeout)."""
+    with SharedServers() as shared:
+        with pytest.raises(RuntimeError, match="planted"):
+            with served_runner(served_repo, "kserve-rest-fp32") as runner:
+                server = runner._server
+                raise RuntimeError("planted: a request that failed")
+        assert not server.running() and shared.take(server.identity) is None
+
+
+def test_a_server_whose_client_cannot_be_made_is_stopped(served_repo, monkeypatch):
+    from crossdeploy.serving import clients
+    from crossdeploy.serving.server_process import ServerProcess
+
+    started = []
+    start = ServerProcess.start
+    monkeypatch.setattr(ServerProcess, "start", lambda self: started.append(self) or start(self))
+
+    def no_client(*args, **kwargs):
+        raise RuntimeError("planted: no client")
+
+    monkeypatch.setattr(clients, "RestClient", no_client)
+    with pytest.raises(RuntimeError, match="planted"):
+        served_runner(served_repo, "kserve-rest-fp32").activate()
+    assert len(started) == 1 and not started[0].running()
+
+
+def test_a_shared_scope_is_entered_once():
+    scope = SharedServers()
+    with scope:
+        with pytest.raises(RuntimeError, match="entered once"):
+            scope.__enter__()
+    assert SharedServers.current() is None

@@ -148,15 +148,17 @@ def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monke
 
     # the planted defect: a scope that does not unfreeze keeps such a cycle for the process's life
     monkeypatch.setattr(gc, "unfreeze", lambda: None)
-    with GarbageBetweenRunners() as garbage:
-        survivor = cycle()
-        garbage.release()
-        kept = weakref.ref(survivor)
-    del survivor
-    gc.collect()
-    assert kept() is not None
-    monkeypatch.undo()
-    gc.unfreeze()
+    try:
+        with GarbageBetweenRunners() as garbage:
+            survivor = cycle()
+            garbage.release()
+            kept = weakref.ref(survivor)
+        del survivor
+        gc.collect()
+        assert kept() is not None
+    finally:  # the rest of the session must not run frozen
+        monkeypatch.undo()
+        gc.unfreeze()
 
 
 def test_garbage_between_runners_keeps_a_callers_own_freeze():

@@ -33,6 +33,7 @@ class ServedRunner(Runner):
         self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
         self.repository, self.model, self.gpu = repository, model, gpu
         self.input_kind = "encoded" if encoded else "tensor"
+        self._failed = False  # a row that raised: its server may be wedged, so it is never handed on
 
     def _activate_impl(self) -> None:
         from crossdeploy.serving import clients
@@ -47,10 +48,18 @@ class ServedRunner(Runner):
             self._server, endpoint = kept, kept.endpoint
         else:
             self._server, endpoint = fresh, fresh.start()
-        if self.protocol == "grpc":
-            self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", self.model)
-        else:
-            self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", self.model)
+        try:
+            if self.protocol == "grpc":
+                self._client = clients.GrpcClient(f"{endpoint.host}:{endpoint.grpc_port}", self.model)
+            else:
+                self._client = clients.RestClient(f"http://{endpoint.host}:{endpoint.rest_port}", self.model)
+        except BaseException:
+            self._server.close()  # not active, so never deactivated: nothing else would stop it
+            raise
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        self._failed = self._failed or exc_type is not None
+        super().__exit__(exc_type, *exc_info)
 
     def server_process(self):
         """The child that serves the model (not yet started)."""
@@ -90,7 +99,7 @@ class ServedRunner(Runner):
         if self.protocol == "grpc":
             self._client.close()
         shared = SharedServers.current()
-        if shared:
+        if shared and not self._failed:
             shared.keep(self._server)
         else:
             self._server.close()

@@ -26,6 +26,8 @@ class SharedServers:
         return cls._current
 
     def __enter__(self) -> SharedServers:
+        if SharedServers._current is self or self._outer is not None:
+            raise RuntimeError("a SharedServers scope is entered once; open a new one")
         self._outer, SharedServers._current = SharedServers._current, self
         return self
 

@@ -266,6 +266,11 @@ def test_the_served_check_compares_both_sides_at_one_cell_where_the_search_left_
     # the SavedModel left out at 4 clients too: 2 is the most both measured
     results["tf-savedmodel-fp32"]["b32_c4"] = dict(left_out)
     assert check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]["cell"] == "b32_c2"
+    # a failure at that batch: no cell stands in over it, and the note names it
+    failed = {"status": "failed", "reason": "RuntimeError: the server died"}
+    results["kserve-rest-bytes"]["b32_c4"] = dict(failed)
+    served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
+    assert served["met"] is None and "kserve-rest-bytes b32_c4 failed: RuntimeError: the server died" in served["note"]
     # nothing at that batch measured on both: no figure
     results["kserve-rest-bytes"] = {"b32_c8": dict(left_out)}
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]

@@ -101,7 +101,10 @@ def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
     Where the concurrency search left that cell out on either side (more clients had added nothing at
     smaller batches), both are compared at the same batch with the most clients both measured, never
     at different cells: one side's best against the other's fewer clients would read as the server's
-    cost or gain. The row names the cell it used. A failed or unstable cell is never stood in for.
+    cost or gain. The row names the cell it used. A failed cell is never stood in for, and no cell stands
+    in over a failure at that batch (a failed 4-client cell does not leave 2 clients to speak for 8).
+    Cells count as measured when their status is ok, stable or not, as in every other check; the
+    report's table says which cells are unstable.
     """
     batch, wanted = targets.served_batch, targets.served_concurrency
     cell = cell_name(batch, wanted)
@@ -115,10 +118,21 @@ def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
         if all(ips(v, cell) is not None for v in variants):
             return cell
         if any(results.get(v, {}).get(cell, {}).get("status") != NOT_MEASURED for v in variants if ips(v, cell) is None):
-            return None  # missing, failed or unstable on one side: no stand-in
+            return None  # missing or failed on one side: no stand-in
+        if failures(variants):
+            return None
         clients = [c for b, c in map(parse_cell, results[variants[0]]) if b == batch and c <= wanted]
         both = [c for c in clients if all(ips(v, cell_name(batch, c)) is not None for v in variants)]
         return cell_name(batch, max(both)) if both else None
+
+    def failures(variants: tuple[str, ...]) -> list[str]:
+        """`variant cell: reason` of every failed cell at the target's batch with at most its clients."""
+        return [
+            f"{v} {name} failed: {row.get('reason', '')}"
+            for v in variants
+            for name, row in results.get(v, {}).items()
+            if parse_cell(name)[0] == batch and parse_cell(name)[1] <= wanted and row.get("status") == "failed"
+        ]
 
     out: dict[str, Any] = {}
     for engine in ("tfserving", "kserve"):
@@ -128,7 +142,8 @@ def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
             missing = [v for v in (bytes_variant, targets.in_process_variant) if ips(v, cell) is None]
             reason = "; ".join(_unmeasured_reason(results, v, cell, [cell]) for v in missing)
             if all(results.get(v, {}).get(cell, {}).get("status") == NOT_MEASURED for v in missing):
-                reason += f"; and no cell at batch {batch} with at most {wanted} clients was measured on both"
+                failed = failures((bytes_variant, targets.in_process_variant))
+                reason += "; and " + ("; ".join(failed) if failed else f"no cell at batch {batch} with at most {wanted} clients was measured on both")
             out[f"{engine}_bytes_over_in_process"] = not_measured(reason, **context)
             continue
         served, in_process = ips(bytes_variant, used), ips(targets.in_process_variant, used)

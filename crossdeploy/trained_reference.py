@@ -106,8 +106,7 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
 
     torch.manual_seed(settings.seed)
     model = torchvision.models.get_model(settings.arch, weights=None, num_classes=NUM_CLASSES)
-    # fused: one kernel per step instead of a dozen per parameter group (0.6 s -> 0.15 s per 30 steps here)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     inputs = torch.from_numpy(training.tensors("NCHW"))
     targets = torch.from_numpy(training.labels)
     for epoch in range(settings.epochs):

@@ -82,54 +82,51 @@ def validate_variants(
     labels = evaluation.labels if evaluation.has_labels else None
     by_name = {v.name: v for v in variants}
     reference = run_variant(by_name[REFERENCE], evaluation, batch_size, threads)
+
+    def row_for(variant: Variant, garbage: GarbageBetweenRunners) -> dict[str, Any]:
+        row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
+        unbuilt = variant.build_failure()
+        if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
+            return {**row, "status": "failed", "reason": unbuilt}
+        missing = variant.missing_reason()
+        if missing:
+            return {**row, "status": "skipped", "reason": missing}
+        if variant.artifact.exists():
+            row["size_mb"] = size_mb(variant.artifact)
+        if variant.name == REFERENCE:
+            logits = reference
+            row["reason"] = "reference: every other variant is compared with it"
+            # With random weights a network often predicts one class for everything, which makes
+            # top-1 agreement trivially perfect; this number tells the reader whether it is.
+            row["distinct_top1_classes"] = int(len(np.unique(reference.argmax(1))))
+        else:
+            log.info("validating %s", variant.name)
+            try:
+                logits = run_variant(variant, evaluation, batch_size, threads)
+            except Exception as exc:
+                reason = unavailable_reason(variant.name, exc)
+                if reason is None:
+                    # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
+                    log.exception("%s could not run", variant.name)
+                    return {**row, "status": "failed", "reason": error_text(exc)}
+                return {**row, "status": "skipped", "reason": reason}
+            finally:
+                garbage.release()
+        row.update(compare_logits(reference, logits, labels))
+        missed = thresholds[variant.thresholds].misses(row, judge_agreement)
+        if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
+            row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
+        elif missed:
+            row.update(status="failed", reason="; ".join(missed))
+        return row
+
     results: dict[str, dict[str, Any]] = {}
     # a model's served rows (float and encoded requests) run on one server, as a deployment serves them
     with SharedServers() as servers, GarbageBetweenRunners() as garbage:
         for variant in variants:
             if variant.framework != "served":
                 servers.close_idle()  # an idle server never waits beside another runner
-            row: dict[str, Any] = {"status": "ok", "reason": "", "precision": variant.precision}
-            unbuilt = variant.build_failure()
-            if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
-                row.update(status="failed", reason=unbuilt)
-                results[variant.name] = row
-                continue
-            missing = variant.missing_reason()
-            if missing:
-                row.update(status="skipped", reason=missing)
-                results[variant.name] = row
-                continue
-            if variant.artifact.exists():
-                row["size_mb"] = size_mb(variant.artifact)
-            if variant.name == REFERENCE:
-                logits = reference
-                row["reason"] = "reference: every other variant is compared with it"
-                # With random weights a network often predicts one class for everything, which makes
-                # top-1 agreement trivially perfect; this number tells the reader whether it is.
-                row["distinct_top1_classes"] = int(len(np.unique(reference.argmax(1))))
-            else:
-                log.info("validating %s", variant.name)
-                try:
-                    logits = run_variant(variant, evaluation, batch_size, threads)
-                except Exception as exc:
-                    reason = unavailable_reason(variant.name, exc)
-                    if reason is None:
-                        # a broken install or a bug: one failed row (the stage fails on it), and the rest still run
-                        log.exception("%s could not run", variant.name)
-                        row.update(status="failed", reason=error_text(exc))
-                    else:
-                        row.update(status="skipped", reason=reason)
-                    results[variant.name] = row
-                    continue
-                finally:
-                    garbage.release()
-            row.update(compare_logits(reference, logits, labels))
-            missed = thresholds[variant.thresholds].misses(row, judge_agreement)
-            if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
-                row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
-            elif missed:
-                row.update(status="failed", reason="; ".join(missed))
-            results[variant.name] = row
+            results[variant.name] = row_for(variant, garbage)
     return results
 
 

@@ -53,6 +53,19 @@ def gpus() -> list[dict[str, str]]:
     return [dict(zip(keys, (field.strip() for field in line.split(",")))) for line in out.splitlines() if line.strip()]
 
 
+#: Device nodes through which a program reaches an NVIDIA GPU: the driver's on Linux, WSL2's GPU bridge
+GPU_DEVICE_NODES = ("nvidia[0-9]*", "dxg")
+
+
+def no_gpu_reason(dev: Path = Path("/dev")) -> str | None:
+    """Why no program here can use an NVIDIA GPU, where that is certain; None where one may be usable.
+    nvidia-smi's answer alone is not enough: a container given a GPU without the driver's utilities has
+    the GPU's device node but no nvidia-smi."""
+    if gpus() or any(any(dev.glob(pattern)) for pattern in GPU_DEVICE_NODES):
+        return None
+    return "no NVIDIA GPU here (nvidia-smi finds none)"
+
+
 #: The oldest Linux driver branch each CUDA major version runs on (CUDA's release notes: minor-version
 #: compatibility). A library built for CUDA 13 fails on an older driver with errors that do not say so.
 MIN_DRIVER = {11: 450, 12: 525, 13: 580}

@@ -88,7 +88,7 @@ def validate_variants(
         unbuilt = variant.build_failure()
         if unbuilt:  # a converter could not handle the model: failed, and every other variant still runs
             return {**row, "status": "failed", "reason": unbuilt}
-        missing = variant.missing_reason()
+        missing = variant.missing_reason() or variant.absent_reason()
         if missing:
             return {**row, "status": "skipped", "reason": missing}
         if variant.artifact.exists():

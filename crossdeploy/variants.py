@@ -17,6 +17,8 @@ from crossdeploy.layout import (
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
+#: ONNX Runtime's providers that run on an NVIDIA GPU
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 #: what runs a row: one Runner per framework (crossdeploy/runtimes/), "served" a model behind `crossdeploy serve`
 FRAMEWORKS = ("torch", "onnxruntime", "tensorrt", "tensorflow", "tflite", "served")
 
@@ -50,6 +52,30 @@ class Variant:
         if self.artifact.exists() or (self.record is not None and self.record.is_file()):
             return None
         return f"{self.artifact} was not built"
+
+    @property
+    def on_gpu(self) -> bool:
+        """The row runs on an NVIDIA GPU: its torch device, ONNX Runtime provider, TensorRT or a GPU server says so."""
+        return (
+            self.framework == "tensorrt"
+            or str(self.options.get("device", "cpu")).startswith("cuda")
+            or self.options.get("provider") in GPU_PROVIDERS
+            or bool(self.options.get("gpu"))
+        )
+
+    def absent_reason(self) -> str | None:
+        """What this machine certainly lacks to run the row, told without importing its framework (a GPU, TF
+        Serving's binary or Docker); None where only opening the runtime can tell. The benchmark asks before
+        it starts a process for the row, so a row that cannot run costs no start-up and no estimate."""
+        if self.framework == "served" and self.options.get("engine") == "tfserving":
+            from crossdeploy.serving.tfserving_launch import unavailable_reason
+
+            return unavailable_reason(bool(self.options.get("gpu")))
+        if self.on_gpu:
+            from crossdeploy.device_info import no_gpu_reason
+
+            return no_gpu_reason()
+        return None
 
     def runner(self, threads: ThreadSettings) -> Runner:
         """The framework's runner for this row, given its options; only the framework that runs is imported."""

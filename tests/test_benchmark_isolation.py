@@ -130,3 +130,23 @@ def test_a_child_that_dies_while_reading_its_arguments_fails_instead_of_hanging(
     thread.join(timeout=60)
     assert not thread.is_alive(), "run_isolated hung on a child that died while reading its arguments"
     assert isinstance(outcome[0], ProcessEnded) and "exit code 3" in str(outcome[0])
+
+
+def test_a_row_this_machine_certainly_cannot_run_gets_no_process(tmp_path, monkeypatch):
+    """The planted defect: a GPU row on a machine with no GPU, whose process (started, then finding no GPU)
+    cost a start-up and sat in the time estimate as a whole variant's work until it ended."""
+    from crossdeploy import device_info
+
+    monkeypatch.setattr(device_info, "gpus", lambda: [])
+    monkeypatch.setattr(device_info, "GPU_DEVICE_NODES", ())
+    gpu_row = PlantedVariant("gpu-row", "fp16", "fp16", "torch", Path(__file__), {"device": "cuda", "half": True})
+    results = run_benchmark([gpu_row, _variant("healthy")], Images(), PLAN, tmp_path / "no-gpu")
+    assert "gpu-row" not in results["resources"]  # what a measuring process records: none ran
+    assert {row["reason"] for row in results["gpu-row"].values()} == {"no NVIDIA GPU here (nvidia-smi finds none)"}
+    assert {row["status"] for row in results["gpu-row"].values()} == {"skipped"}
+    assert results["mlperf"]["gpu-row"]["status"] == "skipped"
+    assert {row["status"] for row in results["healthy"].values()} == {"ok"}
+    # where nvidia-smi lists a GPU only the runtime can tell, in the row's own process
+    monkeypatch.setattr(device_info, "gpus", lambda: [{"name": "planted", "driver": "580.0", "compute_capability": "8.0"}])
+    results = run_benchmark([gpu_row], Images(), PLAN, tmp_path / "gpu")
+    assert "gpu-row" in results["resources"] and results["gpu-row"]["b1_c1"]["status"] == "ok"

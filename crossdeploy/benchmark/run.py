@@ -80,7 +80,7 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
     # known before anything runs, so the estimate never counts a variant that will not run
     unbuilt = {v.name: v.build_failure() for v in variants}
-    reasons = {v.name: unbuilt[v.name] or plan.disabled.get(v.name) or v.missing_reason() for v in variants}
+    reasons = {v.name: unbuilt[v.name] or plan.disabled.get(v.name) or v.missing_reason() or v.absent_reason() for v in variants}
     runnable = [v for v in variants if not reasons[v.name]]
     remaining = Remaining(planned_work(runnable, plan), CostModel(plan.windows, plan.mlperf, plan.harness_batch, plan.harness_rounds))
     bar = _Bar(remaining)

@@ -72,15 +72,11 @@ class ServedRunner(Runner):
         if self.engine == "kserve":
             import kserve  # noqa: F401  (an ImportError here says the engine is not installed)
             return
-        from crossdeploy.serving import tfserving_launch as launch
+        from crossdeploy.serving.tfserving_launch import unavailable_reason
 
-        if self.gpu:
-            reason = launch.gpu_unavailable_reason()
-            if reason:
-                raise RuntimeUnavailable(reason)
-            return
-        if not (launch.binary_available() or launch.docker_available()):
-            raise RuntimeUnavailable(f"TF Serving needs {launch.BINARY} on PATH or a running Docker engine; neither is here")
+        reason = unavailable_reason(self.gpu)
+        if reason:
+            raise RuntimeUnavailable(reason)
 
     def _prepare_impl(self, batch: np.ndarray):
         if self.input_kind == "encoded":

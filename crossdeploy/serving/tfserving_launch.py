@@ -53,6 +53,15 @@ def gpu_image(image: str) -> str:
     return image if image.endswith("-gpu") else f"{image}-gpu"
 
 
+def unavailable_reason(gpu: bool) -> str | None:
+    """Why TF Serving cannot run here (on the GPU where `gpu`), naming what is missing; None where it can."""
+    if gpu:
+        return gpu_unavailable_reason()
+    if binary_available() or docker_available():
+        return None
+    return f"TF Serving needs {BINARY} on PATH or a running Docker engine; neither is here"
+
+
 def gpu_unavailable_reason() -> str | None:
     """Why TF Serving cannot run on the GPU here, naming what is missing; None where it can."""
     from crossdeploy.device_info import gpus

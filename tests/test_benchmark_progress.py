@@ -34,6 +34,8 @@ def test_a_cell_costs_its_rounds_and_windows_up_to_its_cap():
     assert small == pytest.approx(0.04 + 3 * 0.5)  # warm-up round, three half-second windows
     assert large == pytest.approx(256 * 0.04 + DEFAULT.cell_cap_s + 256 * 0.04)  # capped; the round in flight ends it
     assert large > 10 * small
+    # one client whose request fills a window alone: no warm-up (closed_loop.warmup_repeats_the_first_window)
+    assert model.cost_s(Work("v", "cell", 32, 1)) == pytest.approx(3 * 32 * 0.04)
 
 
 def test_a_variant_not_yet_measured_costs_the_typical_speed():
@@ -80,7 +82,7 @@ def test_what_the_model_leaves_out_is_learned_from_the_time_work_really_took():
     twice its expected time doubles the rest (within bounds); without the correction the estimate is half."""
     work = [Work("v", "cell", b, 1) for b in (1, 8, 16, 32)] + [Work("w", "cell", b, 1) for b in (1, 8, 16, 32)]
     clock = Clock()
-    model = CostModel(DEFAULT, s_per_image={"v": 0.04, "w": 0.04})
+    model = CostModel(DEFAULT, s_per_image={"v": 0.05, "w": 0.05})  # v's cells: more than CORRECTION_AFTER_S expected
     remaining = Remaining(work, model, clock)
     for w in work[:4]:
         clock.now += 2 * model.cost_s(w)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
-from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.closed_loop import WindowSettings, warmup_repeats_the_first_window
 from crossdeploy.benchmark.runner_pool import QueuedRunner, RunnerPool
 from crossdeploy.benchmark.cells import NOT_MEASURED
 from crossdeploy.benchmark.search import CONFIRMATIONS, ConcurrencySearch
@@ -464,3 +465,50 @@ def test_each_client_prepares_its_request_once_per_cell():
         assert runner.prepared == 1 + 4 and runner.calls > 10 * runner.prepared
     finally:
         pool.close()
+
+
+class ColdStartRunner(Runner):
+    """20 ms per image, and its first call at each batch size `cold` times slower (a new shape's allocation)."""
+
+    concurrent_infer = False
+    max_instances = 1
+
+    def __init__(self, name: str, threads: ThreadSettings, cold: float):
+        super().__init__(name, threads)
+        self.cold, self.calls = cold, {}
+
+    def _activate_impl(self) -> None:
+        pass
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        first = len(batch) not in self.calls
+        self.calls[len(batch)] = self.calls.get(len(batch), 0) + 1
+        time.sleep(0.02 * len(batch) * (self.cold if first else 1.0))
+        return np.zeros((len(batch), 2), np.float32)
+
+
+@dataclass
+class ColdStartVariant:
+    cold: float
+    name: str = "cold-start"
+
+    def runner(self, threads: ThreadSettings) -> Runner:
+        return ColdStartRunner(self.name, threads, self.cold)
+
+
+def test_a_request_longer_than_a_window_is_not_warmed_up_and_a_cold_one_is_left_out_by_the_rule():
+    """Batch 1 (20 ms) is shorter than a 50 ms window: warmed up, its windows hold several requests and a cold one
+    would sit among them. Batch 4 (80 ms) fills a window alone: no warm-up, and its cold first request
+    (planted: three times slower) is its own window, which the stability rule leaves out of the figures."""
+    settings = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=8, stability_pct=25, cell_cap_s=2.0)
+    pool = RunnerPool(ColdStartVariant(cold=3.0), ThreadSettings())
+    try:
+        cells = sweep_variant(pool, Images(), [1, 4], [1], settings)
+    finally:
+        pool.close()
+    one, four = cells["b1_c1"], cells["b4_c1"]
+    assert one["stable"] and one["p99_ms"] < 40  # the cold 60 ms call was the warm-up
+    assert four["stable"] and four["p99_ms"] < 120 and four["windows"] == 4, four  # the cold 240 ms call: window 1, left out
+    # where the third request would start after the cap, the first stays a warm-up (a capped cell keeps no spare window)
+    assert not warmup_repeats_the_first_window(0.08, 1, replace(settings, cell_cap_s=0.15))
+    assert not warmup_repeats_the_first_window(0.08, 2, settings)  # several clients: a window holds several requests

@@ -1,6 +1,7 @@
 """Closed-loop load: N clients, each sending its next request as soon as the last one returns.
 
-Measured like Triton's perf_analyzer: after a warm-up and, for more than one client, an untimed first
+Measured like Triton's perf_analyzer: after a warm-up (left out where it would only repeat the first
+window: warmup_repeats_the_first_window) and, for more than one client, an untimed first
 round, time is cut into windows (each at least
 `window_s` long and holding at least one completion per request that runs at once: one per client, or
 one per slot where clients queue first come first served on shared runners, since there every
@@ -42,6 +43,16 @@ class WindowSettings:
     max_windows: int
     stability_pct: float
     cell_cap_s: float  # after this much measuring, clients finish their request in flight and stop
+
+
+def warmup_repeats_the_first_window(request_s: float, concurrency: int, settings: WindowSettings) -> bool:
+    """Whether a warm-up request only repeats what the first window does: one client whose requests (about
+    `request_s` each) are at least a window long, so that every window holds one request, and the third
+    still starts before the cap. A cold first request that reads slow then makes its window disagree with
+    the next ones, and the stability rule measures one more and takes its figures from the three after it;
+    one that reads like the rest is one of them, within the rule. The warm-up would cost a whole request
+    (seconds at batch 32) for what the rule already does."""
+    return concurrency == 1 and request_s >= settings.window_s and 2 * request_s < settings.cell_cap_s
 
 
 def measure_closed_loop(

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.closed_loop import WindowSettings, warmup_repeats_the_first_window
 from crossdeploy.benchmark.mlperf import MlperfSettings
 from crossdeploy.benchmark.statistics import STABLE_WINDOWS
 
@@ -66,7 +66,7 @@ class CostModel:
         w = self.windows
         if work.kind == "cell":
             round_s = work.batch * work.concurrency * t  # every client's request, on shared cores
-            warmup = w.warmup_requests * round_s
+            warmup = 0.0 if warmup_repeats_the_first_window(round_s, work.concurrency, w) else w.warmup_requests * round_s
             measuring = min(self.expected_windows() * max(w.window_s, round_s), w.cell_cap_s + round_s)
             return warmup + measuring
         if work.kind == "harness":

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from crossdeploy.benchmark.cells import cell_name, not_measured, skipped
-from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
+from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop, warmup_repeats_the_first_window
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
 from crossdeploy.datasets import ImageSet
@@ -56,7 +56,7 @@ def sweep_variant(
                 rows[name] = not_measured(reason)
             else:
                 on_cell(f"{pool.variant.name} {name}")
-                rows[name] = _measure_cell(pool, images, batch_size, concurrency, settings)
+                rows[name] = _measure_cell(pool, images, batch_size, concurrency, settings, _request_s(rows, batch_size))
                 if rows[name].pop("unavailable", False):
                     unavailable = rows[name]["reason"]
                 search.record(batch_size, concurrency, rows[name])
@@ -64,8 +64,14 @@ def sweep_variant(
     return {cell_name(b, c): rows[cell_name(b, c)] for b in batch_sizes for c in concurrencies}
 
 
+def _request_s(rows: dict[str, dict[str, Any]], batch_size: int) -> float:
+    """What one request of `batch_size` should take alone, from the fastest images/s measured so far (0 before any)."""
+    measured = [row["throughput_ips"] for row in rows.values() if row["status"] == "ok"]
+    return batch_size / max(measured) if measured else 0.0
+
+
 def _measure_cell(
-    pool: RunnerPool, images: ImageSet, batch_size: int, concurrency: int, settings: WindowSettings
+    pool: RunnerPool, images: ImageSet, batch_size: int, concurrency: int, settings: WindowSettings, request_s: float = 0.0
 ) -> dict[str, Any]:
     try:
         runners = pool.open(concurrency)
@@ -92,10 +98,11 @@ def _measure_cell(
     clients = [lambda r=r, p=p: r.infer_prepared(p) for r, p in zip(runners, requests)]
     for runner in runners:
         runner.device_ms.clear()
+    warm = pool.warm_flags(runners, batch_size)
+    if warmup_repeats_the_first_window(request_s, concurrency, settings):
+        warm = [True] * len(warm)
     try:
-        row = measure_closed_loop(
-            clients, batch_size, settings, pool.warm_flags(runners, batch_size), pool.withdraw_waiting, pool.in_parallel(runners)
-        )
+        row = measure_closed_loop(clients, batch_size, settings, warm, pool.withdraw_waiting, pool.in_parallel(runners))
     except Exception as exc:
         log.exception("%s failed at batch %d, concurrency %d", pool.variant.name, batch_size, concurrency)
         return failed(exc)

@@ -5,11 +5,18 @@ TensorFlow fixes its thread pools on first use, so the settings are applied righ
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 
 def import_tensorflow(threads=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if importlib.util.find_spec("tf_keras") is not None:
+        # TensorFlow resolves tf.keras as it is imported: to Keras 3 by default, whose import (with the
+        # scikit-learn and IPython it pulls in) is a third of TensorFlow's, about 1.3 s a process. Nothing
+        # here uses tf.keras, and onnx2tf builds with tf_keras and sets this itself when it is imported;
+        # set first, every process that imports TensorFlow skips Keras 3.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
     if threads is not None:

@@ -35,7 +35,10 @@ def test_a_cell_costs_its_rounds_and_windows_up_to_its_cap():
     assert large == pytest.approx(256 * 0.04 + DEFAULT.cell_cap_s + 256 * 0.04)  # capped; the round in flight ends it
     assert large > 10 * small
     # one client whose request fills a window alone: no warm-up (closed_loop.warmup_repeats_the_first_window)
-    assert model.cost_s(Work("v", "cell", 32, 1)) == pytest.approx(3 * 32 * 0.04)
+    assert model.cost_s(Work("v", "cell", 16, 1)) == pytest.approx(3 * 16 * 0.04)
+    # where a fourth request would start after the cap, the warm-up stays (1.6 s requests, a 4 s cap)
+    slower = CostModel(DEFAULT, s_per_image={"v": 0.05})
+    assert slower.cost_s(Work("v", "cell", 32, 1)) == pytest.approx(4 * 32 * 0.05)
 
 
 def test_a_variant_not_yet_measured_costs_the_typical_speed():

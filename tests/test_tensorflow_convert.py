@@ -1,5 +1,7 @@
 """onnx2tf -> SavedModel with a serving signature -> TFLite, on the tiny model, with real TensorFlow."""
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -156,3 +158,20 @@ def test_exact_gelu_reaches_tflite_as_one_op_and_runs_in_int8(tmp_path):
     for precision, cosine in (("fp32", 0.99999), ("int8", 0.9)):
         with TFLiteRunner(tmp_path / "tflite" / f"model.{precision}.tflite", precision) as runner:
             assert compare_logits(reference, runner.infer_all(x.transpose(0, 2, 3, 1), 3))["cosine_min"] > cosine
+
+
+def test_tensorflow_is_imported_without_keras_3():
+    """Plain `import tensorflow` imports Keras 3 (and scikit-learn, IPython) to resolve tf.keras: about 1.3 s in
+    every process that imports TensorFlow. import_tensorflow points tf.keras at tf_keras, which onnx2tf builds
+    with, so neither is imported; planted: TensorFlow imported first, as the defect did."""
+    import subprocess
+    import sys
+
+    probe = "import sys; {}; print(sorted(m for m in ('keras', 'sklearn', 'IPython') if m in sys.modules))"
+    ours = "from crossdeploy.tensorflow_env import import_tensorflow; import_tensorflow()"
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    loaded = {
+        first: subprocess.run([sys.executable, "-c", probe.format(first)], capture_output=True, text=True, env=env, check=True).stdout
+        for first in (ours, "import tensorflow")
+    }
+    assert loaded[ours].strip() == "[]" and "'keras'" in loaded["import tensorflow"], loaded

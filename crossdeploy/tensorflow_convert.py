@@ -21,6 +21,7 @@ import numpy as np
 from crossdeploy.build_failures import ConversionFailed, captured_output, error_summary, onnx2tf_failure
 from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_VARIANTS
 from crossdeploy.onnx_rewrite import gelus_in_onnx2tf_order, pad_maxpools_over_nonnegative, spatial_means_to_global_pools
+from crossdeploy.saved_model import save_saved_model
 from crossdeploy.tensorflow_env import import_tensorflow
 
 ONNX2TF_HINT = (
@@ -129,7 +130,7 @@ def save_serving_model(keras_model, export_dir: Path, input_size: int, batch: in
     """The `serving_default` signature (`images` NHWC -> `logits`) at `batch` (None: any), under TF Serving's layout."""
     tf = import_tensorflow()
     module = _serving_module(keras_model, input_size, batch)
-    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: module.serve})
+    save_saved_model(tf, module, export_dir, {SIGNATURE: module.serve})
 
 
 def convert_tflite(saved_model_dir: Path, output: Path, precision: str, calibration_nhwc: np.ndarray | None = None) -> None:

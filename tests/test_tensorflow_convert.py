@@ -175,3 +175,44 @@ def test_tensorflow_is_imported_without_keras_3():
         for first in (ours, "import tensorflow")
     }
     assert loaded[ours].strip() == "[]" and "'keras'" in loaded["import tensorflow"], loaded
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+_SAVE_BOTH = """
+import json, sys
+from pathlib import Path
+from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.serving.signatures import export_with_bytes_signature
+from crossdeploy.tensorflow_convert import onnx_to_keras, save_serving_model
+onnx_path, out, prep = Path(sys.argv[1]), Path(sys.argv[2]), Preprocessing(**json.loads(sys.argv[3]))
+save_serving_model(onnx_to_keras(onnx_path), out / "float", prep.crop_size)
+export_with_bytes_signature(out / "float", out / "bytes", prep)
+"""
+
+
+def test_the_same_model_saved_twice_gives_the_same_files(tiny_optimized, tiny_saved_model, tiny_source, tmp_path):
+    """The defect: TensorFlow's random fingerprint uuid made every re-run of to_tensorflow and package a new
+    artifact for DVC. Each stage saves in a process of its own, as here; planted: a plain
+    tf.saved_model.save of the same model differs in fingerprint.pb."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from crossdeploy.saved_model import FINGERPRINT
+    from crossdeploy.tensorflow_env import import_tensorflow
+
+    prep = json.dumps(dataclasses.asdict(tiny_source[1].preprocessing))
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", _SAVE_BOTH, str(tiny_optimized[0]), str(tmp_path / run), prep], check=True, capture_output=True)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    tf = import_tensorflow()
+    for run in ("plain-a", "plain-b"):
+        model = tf.saved_model.load(str(tiny_saved_model))
+        tf.saved_model.save(model, str(tmp_path / run), signatures={"serving_default": model.signatures["serving_default"]})
+    assert _files(tmp_path / "plain-a")[FINGERPRINT] != _files(tmp_path / "plain-b")[FINGERPRINT]
+    # another model gets another uuid: the fingerprint still tells models apart
+    assert _files(tmp_path / "a" / "float")[FINGERPRINT] != _files(tmp_path / "a" / "bytes")[FINGERPRINT]

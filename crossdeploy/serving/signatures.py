@@ -137,6 +137,7 @@ def export_with_bytes_signature(
     """The pipeline's SavedModel saved again at `export_dir` with the bytes signature added. The float
     signature is the loaded model's own (not wrapped again); the bytes one preprocesses in the graph,
     refusing images over `limits` (package.image_limits) before decoding them, then calls it."""
+    from crossdeploy.saved_model import save_saved_model
     from crossdeploy.tensorflow_env import import_tensorflow
 
     tf = import_tensorflow()
@@ -153,4 +154,4 @@ def export_with_bytes_signature(
         )
         return serve(**{INPUT_NAME: images})
 
-    tf.saved_model.save(model, str(export_dir), signatures={SIGNATURE: serve, BYTES_SIGNATURE: serve_bytes})
+    save_saved_model(tf, model, export_dir, {SIGNATURE: serve, BYTES_SIGNATURE: serve_bytes})

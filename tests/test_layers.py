@@ -18,7 +18,7 @@ from tests.test_stage_code import _imports
 #: other freely), or a top-level folder of scripts; "crossdeploy" is the package's own __init__.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the exceptions every layer raises or catches
-    ("crossdeploy", "atomic", "layout", "params", "compose", "experiments", "resources", "stage", "build_failures", "device_info", "tensorflow_env"),
+    ("crossdeploy", "atomic", "layout", "params", "compose", "experiments", "resources", "stage", "build_failures", "device_info", "tensorflow_env", "saved_model"),
     # data, conversions and comparisons: each works on files and arrays, not on runtimes
     ("preprocessing", "datasets", "source_model", "parity", "parity_report", "support_matrix", "cost_growth", "model_size",
      "onnx_graph", "onnx_rewrite", "onnx_export", "onnx_optimize", "onnx_quantize", "tensorflow_convert"),

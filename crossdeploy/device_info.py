@@ -55,6 +55,8 @@ def gpus() -> list[dict[str, str]]:
 
 #: Device nodes through which a program reaches an NVIDIA GPU: the driver's on Linux, WSL2's GPU bridge
 GPU_DEVICE_NODES = ("nvidia[0-9]*", "dxg")
+#: the reason a GPU row gives where nvidia-smi lists no GPU
+NO_GPU = "no NVIDIA GPU here (nvidia-smi finds none)"
 
 
 def no_gpu_reason(dev: Path = Path("/dev")) -> str | None:
@@ -63,7 +65,7 @@ def no_gpu_reason(dev: Path = Path("/dev")) -> str | None:
     the GPU's device node but no nvidia-smi."""
     if gpus() or any(any(dev.glob(pattern)) for pattern in GPU_DEVICE_NODES):
         return None
-    return "no NVIDIA GPU here (nvidia-smi finds none)"
+    return NO_GPU
 
 
 #: The oldest Linux driver branch each CUDA major version runs on (CUDA's release notes: minor-version

@@ -104,11 +104,11 @@ def tensorrt_driver_reason() -> str | None:
 @functools.cache  # the GPU and TensorRT do not change under a running process; each runner asks
 def current_target() -> tuple[GpuTarget | None, str]:
     """(this machine's target, "") or (None, why TensorRT cannot build or run here)."""
-    from crossdeploy.device_info import gpus
+    from crossdeploy.device_info import NO_GPU, gpus
 
     found = gpus()
     if not found:
-        return None, "no NVIDIA GPU here (nvidia-smi finds none)"
+        return None, NO_GPU
     version = tensorrt_version()
     if version is None:
         return None, "TensorRT is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"

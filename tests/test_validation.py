@@ -75,20 +75,25 @@ def test_nan_logits_fail_even_where_no_verdict_is_given_and_the_json_stays_valid
     assert json.loads((tmp_path / "parity.json").read_text())["onnxruntime-int8"]["nonfinite_values"] == len(tiny_images[1].pixels)
 
 
-def test_a_models_served_rows_share_one_server_that_never_waits_beside_another_runner(
-    tiny_source, tiny_optimized, tiny_images, served_repo, monkeypatch
-):
+def _served_variant(name, served_repo):
     from crossdeploy.layout import SERVED
-    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+
+    options = {**SERVED[name.removesuffix("-again")]._asdict(), "repository": served_repo / "models" / "serving", "model": "tiny", "params_file": served_repo / "params.yaml"}
+    return Variant(name, "fp32", "served", "served", served_repo / "models" / "serving" / "tiny" / "1", options)
+
+
+def _record_servers(monkeypatch, events, running, up=None):
     from crossdeploy.serving.server_process import ServerProcess
 
-    events, running = [], []
-    start, stop, activate = ServerProcess.start, ServerProcess.stop, OnnxRuntimeRunner._activate_impl
+    start, stop = ServerProcess.start, ServerProcess.stop
 
     def started(self):
         events.append("start")
         running.append(self)
-        return start(self)
+        endpoint = start(self)
+        if up is not None:
+            up.set()
+        return endpoint
 
     def stopped(self, *args, **kwargs):
         if self.process is not None:
@@ -96,28 +101,73 @@ def test_a_models_served_rows_share_one_server_that_never_waits_beside_another_r
             running.remove(self)
         return stop(self, *args, **kwargs)
 
+    monkeypatch.setattr(ServerProcess, "start", started)
+    monkeypatch.setattr(ServerProcess, "stop", stopped)
+
+
+def test_a_models_served_rows_share_one_server_that_runs_beside_the_in_process_rows(
+    tiny_source, tiny_optimized, tiny_images, served_repo, monkeypatch
+):
+    """The served rows run in a lane of their own: the in-process rows here wait for their server to be up,
+    which a validate running the rows in the table's order would start only after the first of them (planted:
+    that row then fails after the wait). The model's three served rows share the one server, in-process rows
+    between them in the table or not."""
+    import threading
+
+    from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+
+    events, running, up = [], [], threading.Event()
+    _record_servers(monkeypatch, events, running, up)
+    activate = OnnxRuntimeRunner._activate_impl
+
     def onnxruntime(self):
+        if not up.wait(timeout=120):
+            raise AssertionError("the in-process row ran while no served row had started its server")
         events.append(f"onnxruntime with {len(running)} servers")
         return activate(self)
 
-    monkeypatch.setattr(ServerProcess, "start", started)
-    monkeypatch.setattr(ServerProcess, "stop", stopped)
     monkeypatch.setattr(OnnxRuntimeRunner, "_activate_impl", onnxruntime)
-
-    def served(name):
-        options = {**SERVED[name.removesuffix("-again")]._asdict(), "repository": served_repo / "models" / "serving", "model": "tiny", "params_file": served_repo / "params.yaml"}
-        return Variant(name, "fp32", "served", "served", served_repo / "models" / "serving" / "tiny" / "1", options)
-
     variants = [
         Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
-        served("kserve-rest-fp32"), served("kserve-rest-bytes"),
         Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
-        served("kserve-rest-fp32-again"),
+        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
+        Variant("onnxruntime-fp32-again", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
+        _served_variant("kserve-rest-fp32-again", served_repo),
     ]  # fmt: skip
     thresholds = {**THRESHOLDS, "served": Thresholds(top1_agreement=0.0, cosine_min=0.99)}
     results = validate_variants(variants, tiny_images[1], thresholds, batch_size=4, threads=ThreadSettings(intra_op=1))
-    assert {name: row["status"] for name, row in results.items()} == dict.fromkeys(results, "ok")
-    assert events == ["start", "stop", "onnxruntime with 0 servers", "start", "stop"]
+    assert list(results) == [v.name for v in variants]  # the table keeps the variants' order, whichever lane ran them
+    assert {name: row["status"] for name, row in results.items()} == dict.fromkeys(results, "ok"), results
+    assert results["kserve-rest-fp32"]["max_abs_err"] == results["kserve-rest-fp32-again"]["max_abs_err"]
+    assert events == ["start", "onnxruntime with 1 servers", "onnxruntime with 1 servers", "stop"]
+    assert not running
+
+
+def test_a_failed_reference_stops_the_served_lane_and_its_server(tiny_images, served_repo, monkeypatch, tmp_path):
+    """No reference, no table: the stage fails, and the served lane stops after its row and stops its server
+    (planted: a lane that went on would start the second row's work after the failure)."""
+    import pytest
+
+    from crossdeploy.runtimes.served_runtime import ServedRunner
+
+    events, running, rows = [], [], []
+    _record_servers(monkeypatch, events, running)
+    activate = ServedRunner._activate_impl
+
+    def served(self):
+        rows.append(self.name)
+        return activate(self)
+
+    monkeypatch.setattr(ServedRunner, "_activate_impl", served)
+    variants = [
+        Variant("torch-fp32", "fp32", "fp32", "torch", tmp_path / "no-program.pt2"),
+        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
+    ]  # fmt: skip
+    with pytest.raises(Exception, match="no-program"):
+        validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
+    # the reference fails at once and the first row's server takes seconds to start: the second row never begins
+    assert rows in ([], ["kserve-rest-fp32"]), rows
+    assert events in ([], ["start", "stop"]) and not running
 
 
 def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monkeypatch):

@@ -4,8 +4,7 @@ leaves its server running when it closes, and the next runner that would start t
 
 A deployment serves a model's float and encoded-image signatures from one server, and starting one
 costs seconds (TensorFlow's import and the SavedModel's load), so validate starts one per model, not
-one per row. At most one server waits idle at a time, and never beside another runner: memory stays
-that of one row at a time.
+one per row. At most one server waits idle at a time: a runner that starts another stops it first.
 """
 
 from __future__ import annotations

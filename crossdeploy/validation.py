@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -131,32 +132,41 @@ def validate_variants(
     # start (TensorFlow's import, the model's load) and its JSON parsing keep one core busy at most, so
     # alone they left the other idle (validate used 1.6 of 2 cores); beside the in-process rows they fill
     # it. The logits are the same either way: every runner computes the same batches. A model's served
-    # rows run one after another on one server, as a deployment serves them (SharedServers). Only the
-    # in-process lane collects garbage (GarbageBetweenRunners): a freeze from the served lane could catch a
-    # runner of the other lane half-closed and keep its cycles until the end.
+    # rows run one after another on one server, as a deployment serves them (SharedServers), and the lane
+    # stops it when its last row is done. Only the in-process lane collects garbage (GarbageBetweenRunners):
+    # what the served lane makes is mostly bytes and arrays, and a collection between its rows would pause
+    # the other lane's Python for nothing.
     served = [v for v in variants if v.framework == "served"]
     stop = threading.Event()
     outcomes: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
 
-    def served_lane() -> None:
-        for variant in served:
-            if stop.is_set():
-                return
-            outcomes[variant.name] = measured(variant, None)
+    def served_lane(servers: SharedServers) -> None:
+        try:
+            for variant in served:
+                if stop.is_set():
+                    return
+                outcomes[variant.name] = measured(variant, None)
+        finally:
+            servers.close_idle()  # never idle beside the in-process rows still to run
 
-    with SharedServers(), GarbageBetweenRunners() as garbage, ThreadPoolExecutor(1, "served-rows") as lane:
-        pending = lane.submit(served_lane) if served else None
+    with SharedServers() as servers, GarbageBetweenRunners() as garbage, ThreadPoolExecutor(1, "served-rows") as lane:
+        pending = lane.submit(served_lane, servers) if served else None
         try:
             reference = run_variant(by_name[REFERENCE], evaluation, batch_size, threads)
             for variant in variants:
                 if variant.framework != "served":
                     outcomes[variant.name] = measured(variant, garbage)
-        except BaseException:
-            stop.set()  # the reference failed or the run was interrupted: the lane ends after its current row
-            raise
-        finally:
             if pending is not None:
                 pending.result()
+        except BaseException:
+            # the reference failed, the lane raised, or the run was interrupted (also while waiting for the
+            # lane): the lane ends after its current row, and its own error, if it has one, is logged
+            stop.set()
+            if pending is not None:
+                wait([pending])
+                if pending.exception() is not None and pending.exception() is not sys.exc_info()[1]:
+                    log.error("the served rows' lane also failed", exc_info=pending.exception())
+            raise
     return {v.name: judged(v, *outcomes[v.name]) for v in variants}
 
 

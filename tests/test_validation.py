@@ -108,25 +108,33 @@ def _record_servers(monkeypatch, events, running, up=None):
 def test_a_models_served_rows_share_one_server_that_runs_beside_the_in_process_rows(
     tiny_source, tiny_optimized, tiny_images, served_repo, monkeypatch
 ):
-    """The served rows run in a lane of their own: the in-process rows here wait for their server to be up,
-    which a validate running the rows in the table's order would start only after the first of them (planted:
-    that row then fails after the wait). The model's three served rows share the one server, in-process rows
-    between them in the table or not."""
+    """The served rows run in a lane of their own, beside the in-process rows: here each side waits for the
+    other to have started (an in-process row for the server, a served request for an in-process row), which
+    rows run one after another, in either order, never get (planted: the waiting row fails after 120 s). The
+    model's three served rows share the one server, in-process rows between them in the table or not, and
+    it is stopped by the time validate returns."""
     import threading
 
     from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
+    from crossdeploy.runtimes.served_runtime import ServedRunner
 
-    events, running, up = [], [], threading.Event()
+    events, running, up, in_process = [], [], threading.Event(), threading.Event()
     _record_servers(monkeypatch, events, running, up)
-    activate = OnnxRuntimeRunner._activate_impl
+    activate, infer = OnnxRuntimeRunner._activate_impl, ServedRunner._infer_impl
 
     def onnxruntime(self):
+        in_process.set()
         if not up.wait(timeout=120):
             raise AssertionError("the in-process row ran while no served row had started its server")
-        events.append(f"onnxruntime with {len(running)} servers")
         return activate(self)
 
+    def served(self, batch):
+        if not in_process.wait(timeout=120):
+            raise AssertionError("the served row ran while no in-process row had started")
+        return infer(self, batch)
+
     monkeypatch.setattr(OnnxRuntimeRunner, "_activate_impl", onnxruntime)
+    monkeypatch.setattr(ServedRunner, "_infer_impl", served)
     variants = [
         Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
         Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
@@ -139,8 +147,44 @@ def test_a_models_served_rows_share_one_server_that_runs_beside_the_in_process_r
     assert list(results) == [v.name for v in variants]  # the table keeps the variants' order, whichever lane ran them
     assert {name: row["status"] for name, row in results.items()} == dict.fromkeys(results, "ok"), results
     assert results["kserve-rest-fp32"]["max_abs_err"] == results["kserve-rest-fp32-again"]["max_abs_err"]
-    assert events == ["start", "onnxruntime with 1 servers", "onnxruntime with 1 servers", "stop"]
-    assert not running
+    assert events == ["start", "stop"] and not running
+
+
+def test_an_interrupt_while_validate_waits_for_the_served_lane_stops_it(tiny_source, tiny_images, served_repo, monkeypatch):
+    """Ctrl-C once the in-process rows are done, while validate waits for the served lane: the lane ends after
+    its current row, the next row never starts and no server is left (planted, the lane told to stop only
+    when a row raised before that wait: the second row ran)."""
+    import os
+    import signal
+
+    import pytest
+
+    from crossdeploy.runtimes.served_runtime import ServedRunner
+
+    events, running, rows, sent = [], [], [], []
+    _record_servers(monkeypatch, events, running)
+    activate, infer = ServedRunner._activate_impl, ServedRunner._infer_impl
+
+    def served(self):
+        rows.append(self.name)
+        return activate(self)
+
+    def interrupted(self, batch):
+        if rows == ["kserve-rest-fp32"] and not sent:
+            sent.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, once, to this process alone
+        return infer(self, batch)
+
+    monkeypatch.setattr(ServedRunner, "_activate_impl", served)
+    monkeypatch.setattr(ServedRunner, "_infer_impl", interrupted)
+    variants = [
+        Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
+        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
+    ]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
+    assert rows == ["kserve-rest-fp32"]
+    assert events == ["start", "stop"] and not running
 
 
 def test_a_failed_reference_stops_the_served_lane_and_its_server(tiny_images, served_repo, monkeypatch, tmp_path):

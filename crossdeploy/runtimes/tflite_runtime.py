@@ -14,7 +14,9 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # older stacks ship the interpreter inside TensorFlow only
-        import tensorflow as tf
+        from crossdeploy.tensorflow_env import import_tensorflow
+
+        tf = import_tensorflow()
 
         Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     return Interpreter, OpResolverType

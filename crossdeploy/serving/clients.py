@@ -56,7 +56,9 @@ class RestClient:
 
 def predict_request(model: str, images_nhwc: np.ndarray | None = None, encoded_images: list[bytes] | None = None):
     """A PredictRequest for serving_default (floats) or serving_bytes (encoded images)."""
-    import tensorflow as tf
+    from crossdeploy.tensorflow_env import import_tensorflow
+
+    tf = import_tensorflow()
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -87,8 +89,9 @@ class GrpcClient:
         return predict_request(self.model, images_nhwc=images_nhwc, encoded_images=encoded_images)
 
     def send(self, request) -> np.ndarray:
-        import tensorflow as tf
+        from crossdeploy.tensorflow_env import import_tensorflow
 
+        tf = import_tensorflow()
         return tf.make_ndarray(self._stub.Predict(request, timeout=self.timeout_s).outputs[OUTPUT_NAME])
 
     def predict(self, images_nhwc: np.ndarray) -> np.ndarray:

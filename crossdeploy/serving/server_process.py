@@ -25,13 +25,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: a server started for a measurement must not outlive a killed parent (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _death_with_parent():
+    """What the child runs between fork and exec so that it never outlives a killed parent (Linux: SIGTERM
+    when the thread that started it ends). prctl is looked up here, in the parent: loading a library in the
+    child can hang it when another thread of the parent held the loader's lock at the fork (validate starts
+    servers from a thread while its other thread imports frameworks)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    PR_SET_PDEATHSIG = 1
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerProcess:
@@ -84,7 +89,7 @@ class ServerProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                command, cwd=self.params_file.parent, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                command, cwd=self.params_file.parent, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_death_with_parent()
             )
         model = self.model or load_params(self.params_file)["model"]["name"]  # what `serve` picks without --model
         deadline = time.monotonic() + self.ready_timeout_s

@@ -5,6 +5,8 @@ leaves its server running when it closes, and the next runner that would start t
 A deployment serves a model's float and encoded-image signatures from one server, and starting one
 costs seconds (TensorFlow's import and the SavedModel's load), so validate starts one per model, not
 one per row. At most one server waits idle at a time: a runner that starts another stops it first.
+A server lives no longer than the thread that started it (Linux's parent-death signal follows that
+thread: server_process.py), so only that thread's runners may take it over: validate's served lane.
 """
 
 from __future__ import annotations

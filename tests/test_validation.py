@@ -181,8 +181,13 @@ def test_an_interrupt_while_validate_waits_for_the_served_lane_stops_it(tiny_sou
         Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
         _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
     ]  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
+    # Python's own Ctrl-C handler: a server run in process by an earlier test (uvicorn) may have left its own
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert rows == ["kserve-rest-fp32"]
     assert events == ["start", "stop"] and not running
 

@@ -13,10 +13,12 @@ import numpy as np
 
 from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.layout import trained_paths
 from crossdeploy.onnx_graph import size_mb
-from crossdeploy.parity import Thresholds, compare_logits
+from crossdeploy.parity import Floor, Thresholds, compare_logits
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 from crossdeploy.serving.shared_servers import SharedServers
+from crossdeploy.source_model import ModelCard
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,10 @@ class GarbageBetweenRunners:
 
 #: why a validate.thresholds entry gives no verdict on random weights, by its key
 UNJUDGED_ON_RANDOM_WEIGHTS = {
-    "int8": "random weights: INT8 noise is as large as their input-dependent signal, so no verdict; "
-    "the trained/ rows judge the INT8 path on a trained model",
-    "encoded": "random weights amplify the grey level the serving graph's resize may round unlike PIL's "
-    "into logit noise, so no verdict; the trained/ rows judge the bytes path on a trained model",
+    "int8": "random weights: INT8 noise is as large as their input-dependent signal, so no verdict beyond the floor "
+    "(its outputs follow the input); the trained/ rows, a stand-in of the same architecture, judge the INT8 conversion",
+    "encoded": "random weights amplify the grey level the serving graph's resize may round unlike PIL's into logit "
+    "noise, so no verdict beyond the floor; the trained/ rows, a stand-in of the same architecture, judge the bytes path",
 }
 
 
@@ -69,6 +71,7 @@ def validate_variants(
     threads: ThreadSettings,
     judge_agreement: bool = True,
     unjudged: dict[str, str] | None = None,
+    floor: Floor = Floor(),
 ) -> dict[str, dict[str, Any]]:
     """Return the parity table, one row per variant, with status ok, failed, skipped or unjudged.
 
@@ -80,7 +83,9 @@ def validate_variants(
     a random network's top logits are near-ties that any rounding flips. `unjudged` maps thresholds keys
     to the reason their variants get figures but no verdict (random weights: INT8 noise is as large as
     the input-dependent signal, so a correct and a damaged INT8 model score alike; a trained model
-    judges them). Non-finite logits are failed whatever the precision.
+    judges them). Before any threshold, every variant meets the `floor` whatever its weights: finite logits
+    that depend on the input (non-finite, zero, constant or input-blind logits are failed, never unjudged);
+    a row that met it says `floor: passed`.
     """
     labels = evaluation.labels if evaluation.has_labels else None
     by_name = {v.name: v for v in variants}
@@ -121,8 +126,15 @@ def validate_variants(
         if logits is None:
             return row
         row.update(compare_logits(reference, logits, labels))
+        if variant.name == REFERENCE:
+            return row
+        # the floor first, whatever the weights: a variant that ignores its input is failed, never unjudged
+        below = floor.misses(row)
+        if below:
+            return {**row, "status": "failed", "reason": "; ".join(below), "floor": "failed"}
+        row["floor"] = "passed"
         missed = thresholds[variant.thresholds].misses(row, judge_agreement)
-        if variant.thresholds in (unjudged or {}) and not row.get("nonfinite_values"):
+        if variant.thresholds in (unjudged or {}):
             row.update(status="unjudged", reason=(unjudged or {})[variant.thresholds])
         elif missed:
             row.update(status="failed", reason="; ".join(missed))
@@ -197,3 +209,35 @@ def unmet_requirements(results: dict[str, dict[str, Any]], required: list[str]) 
         for name in required
         if results[name]["status"] == "skipped"
     ]
+
+
+def describe_reference(rows: dict[str, dict[str, Any]], card: ModelCard, stand_in: bool = False) -> None:
+    """Write on the reference row which model the rows are about, so that a verdict read later (the deploy
+    decision) can tell the model a file holds from the stand-in that judged its conversion."""
+    rows[REFERENCE].update(model=card.name, arch=card.arch, random_weights=card.random_weights, stand_in=stand_in)
+
+
+def standin_verdicts(rows: dict[str, dict[str, Any]], accuracy_min: float) -> dict[str, dict[str, Any]]:
+    """The stand-in's rows, with its INT8 verdicts withdrawn where it learnt too little for them to mean anything:
+    a model below `accuracy_min` (validate.standin_accuracy_min) has logits too weakly tied to its input for INT8's
+    noise to be told from a defect. Its floor verdicts stand."""
+    accuracy = rows[REFERENCE].get("accuracy_top1")
+    if accuracy is None or accuracy >= accuracy_min:
+        return rows
+    reason = (
+        f"the stand-in reached accuracy {accuracy:.4f} < validate.standin_accuracy_min {accuracy_min} in its training "
+        "budget, too little for an INT8 verdict; raise trained.epochs (or trained.input_size)"
+    )
+    withdrawn = {
+        name: {**row, "status": "unjudged", "reason": reason}
+        for name, row in rows.items()
+        if row.get("precision") == "int8" and row.get("floor") == "passed"
+    }
+    return {**rows, **withdrawn}
+
+
+def standin_absent_reason(params: dict[str, Any]) -> str:
+    """Why the stand-in's rows have no figures: switched off, or its stage has not run."""
+    if not params["trained"].get("enabled", True):
+        return "trained.enabled is false: no stand-in judges the conversions (the main rows are judged on their own)"
+    return f"{trained_paths(params['paths']['trained'])['evaluation']} was not built (stage trained)"

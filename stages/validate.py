@@ -7,12 +7,14 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import ParityError
 from crossdeploy.layout import TRAINED_PREFIX, trained_paths
 from crossdeploy.params import load_params
-from crossdeploy.parity import Thresholds
+from crossdeploy.parity import Floor, Thresholds
 from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
-from crossdeploy.validation import judging_rules, required_variants, unmet_requirements, validate_variants
+from crossdeploy.validation import (
+    describe_reference, judging_rules, required_variants, standin_absent_reason, standin_verdicts, unmet_requirements, validate_variants,
+)
 from crossdeploy.variants import pipeline_variants, trained_variants
 
 
@@ -25,15 +27,19 @@ def main() -> None:
     required = required_variants(cfg.get("require"), [v.name for v in variants])
     thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
     run = {"batch_size": int(cfg["batch_size"]), "threads": ThreadSettings(**cfg["threads"])}
+    floor = Floor(**cfg["floor"])
     judging = judging_rules(cfg, thresholds) if card.random_weights else {"thresholds": thresholds}
-    results = validate_variants(variants, evaluation, **judging, **run)
+    results = validate_variants(variants, evaluation, **judging, **run, floor=floor)
     judge_agreement = judging.get("judge_agreement", True)
-    # the trained model's rows: real thresholds on every figure, accuracy against its labels included
-    trained_evaluation = Path(trained_paths(paths["trained"])["evaluation"])
-    if trained_evaluation.is_file():
-        trained = validate_variants(trained_variants(params), ImageSet.load(trained_evaluation), thresholds, **run)
+    describe_reference(results, card)
+    # the stand-in's rows: real thresholds on every figure, accuracy against its labels included
+    standin = trained_paths(paths["trained"])
+    if Path(standin["evaluation"]).is_file():
+        trained = validate_variants(trained_variants(params), ImageSet.load(Path(standin["evaluation"])), thresholds, **run, floor=floor)
+        describe_reference(trained, ModelCard.from_dict(read_json(standin["model_card"])), stand_in=True)
+        trained = standin_verdicts(trained, float(cfg["standin_accuracy_min"]))
     else:
-        trained = {v.name: {"status": "skipped", "reason": f"{trained_evaluation} was not built (stage trained)"} for v in trained_variants(params)}
+        trained = {v.name: {"status": "skipped", "reason": standin_absent_reason(params)} for v in trained_variants(params)}
     results.update({TRAINED_PREFIX + name: row for name, row in trained.items()})
     write_json(paths["parity"], results)
     with atomic_path(paths["parity_report"]) as out:

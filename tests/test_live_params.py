@@ -38,6 +38,7 @@ LIVE = {
         "package.batching.num_batch_threads": 4, "package.batching.max_enqueued_batches": 10,
         "package.image_limits.max_pixels": 1000000, "package.image_limits.max_aspect_ratio": 10,
     },
+    "trained": {"trained.enabled": False},  # no stand-in: an empty folder
     "tensorrt": {
         "tensorrt.enabled": False, "tensorrt.batch.min": 2, "tensorrt.batch.opt": 8, "tensorrt.batch.max": 64,
         "tensorrt.workspace_mib": 1024, "tensorrt.optimization_level": 5,
@@ -89,6 +90,9 @@ EXPLAINED = {
     "validate:tensorrt.cuda_graph": "the TensorRT runner's replay mode: the same engine computes the same logits (GPU tests)",
     "validate:validate.strict": "whether failures stop the stage; parity.json is the same (tests/test_skips)",
     "validate:validate.judge_agreement_with_random_weights": VERDICT,
+    "validate:validate.floor.input_spread_min": "the floor's bound: the output changes only when a row crosses it (tests/test_floor)",
+    "validate:validate.standin_accuracy_min": "below it the stand-in's INT8 rows are unjudged: a status, not a figure "
+    "(tests/test_trained_reference)",
     "validate:validate.batch_size": RUN_ONLY,
     "validate:validate.threads.intra_op": RUN_ONLY,
     "validate:validate.threads.inter_op": RUN_ONLY,

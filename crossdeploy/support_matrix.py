@@ -21,7 +21,7 @@ from typing import Any
 
 from crossdeploy.device_info import describe_device
 from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, publish, queue_states, run_queued
-from crossdeploy.layout import TRAINED_PREFIX
+from crossdeploy.layout import REFERENCE, TRAINED_PREFIX
 from crossdeploy.params import load_params
 
 #: one classifier per torchvision family, the smallest that represents it; the large ones last
@@ -75,9 +75,18 @@ def collect(architectures: list[str]) -> dict[str, Any]:
             state = states.get(name, "not run")
             rows[arch] = {"pipeline": failure_from_log(name, "validate") if state == "Failed" else f"experiment {state.lower()}"}
             continue
-        variants = {k: v for k, v in json.loads(parity).items() if not k.startswith(TRAINED_PREFIX)}
-        rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants}
+        table = json.loads(parity)
+        variants = {k: v for k, v in table.items() if not k.startswith(TRAINED_PREFIX)}
+        standin = {k[len(TRAINED_PREFIX) :]: v for k, v in table.items() if k.startswith(TRAINED_PREFIX)}
+        rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants, "standin": standin}
     return rows
+
+
+def _note(row: dict[str, Any], notes: list[str]) -> int:
+    reason = re.sub(r"\s+", " ", row.get("reason", ""))
+    if reason not in notes:
+        notes.append(reason)
+    return notes.index(reason) + 1
 
 
 def _cell(rows: dict[str, Any], column: str, notes: list[str]) -> str:
@@ -90,11 +99,29 @@ def _cell(rows: dict[str, Any], column: str, notes: list[str]) -> str:
             if column in INT8_COLUMNS and "cosine_min" in row:
                 text += f" (cos {row['cosine_min']:.2f}, top-1 {row['top1_agreement']:.0%})"
         else:
-            reason = re.sub(r"\s+", " ", row.get("reason", ""))
-            if reason not in notes:
-                notes.append(reason)
-            text = f"{status} [{notes.index(reason) + 1}]"
+            text = f"{status} [{_note(row, notes)}]"
         cells.append(text)
+    return " / ".join(cells)
+
+
+def _standin_accuracy(standin: dict[str, Any], notes: list[str]) -> str:
+    reference = standin.get(REFERENCE, {"status": "missing", "reason": "no stand-in rows (stage trained)"})
+    if "accuracy_top1" not in reference:
+        return f"{reference['status']} [{_note(reference, notes)}]"
+    return f"{reference.get('arch', '?')} {reference['accuracy_top1']:.3f}"
+
+
+def _standin_int8(standin: dict[str, Any], notes: list[str]) -> str:
+    """Each INT8 variant's verdict on the stand-in: whether INT8 works for this family."""
+    cells = []
+    for column in INT8_COLUMNS:
+        row = standin.get(COLUMNS[column][0], {"status": "missing", "reason": "no stand-in row"})
+        if row["status"] == "ok":
+            cells.append(f"ok (top-1 {row['top1_agreement']:.1%})")
+        elif row["status"] == "failed" or row["status"] == "unjudged":
+            cells.append(f"{row['status']} [{_note(row, notes)}]")
+        else:
+            cells.append(row["status"])
     return " / ".join(cells)
 
 
@@ -102,17 +129,21 @@ def markdown(matrix: dict[str, Any]) -> str:
     notes: list[str] = []
     lines = [
         f"Swept {matrix['date']} on {matrix['machine']}, one worker, default params (random weights), "
-        "`validate.strict=false`; `min`: minutes per experiment up to validate (the trained model's stage cached).",
+        "`validate.strict=false`; `min`: minutes per experiment up to validate. `stand-in`: the same architecture trained "
+        "on scikit-learn's digits (stage trained), its accuracy and the verdict of each INT8 variant on it "
+        "(" + ", ".join(INT8_COLUMNS) + "): whether INT8 works for the family.",
         "",
-        "| architecture | " + " | ".join(COLUMNS) + " | min |",
-        "|---|" + "---|" * (len(COLUMNS) + 1),
+        "| architecture | " + " | ".join(COLUMNS) + " | stand-in | INT8 on the stand-in | min |",
+        "|---|" + "---|" * (len(COLUMNS) + 3),
     ]
     for arch, result in matrix["rows"].items():
         if result["pipeline"] != "ok":
             notes.append(result["pipeline"])
-            lines.append(f"| {arch} | pipeline failed [{len(notes)}] |" + " |" * len(COLUMNS))
+            lines.append(f"| {arch} | pipeline failed [{len(notes)}] |" + " |" * (len(COLUMNS) + 2))
             continue
         cells = [_cell(result["variants"], column, notes) for column in COLUMNS]
+        standin = result.get("standin", {})
+        cells += [_standin_accuracy(standin, notes), _standin_int8(standin, notes)]
         lines.append(f"| {arch} | " + " | ".join(cells) + f" | {result.get('minutes') or '-'} |")
     lines += ["", *(f"{i}. {note}" for i, note in enumerate(notes, 1))]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
-"""Stage trained: a classifier trained on scikit-learn's digits, taken through every CPU conversion
--> models/trained/. Its variants' parity rows (validate) are what judge the INT8 and conversion paths."""
+"""Stage trained: the stand-in, a classifier of the deployed architecture trained on scikit-learn's digits and
+taken through every CPU conversion -> models/trained/. Its variants' parity rows (validate) are what judge the
+INT8 and conversion paths where the main model's weights allow no verdict."""
 
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from crossdeploy.trained_reference import TrainingSettings, convert_every_cpu_va
 
 def main() -> None:
     params = load_params()
-    settings = TrainingSettings(**params["trained"])
+    options = dict(params["trained"])
+    if not options.pop("enabled", True):
+        with atomic_path(params["paths"]["trained"], directory=True):
+            pass  # an empty folder: validate's trained/ rows say the stand-in is switched off
+        print("trained: trained.enabled is false, no stand-in")
+        return
+    settings = TrainingSettings(**options)
     model, card, calibration, evaluation, figures = train_classifier(settings)
     with atomic_path(params["paths"]["trained"], directory=True) as root:
         convert_every_cpu_variant(
@@ -22,7 +29,7 @@ def main() -> None:
             version=int(params["to_tensorflow"]["version"]),
         )  # fmt: skip
     print(
-        f"trained: {settings.arch} on {figures['training_images']} digit images, "
+        f"trained: {settings.arch} at {settings.size} px on {figures['training_images']} digit images, "
         f"evaluation accuracy {figures['evaluation_accuracy']:.4f} -> {Path(params['paths']['trained'])}"
     )
 

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime
     ("validation", "benchmark", "trained_reference", "deploy"),  # what the stages run
-    ("cli", "gpu_check", "stages", "hydra_plugins"),  # entry points: nothing imports them
+    ("cli", "gpu_check", "standin_verdicts", "stages", "hydra_plugins"),  # entry points: nothing imports them
 )  # fmt: skip
 
 _LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -13,7 +13,7 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.trained_reference import TrainingSettings, train_classifier
 
 # one epoch on a small evaluation split: seconds, and enough to tell models apart
-FAST = TrainingSettings(epochs=1, calibration_size=32, evaluation_size=100)
+FAST = TrainingSettings(epochs=1, input_size=32, calibration_size=32, evaluation_size=100)
 
 
 def fingerprint(settings: TrainingSettings) -> dict[str, str]:
@@ -61,3 +61,36 @@ def test_it_learns_the_digits():
 def test_bad_settings_name_the_param(change, message):
     with pytest.raises(CrossdeployError, match=message.replace(".", r"\.")):
         train_classifier(replace(FAST, **change))
+
+
+def test_the_standin_takes_each_familys_smallest_input():
+    from crossdeploy.trained_reference import build_standin
+
+    assert TrainingSettings(arch="resnet50").size == 48 and TrainingSettings(arch="resnet50", input_size=32).size == 32
+    assert TrainingSettings(arch="inception_v3").size == 75 and TrainingSettings(arch="maxvit_t").size == 224
+    with pytest.raises(CrossdeployError, match=r"trained.input_size 48 is too small for inception_v3; set it to 75 or more, or to null"):
+        TrainingSettings(arch="inception_v3", input_size=48).check(1797)
+    # a ViT sizes its position embeddings from the input: built for the stand-in's own size, it takes it
+    import torch
+
+    vit = build_standin("vit_b_16", 32).eval()
+    with torch.no_grad():
+        assert tuple(vit(torch.zeros(1, 3, 32, 32)).shape) == (1, 10)
+
+
+def test_a_weak_standin_keeps_its_int8_rows_unjudged_and_its_floor_verdicts():
+    from crossdeploy.validation import standin_verdicts
+
+    rows = {
+        "torch-fp32": {"status": "ok", "precision": "fp32", "accuracy_top1": 0.62},
+        "onnxruntime-fp32": {"status": "ok", "precision": "fp32", "floor": "passed"},
+        "onnxruntime-int8": {"status": "ok", "precision": "int8", "floor": "passed"},
+        "tflite-int8": {"status": "failed", "precision": "int8", "floor": "passed", "reason": "noise_rel 0.3 > 0.15"},
+        "onnxruntime-int8-trt": {"status": "failed", "precision": "int8", "floor": "failed", "reason": "every logit is zero"},
+    }
+    judged = standin_verdicts(rows, 0.9)
+    assert {k: v["status"] for k, v in judged.items()} == {
+        "torch-fp32": "ok", "onnxruntime-fp32": "ok", "onnxruntime-int8": "unjudged", "tflite-int8": "unjudged", "onnxruntime-int8-trt": "failed",
+    }  # fmt: skip
+    assert judged["onnxruntime-int8"]["reason"].startswith("the stand-in reached accuracy 0.6200 < validate.standin_accuracy_min 0.9")
+    assert standin_verdicts(rows, 0.6) == rows

@@ -57,7 +57,7 @@ def test_the_best_throughput_within_the_slo_is_chosen_with_its_margin_and_runner
     choice = d["choice"]
     assert (choice["batch"], choice["concurrency"], choice["throughput_ips"], choice["p99_ms"]) == (1, 1, 60, 20)
     assert choice["margin_ms"] == 30 and choice["margin_pct"] == 60.0
-    assert choice["fidelity"] == {"row": "onnxruntime-int8", "top1_agreement": 0.99, "cosine_min": 0.99, "max_abs_err_rel": 0.0}
+    assert choice["fidelity"] == {"row": "onnxruntime-int8", "judged_by": "its own file", "top1_agreement": 0.99, "cosine_min": 0.99, "max_abs_err_rel": 0.0}
     runner = d["runner_up"]
     assert (runner["variant"], runner["cell"]) == ("onnxruntime-fp32", "b1_c1")
     assert runner["why_not"] == "20 img/s, 66.7 % below the best that meets the SLO"
@@ -125,13 +125,22 @@ def test_failed_skipped_and_parity_failed_variants_are_excluded_with_their_reaso
     }
 
 
+def references(arch="resnet50", standin_arch="resnet50", random_weights=True):
+    """The two reference rows validate writes: the main model's, and the stand-in's."""
+    return {
+        "torch-fp32": {**ok(), "model": arch, "arch": arch, "random_weights": random_weights, "stand_in": False},
+        "trained/torch-fp32": {**ok(), "model": f"digits-{standin_arch}", "arch": standin_arch, "random_weights": False, "stand_in": True},
+    }
+
+
 def test_an_unjudged_row_is_eligible_only_when_its_trained_row_is_ok():
-    unjudged = {"status": "unjudged", "reason": "random weights", "precision": "int8", "top1_agreement": 0.7, "cosine_min": 0.5}
+    unjudged = {"status": "unjudged", "reason": "random weights", "precision": "int8", "top1_agreement": 0.7, "cosine_min": 0.5, "floor": "passed"}
     variants = {"onnxruntime-int8": {"b1_c1": cell(90, 10)}, "onnxruntime-fp32": {"b1_c1": cell(20, 40)}}
-    parity = {"onnxruntime-int8": unjudged, "onnxruntime-fp32": ok(), "trained/onnxruntime-int8": ok("int8", 0.995, 0.999)}
+    parity = {**references(), "onnxruntime-int8": unjudged, "onnxruntime-fp32": ok(), "trained/onnxruntime-int8": ok("int8", 0.995, 0.999)}
     d = decision(variants, parity)
     assert chosen(d) == ("onnxruntime-int8", "b1_c1")
     assert d["choice"]["fidelity"]["row"] == "trained/onnxruntime-int8" and d["choice"]["fidelity"]["top1_agreement"] == 0.995
+    assert d["choice"]["fidelity"]["judged_by"].startswith("the stand-in digits-resnet50 (resnet50 trained on digits), same conversion")
     parity["trained/onnxruntime-int8"] = {"status": "failed", "reason": "accuracy_drop 0.03 > 0.01"}
     d = decision(variants, parity)
     assert chosen(d) == ("onnxruntime-fp32", "b1_c1")
@@ -144,6 +153,38 @@ def test_an_unjudged_row_is_eligible_only_when_its_trained_row_is_ok():
         "onnxruntime-int8": "trained/onnxruntime-int8 cosine_min 0.999 is below deploy.min_cosine 0.9995"
     }
     assert chosen(decision(variants, parity, min_cosine=0.99)) == ("onnxruntime-int8", "b1_c1")  # its own row's 0.5 is not read
+
+
+@pytest.mark.parametrize(
+    "plant,words",
+    [
+        # the issue's case: the main INT8 file answered every image alike, and the stand-in's ok row stood in for it
+        ({"onnxruntime-int8": {"status": "failed", "reason": "every image gets the same logits", "floor": "failed"}}, "parity failed: every image gets the same logits"),
+        # a parity.json from before the floor: its own file was never checked
+        ({"onnxruntime-int8": {"status": "unjudged", "reason": "random weights", "precision": "int8"}}, "never checked against the floor"),
+        # a ResNet18 stand-in's verdict for a ResNet50 file
+        (references(standin_arch="resnet18"), "the stand-in that judged its conversion is a resnet18, not the resnet50 this file holds"),
+        # no architecture recorded for the main model: nothing says the stand-in matches
+        ({"torch-fp32": ok()}, "not the unknown architecture this file holds"),
+    ],
+)
+def test_a_file_is_never_chosen_on_another_models_figures(plant, words):
+    unjudged = {"status": "unjudged", "reason": "random weights", "precision": "int8", "floor": "passed"}
+    variants = {"onnxruntime-int8": {"b1_c1": cell(90, 10)}, "onnxruntime-fp32": {"b1_c1": cell(20, 40)}}
+    parity = {**references(), "onnxruntime-int8": unjudged, "onnxruntime-fp32": ok(), "trained/onnxruntime-int8": ok("int8", 0.995, 0.999)}
+    assert chosen(decision(variants, parity)) == ("onnxruntime-int8", "b1_c1")  # the unplanted control
+    d = decision(variants, {**parity, **plant})
+    assert chosen(d) == ("onnxruntime-fp32", "b1_c1") and words in d["excluded"]["onnxruntime-int8"], d["excluded"]
+
+
+def test_on_random_weights_the_decision_says_it_is_a_demonstration():
+    variants = {"onnxruntime-fp32": {"b1_c1": cell(20, 40)}}
+    for random_weights in (True, False):
+        d = decision(variants, {**references(random_weights=random_weights), "onnxruntime-fp32": ok()})
+        assert d["model"] == {"model": "resnet50", "arch": "resnet50", "random_weights": random_weights}
+        text = deploy_markdown(d)
+        assert ("A demonstration of the procedure on random weights" in text) is random_weights, text
+        assert "judged by its own file, parity row `onnxruntime-fp32`" in text
 
 
 def test_the_fidelity_floor_is_each_precisions_verdict_and_a_stricter_floor_applies_to_every_precision():

@@ -20,7 +20,7 @@ TINY = [
     "model=resnet18-tiny", "data.calibration_size=16", "data.evaluation_size=16", "quantize.calibration_size=16",
     "benchmark.profile=quick", "benchmark.batch_sizes=[1,4]", "benchmark.concurrency=[1,2]",
     "benchmark.torch_compile=false", "benchmark.mlperf.variants=[onnxruntime-int8]", "benchmark.targets.int8_speedup_batch=4",
-    "benchmark.targets.served_batch=4", "benchmark.targets.served_concurrency=2",
+    "benchmark.targets.served_batch=4", "benchmark.targets.served_concurrency=2", "trained.input_size=32",
 ]
 VARIANTS = {
     "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
@@ -120,6 +120,55 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     second = sh(repo, "dvc", "repro")
     assert stages_run(second) == set()
     assert "up to date" in sh(repo, "dvc", "status")
+
+
+def _stage(repo, name):
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_planted_file_where_the_bundle_comes_from_is_never_deployed(repo, tmp_path):
+    """The issue's case, run as a user would: an input-blind file in the main model's INT8 place fails validate's
+    floor (it was `unjudged` and then deployed on the stand-in's figures); damaged weights in the stand-in's INT8
+    file fail its row, and the main INT8 file, unjudged on random weights, is then not eligible either."""
+    import onnxruntime as ort
+
+    from crossdeploy.datasets import ImageSet
+    from tests.planted import answer_regardless, damage_weights
+
+    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(repo, "dvc", "repro")
+    main_int8, standin_int8 = repo / "models" / "onnx" / "model.int8.onnx", repo / "models" / "trained" / "onnx" / "model.int8.onnx"
+    kept = {path: shutil.copy(path, tmp_path / f"{i}.onnx") for i, path in enumerate((main_int8, standin_int8))}
+    try:
+        session = ort.InferenceSession(str(main_int8), providers=["CPUExecutionProvider"])
+        images = ImageSet.load(repo / "models" / "data" / "evaluation.npz").tensors("NCHW")[:4]
+        answer_regardless(kept[main_int8], main_int8, session.run(None, {"images": images})[0].mean(0))
+        validated = _stage(repo, "validate")
+        assert validated.returncode == 1 and "every image gets the same logits" in validated.stderr, validated.stderr[-2000:]
+        parity = json.loads((repo / "metrics" / "parity.json").read_text())
+        assert parity["onnxruntime-int8"]["status"] == "failed" and parity["onnxruntime-int8"]["floor"] == "failed"
+        assert parity["trained/onnxruntime-int8"]["status"] == "ok"  # the stand-in's ok row no longer stands in for it
+        assert _stage(repo, "deploy").returncode == 0
+        decision = json.loads((repo / "metrics" / "deploy.json").read_text())
+        assert decision["excluded"]["onnxruntime-int8"].startswith("parity failed: every image gets the same logits"), decision["excluded"]
+        assert "A demonstration of the procedure on random weights" in (repo / "metrics" / "deploy.md").read_text()
+
+        shutil.copy(kept[main_int8], main_int8)
+        damage_weights(kept[standin_int8], standin_int8)
+        assert _stage(repo, "validate").returncode == 1
+        parity = json.loads((repo / "metrics" / "parity.json").read_text())
+        assert parity["onnxruntime-int8"]["status"] == "unjudged" and parity["trained/onnxruntime-int8"]["status"] == "failed", parity["trained/onnxruntime-int8"]
+        assert _stage(repo, "deploy").returncode == 0
+        excluded = json.loads((repo / "metrics" / "deploy.json").read_text())["excluded"]
+        assert excluded["onnxruntime-int8"].startswith("unjudged here, and trained/onnxruntime-int8 is failed"), excluded
+    finally:
+        for path, copy in kept.items():
+            shutil.copy(copy, path)
+    sh(repo, "dvc", "repro")
 
 
 def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(repo):

@@ -230,10 +230,11 @@ def machine(results: dict[str, Any]) -> str:
 
 
 def measured_lines(decision: dict[str, Any], results: dict[str, Any]) -> list[str]:
-    from crossdeploy.deploy.note import summary
+    from crossdeploy.deploy.note import headline, summary
 
     setup = results.get("setup", {})
     return [
+        *headline(decision),
         *summary(decision),
         "",
         f"Measured on {machine(results)}; benchmark profile `{setup.get('profile')}`, target `{setup.get('target')}`, "

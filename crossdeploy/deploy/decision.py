@@ -4,8 +4,9 @@ Rules, in order:
 1. A variant may be chosen only if deploy.variants allows it, its parity row is `ok` (the verdict under its
    precision's validate.thresholds), and it passes the optional stricter floors and size cap. An `unjudged`
    row (a random-weight model's INT8 and served-bytes rows, whose figures carry no verdict) is eligible only
-   when its `trained/<variant>` row, the same conversion judged on a trained model, is `ok`; the floors then
-   apply to the trained row's figures, the ones that judged the path.
+   when its own file passed validate's floor (its outputs follow the input) and its `trained/<variant>` row,
+   the same conversion judged on a stand-in of the same architecture, is `ok`; the floors then apply to the
+   stand-in's figures, the ones that judged the conversion. The decision names the row that judged the file.
 2. Of its cells, only those measured (`ok`) and stable count; an unstable cell that met the SLO is reported,
    never chosen, since its figures did not settle.
 3. Of the cells with p99 <= deploy.p99_ms, the highest throughput wins; cells within the benchmark's own
@@ -25,10 +26,10 @@ from typing import Any
 
 from crossdeploy.benchmark.cells import parse_cell, variant_cells
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.layout import SERVED, TRAINED_PREFIX
+from crossdeploy.layout import REFERENCE, SERVED, TRAINED_PREFIX
 
 #: the parity figures a decision carries (those a row has)
-FIDELITY = ("top1_agreement", "top5_overlap", "cosine_min", "max_abs_err_rel", "accuracy_drop")
+FIDELITY = ("top1_agreement", "top5_overlap", "cosine_min", "cosine_p1", "max_abs_err_rel", "accuracy_drop", "accuracy_ratio")
 
 
 class SloNotMet(CrossdeployError):
@@ -129,21 +130,35 @@ def simplicity(variant: str, batch: int, concurrency: int) -> tuple[int, int, in
 
 
 def _fidelity(parity: dict[str, Any], variant: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the parity row that judges the variant, or None; why it may not be chosen, or None)."""
+    """(the parity figures that judge the variant's own file, or None; why it may not be chosen, or None).
+
+    A file is judged by its own row, or, where its weights allow no verdict (random weights: `unjudged`), by its
+    own row's floor (its outputs follow the input) together with the stand-in's row of the same conversion, on a
+    stand-in of the same architecture. Nothing else stands for the file that ships."""
     row = parity.get(variant)
     if row is None:
         return None, "no parity row: its fidelity was never checked"
     status = row.get("status")
     if status == "ok":
-        return {"row": variant, **row}, None
-    if status == "unjudged":
-        trained = parity.get(TRAINED_PREFIX + variant)
-        if trained is None:
-            return None, f"unjudged here, and no {TRAINED_PREFIX}{variant} row judges its conversion on a trained model"
-        if trained.get("status") != "ok":
-            return None, f"unjudged here, and {TRAINED_PREFIX}{variant} is {trained.get('status')}: {trained.get('reason', '')}".rstrip(": ")
-        return {"row": TRAINED_PREFIX + variant, **trained}, None
-    return None, f"parity {status}: {row.get('reason', '')}".rstrip(": ")
+        return {"row": variant, "judged_by": "its own file", **row}, None
+    if status != "unjudged":
+        return None, f"parity {status}: {row.get('reason', '')}".rstrip(": ")
+    if row.get("floor") != "passed":
+        return None, "unjudged, and its own file was never checked against the floor (its outputs following the input): re-run `dvc repro validate`"
+    name = TRAINED_PREFIX + variant
+    trained = parity.get(name)
+    if trained is None:
+        return None, f"unjudged here, and no {name} row judges its conversion on a stand-in"
+    model, standin = parity.get(REFERENCE, {}), parity.get(TRAINED_PREFIX + REFERENCE, {})
+    if standin.get("arch") != model.get("arch") or model.get("arch") is None:
+        return None, (
+            f"unjudged here, and the stand-in that judged its conversion is a {standin.get('arch', 'model of unknown architecture')}, "
+            f"not the {model.get('arch', 'unknown architecture')} this file holds: set trained.arch to model.arch"
+        )
+    if trained.get("status") != "ok":
+        return None, f"unjudged here, and {name} is {trained.get('status')}: {trained.get('reason', '')}".rstrip(": ")
+    judged_by = f"the stand-in {standin.get('model', '')} ({standin['arch']} trained on digits), same conversion; this file passed the floor"
+    return {"row": name, "judged_by": judged_by, **trained}, None
 
 
 def _floor_miss(judged: dict[str, Any], settings: Settings) -> str | None:
@@ -205,11 +220,14 @@ def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) 
         if reason is not None:
             excluded[variant] = reason
             continue
-        judged[variant] = {"row": row["row"], **{k: row[k] for k in FIDELITY if row.get(k) is not None}}
+        judged[variant] = {"row": row["row"], "judged_by": row["judged_by"], **{k: row[k] for k in FIDELITY if row.get(k) is not None}}
         measured += [_cell(variant, name, cell, slo) for name, cell in cells.items() if cell.get("status") == "ok"]
     stable = [c for c in measured if c["stable"]]
     meeting = [c for c in stable if c["p99_ms"] <= slo]
+    reference = parity.get(REFERENCE, {})
     decision: dict[str, Any] = {
+        # what the rows are about: on random weights the decision demonstrates the procedure, nothing more
+        "model": {k: reference[k] for k in ("model", "arch", "random_weights") if k in reference},
         "met": bool(meeting),
         "p99_slo_ms": slo,
         "tie_pct": tie_pct,

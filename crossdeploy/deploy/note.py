@@ -8,8 +8,19 @@ from crossdeploy.deploy.decision import cell_words
 
 
 def _fidelity(fidelity: dict[str, Any]) -> str:
-    figures = ", ".join(f"{k} {fidelity[k]:.4g}" for k in ("top1_agreement", "cosine_min", "accuracy_drop") if k in fidelity)
-    return f"parity row `{fidelity['row']}`: {figures}"
+    figures = ", ".join(f"{k} {fidelity[k]:.4g}" for k in ("top1_agreement", "cosine_p1", "accuracy_ratio") if k in fidelity)
+    return f"judged by {fidelity.get('judged_by', 'its own file')}, parity row `{fidelity['row']}`: {figures}"
+
+
+def headline(decision: dict[str, Any]) -> list[str]:
+    """On random weights, what the decision is: a run of the procedure, not a model to ship."""
+    model = decision.get("model", {})
+    if not model.get("random_weights"):
+        return []
+    return [
+        f"**A demonstration of the procedure on random weights** ({model.get('arch')}): the figures below measure this "
+        "machine and the conversions, not a model worth serving. Set model.weights or model.checkpoint to decide for a real one."
+    ]
 
 
 def _cell(c: dict[str, Any]) -> str:
@@ -41,9 +52,10 @@ def summary(decision: dict[str, Any]) -> list[str]:
 
 def deploy_markdown(decision: dict[str, Any], chart: str | None = None) -> str:
     params = decision["params"]
-    lines = ["# Deploy decision", "", *summary(decision), ""]
+    lines = ["# Deploy decision", "", *(line + "\n" for line in headline(decision)), *summary(decision), ""]
     lines.append(
-        f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its `trained/` row is `ok`), "
+        f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its own file passed the floor and its `trained/` row, "
+        "a stand-in of the same architecture, is `ok`), "
         f"stable cells with p99 <= {decision['p99_slo_ms']:g} ms, the highest throughput; cells within {decision['tie_pct']:g} % "
         "of it (the benchmark's stability bound) are a tie, won by the simpler deployment: in-process over served, fewer clients, "
         "smaller batch."

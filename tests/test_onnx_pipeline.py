@@ -89,14 +89,16 @@ def test_tensorrt_flavour_is_symmetric_signed(quantized):
 
 
 def test_quantized_models_stay_close_to_fp32(quantized, tiny_optimized, tiny_images):
+    """What random weights allow: both flavours meet validate's floor and their noise stays below the signal. The
+    worst image's cosine is no bound here: it moved from 0.97 to 0.88 between two of this project's CPUs.
+    tests/test_negative_controls judges INT8 at the real thresholds on a trained model."""
+    from crossdeploy.parity import Floor, compare_logits
+
     x = tiny_images[1].tensors("NCHW")
     reference = run_onnx(tiny_optimized[0], x)
-    for path in quantized.values():
-        logits = run_onnx(path, x)
-        cosine = (logits * reference).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(reference, axis=1)
-        # a coarse bound: on random weights INT8 noise rivals the signal (measured minimum about 0.97);
-        # tests/test_negative_controls judges INT8 at the real thresholds on a trained model
-        assert cosine.min() > 0.9
+    for flavour, path in quantized.items():
+        metrics = compare_logits(reference, run_onnx(path, x))
+        assert Floor().misses(metrics) == [] and metrics["noise_rel"] < 0.8, (flavour, metrics)
 
 
 def test_bad_quantize_params(tiny_optimized, tiny_images, tmp_path):

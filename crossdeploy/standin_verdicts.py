@@ -3,9 +3,11 @@ user's machine trains its own), each calibration method's ONNX Runtime INT8 flav
 floor and thresholds (composed from conf/), beside planted defects that must fail on every stand-in.
 
     python -m crossdeploy.standin_verdicts [--arch resnet50] [--seeds 0 1 2 3 4] [--threads 2 1] [--methods minmax entropy percentile]
+                                           [--output metrics/standin_verdicts.json]
 
-Prints one line per stand-in and verdict, then the margins: the worst figure of the variants that passed and
-the best of the defects, against each bound. Writes metrics/standin_verdicts.json.
+Prints one JSON line per stand-in as it is judged, then the margins: the worst figure of the variants that
+passed and the best of the defects, against each bound, and any verdict that flipped. Writes
+metrics/standin_verdicts.json.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile"])
+    parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     params = compose([])
     arch = args.arch or params["trained"]["arch"]
@@ -134,12 +137,12 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             run = judge_standin(arch, seed, threads, args.methods, params)
             runs.append(run)
-            line = ", ".join(f"{name} {v['verdict']}" for name, v in run["verdicts"].items())
-            print(f"{arch} seed {seed} threads {threads}: accuracy {run['accuracy']:.4f}; {line}", flush=True)
+            # each stand-in's full record as it is judged: a sweep of an hour that is stopped keeps what it did
+            print(json.dumps(run), flush=True)
     int8 = Thresholds(**params["validate"]["thresholds"]["int8"])
     result = {"runs": runs, "margins": margins(runs, int8), "flips": {k: sorted(v) for k, v in flips(runs).items() if len(v) > 1}}
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"margins": result["margins"], "flips": result["flips"]}, indent=2))
 
 

@@ -1,11 +1,12 @@
-"""A classifier trained here, offline, in seconds: what tells a user that the conversions and the INT8
-path keep a *trained* model's predictions.
+"""The stand-in: the deployed architecture trained here, offline, in a couple of minutes; what tells a user
+that the conversions and the INT8 path keep a *trained* model's predictions.
 
 Random weights cannot show INT8 fidelity: their quantization noise is as large as their
 input-dependent signal, so a correct INT8 model and a damaged one score alike. scikit-learn ships
-1,797 labelled 8x8 digit images; a torchvision architecture trained on them, upsampled, reaches about
-96 % accuracy in a few epochs on two CPU cores. Its variants are judged with real thresholds
-(agreement, overlap, cosine, accuracy against labels) beside the reference model's.
+1,797 labelled 8x8 digit images; a torchvision architecture trained on them, upsampled to 48 px, reaches
+about 97 % accuracy in 3 epochs on two CPU cores (ResNet50). Its variants are judged with real thresholds
+(noise over the spread, agreement, cosine, accuracy against labels) beside the main model's, and an INT8
+verdict about it is a verdict about the same layers (SiLU and squeeze-excitation, hard-swish, attention).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
     """
     import torch
 
-    from crossdeploy.source_model import check_architecture
+    from crossdeploy.source_model import check_architecture, reestimate_batchnorm
 
     check_architecture(settings.arch, "trained.arch")
     pixels, labels, files = digit_images(settings.size)
@@ -158,6 +159,8 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
             optimizer.step()
             schedule.step()
     model.eval()
+    # the statistics of the weights the run ended with, not a running average over the whole run
+    reestimate_batchnorm(model, inputs, settings.batch_size)
     with torch.no_grad():
         predicted = model(torch.from_numpy(evaluation.tensors("NCHW"))).argmax(1).numpy()
     figures = {"evaluation_accuracy": float(np.mean(predicted == evaluation.labels)), "training_images": int(len(training_idx))}

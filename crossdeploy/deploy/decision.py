@@ -149,14 +149,14 @@ def _fidelity(parity: dict[str, Any], variant: str) -> tuple[dict[str, Any] | No
     trained = parity.get(name)
     if trained is None:
         return None, f"unjudged here, and no {name} row judges its conversion on a stand-in"
+    if trained.get("status") != "ok":
+        return None, f"unjudged here, and {name} is {trained.get('status')}: {trained.get('reason', '')}".rstrip(": ")
     model, standin = parity.get(REFERENCE, {}), parity.get(TRAINED_PREFIX + REFERENCE, {})
     if standin.get("arch") != model.get("arch") or model.get("arch") is None:
         return None, (
             f"unjudged here, and the stand-in that judged its conversion is a {standin.get('arch', 'model of unknown architecture')}, "
             f"not the {model.get('arch', 'unknown architecture')} this file holds: set trained.arch to model.arch"
         )
-    if trained.get("status") != "ok":
-        return None, f"unjudged here, and {name} is {trained.get('status')}: {trained.get('reason', '')}".rstrip(": ")
     judged_by = f"the stand-in {standin.get('model', '')} ({standin['arch']} trained on digits), same conversion; this file passed the floor"
     return {"row": name, "judged_by": judged_by, **trained}, None
 

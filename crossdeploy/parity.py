@@ -52,6 +52,8 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, labels: np.ndar
     return {k: round(v, 6) if k in ROUNDED else v for k, v in metrics.items()}
 
 
+#: how far a uniform rescaling of the logits may go before it counts as noise (25 %: 0.8 to 1.25)
+GAIN_FORGIVEN = 0.25
 #: the per-image cosine percentile a verdict rests on, and its key in a parity row
 COSINE_PERCENTILE = 1
 COSINE_LOW = "cosine_p1"
@@ -67,9 +69,9 @@ def input_dependence(reference: np.ndarray, candidate: np.ndarray) -> dict[str, 
     has none. output_scale: the candidate's RMS logit over the reference's (0 for all-zero logits).
 
     noise_rel: the error against the signal it could damage, after the one gain that fits the candidate best
-    (`gain`): the RMS of candidate - gain x reference, both about the reference's mean logits, over the RMS of
-    the reference's. 0.2 is noise of 20 % of the image-to-image spread. Measured on what moves with the input,
-    so the constant vector that dominates random weights' logits neither hides an error nor flatters a good
+    (`gain`, forgiven up to GAIN_FORGIVEN either way): the RMS of candidate - gain x reference, both about the
+    reference's mean logits, over the RMS of the reference's. 0.2 is noise of 20 % of the image-to-image
+    spread. Measured on what moves with the input, so the constant vector that dominates random weights' logits neither hides an error nor flatters a good
     variant; an offset per class is counted, a uniform rescaling (symmetric INT8 shrinks logits a few per
     cent, which changes no ranking) is not."""
     mean = reference.mean(0)
@@ -81,11 +83,13 @@ def input_dependence(reference: np.ndarray, candidate: np.ndarray) -> dict[str, 
             "judged against it: use at least 2 different images (data.evaluation_size) and check model.checkpoint."
         )
     gain = float(np.sum(answer * signal) / np.sum(signal**2))
+    # a rescaling within GAIN_FORGIVEN is no noise; beyond it (an input-blind answer has gain 0) the rest counts
+    forgiven = min(max(gain, 1 / (1 + GAIN_FORGIVEN)), 1 + GAIN_FORGIVEN)
     return {
         "input_spread": float(np.sqrt(np.mean((candidate - candidate.mean(0)) ** 2)) / moving),
         "output_scale": float(np.sqrt(np.mean(candidate**2)) / np.sqrt(np.mean(reference**2))),
         "gain": gain,
-        "noise_rel": float(np.sqrt(np.mean((answer - gain * signal) ** 2)) / moving),
+        "noise_rel": float(np.sqrt(np.mean((answer - forgiven * signal) ** 2)) / moving),
     }
 
 

@@ -39,24 +39,28 @@ def _onnx_logits(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
     return np.concatenate([session.run(None, {session.get_inputs()[0].name: images[i : i + 50]})[0] for i in range(0, len(images), 50)])
 
 
-def _defects(model, reference: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Logits of the planted defects: input-blind, constant, 20 % noise, shuffled, damaged weights (run for real)."""
+def damaged_logits(model, images: np.ndarray, fraction: float = 0.25, seed: int = 0) -> np.ndarray:
+    """The logits of a copy of `model` whose every convolution weight carries noise of `fraction` of its mean magnitude."""
     import torch
 
-    spread = float(np.sqrt(np.mean((reference - reference.mean(0)) ** 2)))
     damaged = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in damaged.modules():
             if isinstance(module, torch.nn.Conv2d):
-                module.weight += 0.25 * module.weight.abs().mean() * torch.randn(module.weight.shape, generator=generator)
-        damaged_logits = damaged(torch.from_numpy(images)).numpy()
+                module.weight += fraction * module.weight.abs().mean() * torch.randn(module.weight.shape, generator=generator)
+        return damaged(torch.from_numpy(images)).numpy()
+
+
+def _defects(model, reference: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Logits of the planted defects: input-blind, constant, 20 % noise, shuffled, damaged weights (run for real)."""
+    spread = float(np.sqrt(np.mean((reference - reference.mean(0)) ** 2)))
     return {
         "input-blind": np.repeat(reference.mean(0, keepdims=True), len(reference), axis=0),
         "constant": np.repeat(reference[:1], len(reference), axis=0),
         "noise-20pct": reference + np.random.default_rng(0).normal(0, 0.2 * spread, reference.shape),
         "shuffled": np.roll(reference, 1, axis=0),
-        "damaged-weights": damaged_logits,
+        "damaged-weights": damaged_logits(model, images),
     }
 
 

@@ -116,3 +116,29 @@ def run_onnx(path, x: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def random_model_files(arch: str, root: Path, size: int):
+    """A seeded random `arch` with 10 classes (made input-sensitive, as the model stage does), written as its
+    exported program, ONNX and optimized ONNX in the pipeline's layout under `root`, with 16 calibration and
+    12 evaluation images: (paths, calibration set, evaluation set)."""
+    import torch
+
+    from crossdeploy.datasets import DataSettings, default_image_sets
+    from crossdeploy.layout import trained_paths
+    from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx_optimize import optimize_onnx
+    from crossdeploy.source_model import build_source_model, export_program
+
+    paths = trained_paths(root)
+    model, card = build_source_model(
+        name=arch, arch=arch, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
+        seed=0, input_size=size, resize_size=None, mean=None, std=None,
+    )  # fmt: skip
+    calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
+    Path(paths["source"]).mkdir(parents=True)
+    Path(paths["onnx"]).parent.mkdir(parents=True)
+    torch.export.save(export_program(model, size), Path(paths["program"]))
+    export_onnx(Path(paths["program"]), Path(paths["onnx"]), opset=17, input_size=size)
+    optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
+    return paths, calibration, evaluation

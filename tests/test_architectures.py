@@ -40,30 +40,15 @@ def _variants(root: Path, name: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_each_family_converts_and_validates(arch, tmp_path):
-    import torch
-
-    from crossdeploy.datasets import DataSettings, default_image_sets
-    from crossdeploy.layout import saved_model_version_dir, trained_paths
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
+    from crossdeploy.layout import saved_model_version_dir
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
     from crossdeploy.parity import Thresholds
     from crossdeploy.runtimes.base import ThreadSettings
-    from crossdeploy.source_model import build_source_model, export_program
     from crossdeploy.tensorflow_convert import convert_to_tensorflow
     from crossdeploy.validation import judging_rules, validate_variants
+    from tests.conftest import random_model_files
 
-    paths = trained_paths(tmp_path)
-    model, card = build_source_model(
-        name=arch, arch=arch, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
-        seed=0, input_size=SIZE, resize_size=None, mean=None, std=None,
-    )  # fmt: skip
-    calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
-    Path(paths["source"]).mkdir(parents=True)
-    Path(paths["onnx"]).parent.mkdir(parents=True)
-    torch.export.save(export_program(model, SIZE), Path(paths["program"]))
-    export_onnx(Path(paths["program"]), Path(paths["onnx"]), opset=17, input_size=SIZE)
-    optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
+    paths, calibration, evaluation = random_model_files(arch, tmp_path, SIZE)
     settings = QuantizeSettings(method="static", calibration_method="minmax", calibration_size=16, calibration_batch=8, per_channel=True)
     for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):
         quantize_onnx(Path(paths["onnx_optimized"]), Path(target), calibration.tensors("NCHW"), settings, flavour)

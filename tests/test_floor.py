@@ -51,28 +51,12 @@ def _rows(root: Path, name: str, evaluation, cfg) -> dict:
 def random_family(request, tmp_path_factory):
     """A seeded random model of the family (made input-sensitive, as the model stage does), its ONNX and
     calibrated INT8 files in the pipeline's layout, and its evaluation images."""
-    import torch
-
-    from crossdeploy.datasets import DataSettings, default_image_sets
-    from crossdeploy.layout import trained_paths
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
-    from crossdeploy.source_model import build_source_model, export_program
+    from tests.conftest import random_model_files
 
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
-    paths = trained_paths(root)
-    model, card = build_source_model(
-        name=arch, arch=arch, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
-        seed=0, input_size=SIZE, resize_size=None, mean=None, std=None,
-    )  # fmt: skip
-    calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
-    Path(paths["source"]).mkdir(parents=True)
-    Path(paths["onnx"]).parent.mkdir(parents=True)
-    torch.export.save(export_program(model, SIZE), Path(paths["program"]))
-    export_onnx(Path(paths["program"]), Path(paths["onnx"]), opset=17, input_size=SIZE)
-    optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
+    paths, calibration, evaluation = random_model_files(arch, root, SIZE)
     quantize_onnx(Path(paths["onnx_optimized"]), Path(paths["onnx_int8"]), calibration.tensors("NCHW"), QuantizeSettings(calibration_size=16), "cpu")
     return arch, root, paths, evaluation
 

@@ -26,7 +26,7 @@ LIVE = {
     "export": {"export.opset": 18},
     "quantize": {
         "quantize.method": "dynamic", "quantize.calibration_method": "entropy", "quantize.calibration_size": 8,
-        "quantize.per_channel": False,
+        "quantize.per_channel": False, "quantize.reduce_range": False,
     },
     "to_tensorflow": {"model.name": "other", "quantize.calibration_size": 8, "to_tensorflow.version": 2},
     "package": {
@@ -80,7 +80,7 @@ EXPLAINED = {
     )},  # fmt: skip
     **{f"trained:{key}": SHARED for key in (
         "export.opset", "quantize.method", "quantize.calibration_method", "quantize.calibration_size", "quantize.calibration_batch",
-        "quantize.per_channel", "quantize.percentile", "to_tensorflow.version", "package.base_path",
+        "quantize.per_channel", "quantize.percentile", "quantize.reduce_range", "to_tensorflow.version", "package.base_path",
         "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
         "package.batching.max_enqueued_batches", "package.image_limits.max_pixels", "package.image_limits.max_aspect_ratio",
     )},  # fmt: skip

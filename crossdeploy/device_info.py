@@ -38,6 +38,17 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+#: the CPU features whose 8-bit dot products accumulate in 32 bits
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_kernels_saturate(flags: set[str] | None = None) -> bool:
+    """Whether ONNX Runtime's 8-bit kernels here add pairs of 8-bit products in 16 bits, which saturate: an x86
+    CPU without VNNI (AVX2, AVX-512F). quantize.reduce_range's 7-bit weights keep the pairs within 16 bits."""
+    flags = cpu_flags() if flags is None else flags
+    return platform.machine().lower() in ("x86_64", "amd64") and not flags & VNNI_FLAGS
+
+
 def gpus() -> list[dict[str, str]]:
     """NVIDIA GPUs as nvidia-smi reports them; empty where there is none."""
     if not shutil.which("nvidia-smi"):

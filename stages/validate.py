@@ -4,6 +4,7 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.datasets import ImageSet
+from crossdeploy.device_info import int8_kernels_saturate
 from crossdeploy.errors import ParityError
 from crossdeploy.layout import TRAINED_PREFIX, trained_paths
 from crossdeploy.params import load_params
@@ -13,7 +14,8 @@ from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.source_model import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.validation import (
-    describe_reference, judging_rules, required_variants, standin_absent_reason, standin_verdicts, unmet_requirements, validate_variants,
+    describe_reference, judging_rules, required_variants, saturation_hint, standin_absent_reason, standin_verdicts, unmet_requirements,
+    validate_variants,
 )
 from crossdeploy.variants import pipeline_variants, trained_variants
 
@@ -32,12 +34,15 @@ def main() -> None:
     results = validate_variants(variants, evaluation, **judging, **run, floor=floor)
     judge_agreement = judging.get("judge_agreement", True)
     describe_reference(results, card)
+    reduce_range, saturates = bool(params["quantize"].get("reduce_range", True)), int8_kernels_saturate()
+    saturation_hint(results, reduce_range, saturates)
     # the stand-in's rows: real thresholds on every figure, accuracy against its labels included
     standin = trained_paths(paths["trained"])
     if Path(standin["evaluation"]).is_file():
         trained = validate_variants(trained_variants(params), ImageSet.load(Path(standin["evaluation"])), thresholds, **run, floor=floor)
         describe_reference(trained, ModelCard.from_dict(read_json(standin["model_card"])), stand_in=True)
         trained = standin_verdicts(trained, float(cfg["standin_accuracy_min"]))
+        saturation_hint(trained, reduce_range, saturates)
     else:
         trained = {v.name: {"status": "skipped", "reason": standin_absent_reason(params)} for v in trained_variants(params)}
     results.update({TRAINED_PREFIX + name: row for name, row in trained.items()})

@@ -9,7 +9,6 @@ and the convolution computes in float on the dequantized values.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from crossdeploy.device_info import int8_kernels_saturate
 from crossdeploy.layout import INPUT_NAME
 from crossdeploy.onnx_quantize import FLAVOURS, QuantizeSettings, quantize_flavours
+from crossdeploy.validation import saturation_hint
 
 CHANNELS = 16
 
@@ -69,20 +70,42 @@ def _quantize(tmp_path: Path, **settings) -> dict[str, Path]:
     return outputs
 
 
-def _vnni() -> bool:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_the_default_int8_files_run_as_their_arithmetic_says(tmp_path, flavour):
     path = _quantize(tmp_path)[flavour]
     assert _gap(path, _bright_images(8)) < 0.01
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the saturating 16-bit adds are x86's (no x86 CPU here)")
-@pytest.mark.skipif(_vnni(), reason="this CPU has VNNI, whose 8-bit dot products do not saturate: the plant shows nothing here")
+@pytest.mark.skipif(not int8_kernels_saturate(), reason="this CPU has VNNI (or is not x86): its 8-bit dot products do not saturate")
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_eight_bit_weights_saturate_on_a_cpu_without_vnni(tmp_path, flavour):
     path = _quantize(tmp_path, reduce_range=False)[flavour]
     assert _gap(path, _bright_images(8)) > 0.05
+
+
+def test_vnni_and_non_x86_cpus_are_told_from_saturating_ones(monkeypatch):
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert int8_kernels_saturate({"avx2", "avx512f", "avx512bw"})
+    assert not int8_kernels_saturate({"avx2", "avx512_vnni"}) and not int8_kernels_saturate({"avx2", "amx_int8"})
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert not int8_kernels_saturate({"asimd"})
+
+
+def _rows() -> dict[str, dict]:
+    failed = {"status": "failed", "floor": "passed", "reason": "noise_rel 0.1708 > 0.12"}
+    return {
+        "onnxruntime-int8": dict(failed), "onnxruntime-int8-trt": dict(failed), "tflite-int8": dict(failed),
+        "onnxruntime-fp32": {"status": "ok", "floor": "passed", "reason": ""},
+    }  # fmt: skip
+
+
+def test_a_failed_onnxruntime_int8_row_names_saturation_where_it_is_the_cause():
+    rows = _rows()
+    saturation_hint(rows, reduce_range=False, saturates=True)
+    for name in ("onnxruntime-int8", "onnxruntime-int8-trt"):
+        assert rows[name]["reason"].startswith("noise_rel") and "set quantize.reduce_range: true" in rows[name]["reason"]
+    assert rows["tflite-int8"] == _rows()["tflite-int8"] and rows["onnxruntime-fp32"]["reason"] == ""
+    for reduce_range, saturates in ((True, True), (False, False)):
+        rows = _rows()
+        saturation_hint(rows, reduce_range, saturates)
+        assert rows == _rows()

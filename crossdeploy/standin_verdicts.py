@@ -6,8 +6,8 @@ floor and thresholds (composed from conf/), beside planted defects that must fai
                                            [--output metrics/standin_verdicts.json]
 
 Prints one JSON line per stand-in as it is judged, then the margins: the worst figure of the variants that
-passed and the best of the defects, against each bound, and any verdict that flipped. Writes
-metrics/standin_verdicts.json.
+passed and the best of the defects, against each bound, and any verdict that flipped, and a markdown table
+of each variant's verdicts and its figures nearest the bounds. Writes metrics/standin_verdicts.json.
 """
 
 from __future__ import annotations
@@ -126,6 +126,27 @@ def flips(runs: list[dict[str, Any]]) -> dict[str, set[str]]:
     return seen
 
 
+def markdown(runs: list[dict[str, Any]], int8: Thresholds) -> str:
+    """One row per variant: its verdicts over the stand-ins, and per bound the figure nearest to it: the worst of
+    a variant that always passed (or flipped), the best of one that always failed (the margin either way)."""
+    names = list(dict.fromkeys(name for run in runs for name in run["verdicts"]))
+    header = "| variant | verdicts | " + " | ".join(figure for figure, _, _ in BOUNDS) + " |"
+    bounds = "| bound | | " + " | ".join(f"{'>=' if higher else '<='} {getattr(int8, bound)}" for _, bound, higher in BOUNDS) + " |"
+    lines = [header, "|" + "---|" * (len(BOUNDS) + 2), bounds]
+    for name in names:
+        rows = [run["verdicts"][name] for run in runs if name in run["verdicts"]]
+        verdicts = sorted({row["verdict"] for row in rows})
+        passing = verdicts != ["failed"]  # a flip is shown at its worst
+        cells = []
+        for figure, _, higher in BOUNDS:
+            values = [row[figure] for row in rows if row.get(figure) is not None]
+            nearest = (min if higher == passing else max)(values) if values else None
+            cells.append("" if nearest is None else f"{nearest:.3f}")
+        counted = " / ".join(f"{verdict} x{sum(row['verdict'] == verdict for row in rows)}" for verdict in verdicts)
+        lines.append(f"| {name} | {counted} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default=None, help="default: trained.arch of the composed params")
@@ -148,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"margins": result["margins"], "flips": result["flips"]}, indent=2))
+    print(markdown(runs, int8))
 
 
 if __name__ == "__main__":

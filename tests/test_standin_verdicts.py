@@ -4,7 +4,7 @@ that differs between stand-ins is reported as a flip."""
 from __future__ import annotations
 
 from crossdeploy.parity import Thresholds
-from crossdeploy.standin_verdicts import flips, margins
+from crossdeploy.standin_verdicts import flips, margins, markdown
 
 
 def run(seed: int, minmax_noise: float, verdict: str = "ok") -> dict:
@@ -29,3 +29,15 @@ def test_margins_and_flips():
     flipped = steady + [run(2, 0.16, "failed")]
     assert flips(flipped)["minmax/cpu"] == {"ok", "failed"}
     assert margins(flipped, int8)["noise_rel"]["worst_passing"] == 0.11  # a failed run is not a passing figure
+
+
+def test_the_table_gives_each_variant_its_figure_nearest_the_bound():
+    int8 = Thresholds(top1_agreement=0.9, cosine_p1=0.85, noise_rel_max=0.15, accuracy_ratio_min=0.95)
+    table = markdown([run(0, 0.08), run(1, 0.11)], int8).splitlines()
+    assert table[2].startswith("| bound | | <= 0.15 | >= 0.85 |")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table[3:]}
+    assert rows["minmax/cpu"][:2] == ["ok x2", "0.110"]  # always passed: its worst noise
+    assert rows["defect/noise-20pct"][:2] == ["failed x2", "0.200"]
+    assert rows["defect/shuffled"][1:3] == ["1.400", "-0.500"]  # always failed: its best figures
+    flipped = markdown([run(0, 0.08), run(1, 0.16, "failed")], int8)
+    assert "| minmax/cpu | failed x1 / ok x1 | 0.160 |" in flipped

@@ -44,9 +44,10 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 def int8_kernels_saturate(flags: set[str] | None = None) -> bool:
     """Whether ONNX Runtime's 8-bit kernels here add pairs of 8-bit products in 16 bits, which saturate: an x86
-    CPU without VNNI (AVX2, AVX-512F). quantize.reduce_range's 7-bit weights keep the pairs within 16 bits."""
+    CPU without VNNI (AVX2, AVX-512F). quantize.reduce_range's 7-bit weights keep the pairs within 16 bits.
+    False where the flags cannot be read (no /proc/cpuinfo): unknown is not a diagnosis."""
     flags = cpu_flags() if flags is None else flags
-    return platform.machine().lower() in ("x86_64", "amd64") and not flags & VNNI_FLAGS
+    return bool(flags) and platform.machine().lower() in ("x86_64", "amd64") and not flags & VNNI_FLAGS
 
 
 def gpus() -> list[dict[str, str]]:

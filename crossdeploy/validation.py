@@ -247,7 +247,7 @@ def saturation_hint(rows: dict[str, dict[str, Any]], reduce_range: bool, saturat
         return
     for row in (rows[name] for name in ORT_CPU_INT8 if name in rows):
         if row["status"] == "failed" and row.get("floor") == "passed":
-            row["reason"] += (
+            row["reason"] = (row.get("reason") or "") + (
                 "; this CPU has no VNNI, and ONNX Runtime's 8-bit kernels saturate on 8-bit weights: set quantize.reduce_range: true"
             )
 

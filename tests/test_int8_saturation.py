@@ -87,6 +87,7 @@ def test_vnni_and_non_x86_cpus_are_told_from_saturating_ones(monkeypatch):
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     assert int8_kernels_saturate({"avx2", "avx512f", "avx512bw"})
     assert not int8_kernels_saturate({"avx2", "avx512_vnni"}) and not int8_kernels_saturate({"avx2", "amx_int8"})
+    assert not int8_kernels_saturate(set())  # flags unreadable: no diagnosis
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
     assert not int8_kernels_saturate({"asimd"})
 

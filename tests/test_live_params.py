@@ -88,7 +88,7 @@ EXPLAINED = {
     "validate:trained.name": NAMES,
     "validate:to_tensorflow.version": NAMES,
     "validate:quantize.reduce_range": "names the likely cause in a failed ONNX Runtime INT8 row's reason on a CPU without VNNI; "
-    "the figures are the quantize stage's files (tests/test_validation)",
+    "the figures are the quantize stage's files (tests/test_int8_saturation)",
     "validate:tensorrt.cuda_graph": "the TensorRT runner's replay mode: the same engine computes the same logits (GPU tests)",
     "validate:validate.strict": "whether failures stop the stage; parity.json is the same (tests/test_skips)",
     "validate:validate.judge_agreement_with_random_weights": VERDICT,

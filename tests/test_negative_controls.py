@@ -67,7 +67,7 @@ def test_a_correct_int8_variant_passes(trained, thresholds):
     metrics, missed = judge(trained, thresholds, trained[3])
     assert missed == [], metrics
     print(f"\ncorrect INT8: {metrics}")
-    # with margin: half the noise the gate allows
+    # with margin: two thirds of the noise the gate allows
     assert metrics["noise_rel"] <= thresholds.int8.noise_rel_max / 1.5, metrics
 
 

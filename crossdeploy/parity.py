@@ -72,8 +72,8 @@ def input_dependence(reference: np.ndarray, candidate: np.ndarray) -> dict[str, 
     (`gain`, forgiven up to GAIN_FORGIVEN either way): the RMS of candidate - gain x reference, both about the
     reference's mean logits, over the RMS of the reference's. 0.2 is noise of 20 % of the image-to-image
     spread. Measured on what moves with the input, so the constant vector that dominates random weights'
-    logits neither hides an error nor flatters a good variant; an offset per class is counted, a uniform rescaling (symmetric INT8 shrinks logits a few per
-    cent, which changes no ranking) is not."""
+    logits neither hides an error nor flatters a good variant; an offset per class is counted, a uniform
+    rescaling (symmetric INT8 shrinks logits a few per cent, which changes no ranking) is not."""
     mean = reference.mean(0)
     signal, answer = reference - mean, candidate - mean
     moving = np.sqrt(np.mean(signal**2))

@@ -236,16 +236,14 @@ def standin_verdicts(rows: dict[str, dict[str, Any]], accuracy_min: float) -> di
     return {**rows, **withdrawn}
 
 
-#: the INT8 variants ONNX Runtime runs on the CPU, whose kernels saturate without VNNI (device_info)
-ORT_CPU_INT8 = ("onnxruntime-int8", "onnxruntime-int8-trt")
-
-
-def saturation_hint(rows: dict[str, dict[str, Any]], reduce_range: bool, saturates: bool) -> None:
-    """Add to each failed ONNX Runtime CPU INT8 row the likely cause when it is this CPU's arithmetic, not the
-    conversion: 8-bit weights (quantize.reduce_range false) on a CPU whose 8-bit kernels saturate."""
+def saturation_hint(rows: dict[str, dict[str, Any]], variants: list[Variant], reduce_range: bool, saturates: bool) -> None:
+    """Add to each failed row of an INT8 variant ONNX Runtime runs on the CPU the likely cause when it is this
+    CPU's arithmetic, not the conversion: 8-bit weights (quantize.reduce_range false) on a CPU whose 8-bit
+    kernels saturate (device_info.int8_kernels_saturate)."""
     if reduce_range or not saturates:
         return
-    for row in (rows[name] for name in ORT_CPU_INT8 if name in rows):
+    cpu_int8 = [v.name for v in variants if v.framework == "onnxruntime" and v.precision == "int8" and not v.on_gpu]
+    for row in (rows[name] for name in cpu_int8 if name in rows):
         if row["status"] == "failed" and row.get("floor") == "passed":
             row["reason"] = (row.get("reason") or "") + (
                 "; this CPU has no VNNI, and ONNX Runtime's 8-bit kernels saturate on 8-bit weights: set quantize.reduce_range: true"

@@ -35,16 +35,17 @@ def main() -> None:
     judge_agreement = judging.get("judge_agreement", True)
     describe_reference(results, card)
     reduce_range, saturates = bool(params["quantize"].get("reduce_range", True)), int8_kernels_saturate()
-    saturation_hint(results, reduce_range, saturates)
+    saturation_hint(results, variants, reduce_range, saturates)
     # the stand-in's rows: real thresholds on every figure, accuracy against its labels included
     standin = trained_paths(paths["trained"])
+    standin_variants = trained_variants(params)
     if Path(standin["evaluation"]).is_file():
-        trained = validate_variants(trained_variants(params), ImageSet.load(Path(standin["evaluation"])), thresholds, **run, floor=floor)
+        trained = validate_variants(standin_variants, ImageSet.load(Path(standin["evaluation"])), thresholds, **run, floor=floor)
         describe_reference(trained, ModelCard.from_dict(read_json(standin["model_card"])), stand_in=True)
         trained = standin_verdicts(trained, float(cfg["standin_accuracy_min"]))
-        saturation_hint(trained, reduce_range, saturates)
+        saturation_hint(trained, standin_variants, reduce_range, saturates)
     else:
-        trained = {v.name: {"status": "skipped", "reason": standin_absent_reason(params)} for v in trained_variants(params)}
+        trained = {v.name: {"status": "skipped", "reason": standin_absent_reason(params)} for v in standin_variants}
     results.update({TRAINED_PREFIX + name: row for name, row in trained.items()})
     write_json(paths["parity"], results)
     with atomic_path(paths["parity_report"]) as out:

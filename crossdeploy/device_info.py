@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = (
-    "torch", "onnxruntime", "onnxruntime-gpu", "tensorflow", "ai-edge-litert", "onnx",
+    "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorflow", "ai-edge-litert", "onnx",
     "tensorrt", "mlcommons-loadgen", "numpy",
 )
 

@@ -35,13 +35,15 @@ COLUMNS = {
     "ONNX FP32": ("onnxruntime-fp32",),
     "INT8 CPU": ("onnxruntime-int8",),
     "INT8 TensorRT-flavour": ("onnxruntime-int8-trt",),
+    "OpenVINO FP32": ("openvino-fp32",),
+    "OpenVINO INT8": ("openvino-int8",),
     "SavedModel": ("tf-savedmodel-fp32",),
     "TFLite FP32": ("tflite-fp32",),
     "TFLite FP16": ("tflite-fp16",),
     "TFLite INT8": ("tflite-int8",),
     "served": ("kserve-rest-fp32", "kserve-rest-bytes"),
 }
-INT8_COLUMNS = ("INT8 CPU", "INT8 TensorRT-flavour", "TFLite INT8")
+INT8_COLUMNS = ("INT8 CPU", "INT8 TensorRT-flavour", "TFLite INT8", "OpenVINO INT8")
 PREFIX = "matrix-"
 OUTPUT = Path("metrics/support_matrix")
 README = Path("README.md")

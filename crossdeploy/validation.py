@@ -59,6 +59,8 @@ UNJUDGED_ON_RANDOM_WEIGHTS = {
     "(its outputs follow the input); the trained/ rows, a stand-in of the same architecture, judge the INT8 conversion",
     "encoded": "random weights amplify the grey level the serving graph's resize may round unlike PIL's into logit "
     "noise, so no verdict beyond the floor; the trained/ rows, a stand-in of the same architecture, judge the bytes path",
+    "bf16": "random weights amplify bf16's 8-bit mantissa into noise as large as INT8's, so no verdict beyond the floor "
+    "(its outputs follow the input); the trained/ rows, a stand-in of the same architecture, judge the bf16 arithmetic",
 }
 
 
@@ -189,8 +191,18 @@ def judging_rules(cfg: dict[str, Any], thresholds: dict[str, Thresholds]) -> dic
     return {
         "thresholds": {**thresholds, **{key: Thresholds(**values) for key, values in random["thresholds"].items()}},
         "judge_agreement": bool(cfg["judge_agreement_with_random_weights"]),
-        "unjudged": {key: UNJUDGED_ON_RANDOM_WEIGHTS[key] for key in random["unjudged"]},
+        "unjudged": {key: UNJUDGED_ON_RANDOM_WEIGHTS[key] for key in _unjudged_keys(random["unjudged"])},
     }
+
+
+def _unjudged_keys(value: Any) -> list[str]:
+    keys = list(value or [])
+    unknown = [k for k in keys if k not in UNJUDGED_ON_RANDOM_WEIGHTS]
+    if unknown:
+        raise CrossdeployError(
+            f"validate.random_weights.unjudged names {', '.join(map(str, unknown))}; it takes {', '.join(UNJUDGED_ON_RANDOM_WEIGHTS)}."
+        )
+    return keys
 
 
 def required_variants(value: Any, known: list[str]) -> list[str]:

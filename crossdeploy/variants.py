@@ -20,18 +20,19 @@ from crossdeploy.runtimes.base import Runner, ThreadSettings
 #: ONNX Runtime's providers that run on an NVIDIA GPU
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 #: what runs a row: one Runner per framework (crossdeploy/runtimes/), "served" a model behind `crossdeploy serve`
-FRAMEWORKS = ("torch", "onnxruntime", "tensorrt", "tensorflow", "tflite", "served")
+FRAMEWORKS = ("torch", "onnxruntime", "openvino", "tensorrt", "tensorflow", "tflite", "served")
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    precision: str  # fp32 | fp16 | int8: the arithmetic the artifact runs in
+    precision: str  # fp32 | fp16 | bf16 | int8: the arithmetic the artifact runs in
     thresholds: str  # the validate.thresholds entry that judges it
     framework: str  # one of FRAMEWORKS
     artifact: Path
     #: the framework's runner options for this row: torch's device, half and compile; ONNX Runtime's
-    #: provider and TensorRT batch profile; TensorRT's cuda_graph; how a served row is served
+    #: provider and TensorRT batch profile; TensorRT's cuda_graph; how a served row is served (OpenVINO's
+    #: precision is the row's own)
     options: dict[str, Any] = field(default_factory=dict)
     #: A record the runtime reads where the artifact may be missing (a TensorRT engine's JSON says
     #: why it was skipped, and the runtime may build an engine for this machine from it).
@@ -90,6 +91,10 @@ class Variant:
             from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner as runner_class
 
             options["providers"] = _onnxruntime_providers(options.pop("provider", "CPUExecutionProvider"), self.precision)
+        elif self.framework == "openvino":
+            from crossdeploy.runtimes.openvino_runtime import OpenVinoRunner as runner_class
+
+            options["precision"] = self.precision
         elif self.framework == "tensorrt":
             from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner as runner_class
         elif self.framework == "tensorflow":
@@ -154,6 +159,11 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         Variant("onnxruntime-fp32",      "fp32",   "fp32",    "onnxruntime", onnx_fp32),
         Variant("onnxruntime-int8",      "int8",   "int8",    "onnxruntime", onnx_int8),
         Variant("onnxruntime-int8-trt",  "int8",   "int8",    "onnxruntime", onnx_int8_trt),
+        # OpenVINO's CPU plugin on the same files: f32 forced (its default is bf16 where the CPU has it), bf16
+        # where the CPU has it, and INT8 from the CPU flavour's Q/DQ model
+        Variant("openvino-fp32",         "fp32",   "fp32",    "openvino",    onnx_fp32),
+        Variant("openvino-bf16",         "bf16",   "bf16",    "openvino",    onnx_fp32),
+        Variant("openvino-int8",         "int8",   "int8",    "openvino",    onnx_int8),
         Variant(SAVEDMODEL_VARIANT,      "fp32",   "fp32",    "tensorflow",  savedmodel,    build_failures=Path(paths["savedmodel"]) / FAILURES_FILE),
         *(  # tflite-fp32, tflite-fp16, tflite-int8
             Variant(name,                precision, precision, "tflite",     tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)
@@ -183,7 +193,7 @@ TORCH_COMPILE = "torch-compile-fp32"
 
 #: what the trained reference model is taken through: every conversion the CPU runs, and the embedded server
 TRAINED_VARIANTS = (
-    REFERENCE, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
+    REFERENCE, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt", "openvino-fp32", "openvino-bf16", "openvino-int8",
     "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 )  # fmt: skip
 

@@ -62,7 +62,12 @@ def test_the_best_throughput_within_the_slo_is_chosen_with_its_margin_and_runner
     assert (runner["variant"], runner["cell"]) == ("onnxruntime-fp32", "b1_c1")
     assert runner["why_not"] == "20 img/s, 66.7 % below the best that meets the SLO"
     assert d["params"]["p99_ms"] == 50 and d["tie_pct"] == STABILITY_PCT
-    assert "**Deploy `onnxruntime-int8` at batch 1 x 1 client**: 60 img/s" in deploy_markdown(d)
+    assert "**Deploy `onnxruntime-int8` at batch 1 x 1 client**: 60 img/s, p50" in deploy_markdown(d)  # no peak measured: none quoted
+    with_peak = decision(
+        {"onnxruntime-int8": {"b1_c1": {**cell(60, 20), "peak_pct": 81.5}}}, {"onnxruntime-int8": ok("int8", 0.99, 0.99)}
+    )  # fmt: skip
+    assert with_peak["choice"]["peak_pct"] == 81.5
+    assert "60 img/s (81.5 % of this machine's GEMM peak in its precision), p50" in deploy_markdown(with_peak)
 
 
 def test_when_nothing_meets_the_slo_the_closest_cell_and_its_miss_are_named():
@@ -289,6 +294,25 @@ def test_a_savedmodel_choice_bundles_the_tf_serving_repository_and_its_manifest(
     readme = (build(tmp_path, artifacts, choice_of("tfserving-gpu-rest-bytes", batch=1), "gpu") / "README.md").read_text()
     assert "docker run --rm --gpus all -e NVIDIA_TF32_OVERRIDE=0 -p 8501:8501" in readme and "tensorflow/serving:2.21.0-gpu " in readme
     assert "batch_timeout_micros 0: a batch of one is full on arrival" in readme and "Measured behind TF Serving." in readme
+
+
+def test_an_openvino_choice_bundles_its_ir_and_a_model_server_config(tmp_path, artifacts, tiny_images):
+    """OpenVINO's IR, written by OpenVINO with the weights as measured (not halved to fp16), loads and gives the
+    ONNX file's logits; config.json compiles it with the row's precision, as OpenVINO Model Server reads it."""
+    import numpy as np
+    import openvino as ov
+
+    dest = build(tmp_path, artifacts, choice_of("openvino-fp32", batch=8, concurrency=2))
+    config = json.loads((dest / "config.json").read_text())["model_config_list"][0]["config"]
+    assert (config["name"], config["base_path"], config["target_device"]) == ("tiny", "/models/tiny", "CPU")
+    assert config["plugin_config"] == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"} and config["nireq"] == 2
+    core, x = ov.Core(), tiny_images[1].tensors("NCHW")
+    from_ir = core.compile_model(str(dest / "tiny" / "1" / "model.xml"), "CPU", config["plugin_config"])(x)[0]
+    from_onnx = core.compile_model(artifacts.paths["onnx_optimized"], "CPU", config["plugin_config"])(x)[0]
+    np.testing.assert_array_equal(from_ir, from_onnx)
+    readme = (dest / "README.md").read_text()
+    assert "openvino/model_server:latest" in readme and "--config_path /models/config.json" in readme
+    assert "batches of 8 from 2 threads at a time" in readme
 
 
 def test_the_batch_timeout_spends_half_the_margin_and_nothing_at_batch_one():

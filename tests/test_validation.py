@@ -275,3 +275,19 @@ def test_garbage_between_runners_keeps_a_callers_own_freeze():
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_random_weights_unjudged_keys_are_checked_and_every_precision_has_its_reason():
+    import pytest
+
+    from crossdeploy.compose import compose
+    from crossdeploy.errors import CrossdeployError
+    from crossdeploy.validation import judging_rules
+
+    cfg = compose([])["validate"]
+    thresholds = {key: Thresholds(**values) for key, values in cfg["thresholds"].items()}
+    rules = judging_rules(cfg, thresholds)
+    assert set(rules["unjudged"]) == {"int8", "bf16", "encoded"} and all(rules["unjudged"].values())
+    planted = {**cfg, "random_weights": {**cfg["random_weights"], "unjudged": ["int8", "fp8"]}}
+    with pytest.raises(CrossdeployError, match="validate.random_weights.unjudged names fp8; it takes int8, encoded, bf16"):
+        judging_rules(planted, thresholds)

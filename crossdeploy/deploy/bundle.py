@@ -26,11 +26,15 @@ from crossdeploy.serving.repository import BATCHING_PARAMETERS, MODELS_CONFIG, B
 from crossdeploy.variants import Variant
 
 #: what the bundle holds, by the framework that runs the variant (variants.py's table)
-KINDS = {"tensorflow": "tfserving", "served": "tfserving", "tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
+KINDS = {
+    "tensorflow": "tfserving", "served": "tfserving", "tensorrt": "tensorrt", "openvino": "openvino",
+    "onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch",
+}  # fmt: skip
 README = "README.md"
 DECISION = "decision.json"
 PREPROCESSING = "preprocessing.json"
 TRITON = "triton"
+OVMS_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,45 @@ def _tensorrt(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
     ]
 
 
+def _openvino(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving) -> list[str]:
+    """OpenVINO's IR of the row's ONNX file (written by OpenVINO itself, weights as they are: save_model would
+    otherwise halve them to fp16), in OpenVINO Model Server's layout with its config.json, compiled with the
+    precision and hint the row was measured with."""
+    import openvino as ov
+
+    from crossdeploy.runtimes.openvino_runtime import compile_config
+
+    name = serving.model_name
+    check_service_name(name)
+    version_dir = dest / name / str(serving.version)
+    version_dir.mkdir(parents=True)
+    ov.save_model(ov.Core().read_model(str(artifact(variant, serving))), version_dir / "model.xml", compress_to_fp16=False)
+    plugin = compile_config(variant.precision)
+    config = {"model_config_list": [{"config": {
+        "name": name, "base_path": f"/models/{name}", "target_device": "CPU", "plugin_config": plugin,
+        "nireq": max(1, int(choice["concurrency"])),
+    }}]}  # fmt: skip
+    (dest / OVMS_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    clients = choice["concurrency"]
+    return [
+        f"OpenVINO IR `{name}/{serving.version}/model.xml` (+ `.bin`) in OpenVINO Model Server's layout, with `{OVMS_CONFIG}` "
+        f"(CPU, inference precision {plugin['INFERENCE_PRECISION_HINT']}, latency hint, as measured). Measured in process: "
+        f"batches of {choice['batch']} from {clients} thread{'s' if clients > 1 else ''} at a time; behind the server each "
+        "request adds its transport. The server answers TF Serving's gRPC API on port 9000 and KServe's REST API on 8000.",
+        "",
+        "```bash",
+        f"docker run --rm -p 9000:9000 -p 8000:8000 -v \"$PWD:/models:ro\" openvino/model_server:latest \\",
+        f"  --config_path /models/{OVMS_CONFIG} --port 9000 --rest_port 8000",
+        "```",
+        "",
+        "```python",
+        "import openvino as ov",
+        f'compiled = ov.Core().compile_model("{name}/{serving.version}/model.xml", "CPU", {plugin!r})',
+        "logits = compiled(x)[0]   # x: float32 NCHW, preprocessed as preprocessing.json says",
+        "```",
+    ]
+
+
 RUN_NOTES = {
     "onnxruntime": [
         "```python",
@@ -215,6 +258,8 @@ def write_bundle(
             how = _tfserving(dest, choice, variant, serving)
         elif what == "tensorrt":
             how = _tensorrt(dest, choice, variant, serving, preprocessing)
+        elif what == "openvino":
+            how = _openvino(dest, choice, variant, serving)
         else:
             how = _file(dest, choice, variant, serving)
         lines = [*measured_lines(decision, results), "", "## How to start it", "", *how]

@@ -6,6 +6,7 @@ re-runs it."""
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.benchmark.peaks import annotate_cells, machine_peaks
 from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
 from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.datasets import ImageSet
@@ -26,8 +27,12 @@ def main() -> None:
     variants = select_variants(every, cfg["variants"])
     images = ImageSet.load(Path(paths["evaluation"]))
 
+    # the machine's limits first, on cores no variant is using yet
+    peaks = machine_peaks(int(cfg["threads"]["intra_op"]))
     with atomic_path(paths["benchmark"], directory=True) as artifacts:
         results = run_benchmark(variants, images, plan, artifacts / "mlperf")
+        annotate_cells(results, variants, peaks, read_json(paths["model_size"]).get("gflops_per_image"))
+        results["peaks"] = peaks
         results["device"] = describe_device()
         results["setup"] = {
             "target": cfg["target"],

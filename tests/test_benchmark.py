@@ -161,7 +161,8 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     assert harness["rounds"] == 2  # the plan's harness_rounds
     assert "checks" not in results  # judged by the report stage, never inside the measurement
     checks = check_targets(results, {}, TINY_TARGETS)
-    assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process"}
+    assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process", "peaks_plausible"}
+    assert checks["peaks_plausible"]["met"] is None  # run_benchmark alone measures no peaks: the check says so, not "met"
     assert checks["harness_overhead"]["overhead_pct"] == harness["overhead_pct"]
     served = checks["kserve_bytes_over_in_process"]
     assert served["served_ips"] == results["kserve-rest-bytes"]["b4_c2"]["throughput_ips"]
@@ -357,4 +358,6 @@ def test_the_report_says_how_the_server_rate_was_found():
     assert "LoadGen's peak search found" in _server_method({"server_latency_ms": 15, "mlperf_server_runs": None})
     fixed = _server_method({"server_latency_ms": 100, "mlperf_server_runs": 2})
     assert "highest of 2 fixed Poisson rates" in fixed and "lower bound on the peak" in fixed and "peak search found" not in fixed
+    single = _server_method({"server_latency_ms": 100, "mlperf_server_runs": 1})
+    assert "one fixed Poisson rate, half what one worker sustains alone" in single and "highest of" not in single
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import openvino
 import pytest
 import yaml
 
@@ -23,11 +24,14 @@ TINY = [
     "benchmark.targets.served_batch=4", "benchmark.targets.served_concurrency=2", "trained.input_size=32",
 ]
 VARIANTS = {
-    "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt",
+    "torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt", "openvino-fp32", "openvino-int8",
     "tf-savedmodel-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8", "kserve-rest-fp32", "kserve-rest-bytes",
 }
-# random weights: INT8 and served-bytes rows carry figures but no verdict; the trained model's rows judge them
-UNJUDGED = {"onnxruntime-int8", "onnxruntime-int8-trt", "tflite-int8", "kserve-rest-bytes", "tfserving-rest-bytes"}
+# random weights: INT8, bf16 and served-bytes rows carry figures but no verdict; the trained model's rows judge them
+UNJUDGED = {"onnxruntime-int8", "onnxruntime-int8-trt", "openvino-int8", "openvino-bf16", "tflite-int8", "kserve-rest-bytes", "tfserving-rest-bytes"}
+# OpenVINO's bf16 runs only on a CPU with BF16 instructions; elsewhere its rows say which feature is missing
+BF16 = {"openvino-bf16"}
+CPU_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 TRAINED = {f"trained/{name}" for name in TRAINED_VARIANTS}
 # real TF Serving needs its binary or a Docker engine; where neither is, these rows say so
 TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes"}
@@ -72,8 +76,10 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     first = sh(repo, "dvc", "repro")
     assert stages_run(first) == STAGES
     parity = json.loads((repo / "metrics" / "parity.json").read_text())
-    assert set(parity) == VARIANTS | TFSERVING | GPU | TRAINED
+    assert set(parity) == VARIANTS | BF16 | TFSERVING | GPU | TRAINED
     expected = {name: "unjudged" if name in UNJUDGED else "ok" for name in VARIANTS} | {name: "ok" for name in TRAINED}
+    expected |= {name: "unjudged" if CPU_BF16 else "skipped" for name in BF16}
+    expected |= {f"trained/{name}": "ok" if CPU_BF16 else "skipped" for name in BF16}
     expected |= {name: ("unjudged" if name in UNJUDGED else "ok") if TFSERVING_RUNS else "skipped" for name in TFSERVING}
     statuses = {name: row["status"] for name, row in parity.items()}
     assert {name: statuses[name] for name in expected} == expected
@@ -94,7 +100,10 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert json.loads((repo / built / "failures.json").read_text()) == {}, built
 
     benchmark = json.loads((repo / "metrics" / "benchmark.json").read_text())
-    assert set(benchmark) == VARIANTS | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup", "resources"}
+    assert set(benchmark) == VARIANTS | BF16 | TFSERVING | GPU | {"torch-compile-fp32", "mlperf", "harness", "device", "setup", "resources", "peaks"}
+    if not CPU_BF16:
+        assert "OpenVINO bf16 needs a CPU with BF16" in parity["openvino-bf16"]["reason"]
+    assert benchmark["peaks"]["cpu"]["fp32"]["gops"] > 0 and benchmark["peaks"]["cpu"]["int8"]["gops"] > 0
     if not HAS_GPU:
         assert benchmark["tensorrt-fp16"]["b1_c1"] == {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}
     for variant in VARIANTS:
@@ -109,13 +118,14 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
     assert benchmark["torch-compile-fp32"]["b1_c1"]["reason"] == "benchmark.torch_compile is false"
     assert benchmark["mlperf"]["onnxruntime-int8"]["status"] == "ok"
     checks = json.loads((repo / "metrics" / "checks.json").read_text())
-    assert {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process"} <= set(checks)
+    assert {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "peaks_plausible"} <= set(checks)
+    assert all("peak_pct" in benchmark[v]["b1_c1"] for v in VARIANTS if benchmark[v]["b1_c1"]["status"] == "ok")
     if not TFSERVING_RUNS:
         assert "tensorflow_model_server on PATH" in benchmark["tfserving-rest-bytes"]["b1_c1"]["reason"]
     report = (repo / "metrics" / "benchmark.md").read_text()
     assert "| onnxruntime-int8 | int8 |" in report and "| kserve-rest-bytes | fp32 |" in report
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary["best_ips"]) == VARIANTS and set(summary["int8_top1_agreement"]) >= {"trained/onnxruntime-int8", "trained/tflite-int8"}
+    assert set(summary["best_ips"]) == VARIANTS | (BF16 if CPU_BF16 else set()) and set(summary["int8_top1_agreement"]) >= {"trained/onnxruntime-int8", "trained/tflite-int8"}
 
     second = sh(repo, "dvc", "repro")
     assert stages_run(second) == set()

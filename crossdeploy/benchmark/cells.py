@@ -10,8 +10,9 @@ from typing import Any
 
 #: benchmark.json's top-level keys that are not variants; "checks" is in files written before the
 #: report stage took the checks over (a benchmark.baseline from an older commit); "resources" holds each
-#: measured variant's wall time and peak memory (its process and any server it started)
-SECTIONS = ("mlperf", "harness", "checks", "device", "setup", "resources")
+#: measured variant's wall time and peak memory (its process and any server it started); "peaks" the
+#: machine's GEMM peaks (benchmark/peaks.py)
+SECTIONS = ("mlperf", "harness", "checks", "device", "setup", "resources", "peaks")
 
 
 def cell_name(batch_size: int, concurrency: int) -> str:

@@ -35,6 +35,7 @@ def summary_rows(
             "p99_b1_ms": single.get("p99_ms"),
             "best_ips": best[0] if best else None,
             "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
+            "peak_pct": cells[best[1]].get("peak_pct") if best else None,
             "speedup": best[0] / reference[0] if best and reference else None,
             "vs_baseline": best[0] / before[0] if best and before else None,
             "reason": _not_measured_note(cells) if best else next((row.get("reason", "") for row in cells.values()), ""),
@@ -95,6 +96,7 @@ def benchmark_markdown(
         "timing excludes loading and preprocessing. Closed-loop clients; each cell is measured in windows "
         f"until the last three agree within {setup['stability_pct']}% (or its cap; `stable` in the metrics says which).",
         "",
+        *peak_lines(results.get("peaks")),
         f"![latency and throughput]({chart})",
         "",
     ]
@@ -107,19 +109,69 @@ def benchmark_markdown(
             "",
         ]
     lines += [
-        "| variant | precision | size MB | parity | p50 b1 ms | p99 b1 ms | best img/s | reached at | speedup vs torch-fp32 |"
+        "| variant | precision | size MB | parity | p50 b1 ms | p99 b1 ms | best img/s | % of peak | reached at | speedup vs torch-fp32 |"
         + (" vs baseline |" if baseline else "") + " note |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
     ]
     for r in summary_rows(results, parity, compared):
         versus = f" {_fmt(r['vs_baseline'])}{'x' if r['vs_baseline'] else ''} |" if baseline else ""
         lines.append(
             f"| {r['variant']} | {r['precision']} | {_fmt(r['size_mb'], 1)} | {r['parity']} | {_fmt(r['p50_b1_ms'])} | "
-            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {r['best_at']} | {_fmt(r['speedup'])}{'x' if r['speedup'] else ''} |"
+            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {_fmt(r['peak_pct'], 1)} | {r['best_at']} | {_fmt(r['speedup'])}{'x' if r['speedup'] else ''} |"
             f"{versus} {r['reason']} |"
         )
+    lines += _int8_lines(results, int(checks.get("int8_over_fp32", {}).get("batch") or max(setup["batch_sizes"])))
     lines += _mlperf_lines(results["mlperf"], setup) + _check_lines(checks, results.get("harness") or {})
     return "\n".join(lines) + "\n"
+
+
+#: each runtime's INT8 variant beside its FP32 one, compared at one batch size in the same run
+INT8_PAIRS = {
+    "ONNX Runtime": ("onnxruntime-int8", "onnxruntime-fp32"),
+    "OpenVINO": ("openvino-int8", "openvino-fp32"),
+    "TFLite": ("tflite-int8", "tflite-fp32"),
+    "TensorRT": ("tensorrt-int8", "tensorrt-fp16"),
+}
+
+
+def peak_lines(peaks: dict[str, Any] | None) -> list[str]:
+    """The machine's GEMM peaks, the limit `% of peak` is taken against (benchmark/peaks.py)."""
+    if not peaks:
+        return []
+    lines = []
+    for device, entries in peaks.items():
+        if entries.get("status") == "skipped":
+            continue
+        figures = []
+        for precision in ("fp32", "bf16", "fp16", "int8"):
+            entry = entries.get(precision)
+            if entry is None:
+                continue
+            unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+            figures.append(f"{precision.upper()} {entry['gops']:,.0f} {unit}" if "gops" in entry else f"{precision.upper()} not measured: {entry['reason']}")
+        where = entries.get("name", device.upper())
+        lines.append(
+            f"GEMM peaks on the {where} ({'torch' if entries.get('name') else 'torch and ONNX Runtime'}, the best of "
+            f"{', '.join(map(str, entries['sizes']))}-wide products, "
+            f"{entries['threads']} threads): "
+            + "; ".join(figures) + ". `% of peak` is a cell's images/s times the model's FLOPs per image over its precision's peak."
+        )
+    return [*lines, ""] if lines else []
+
+
+def _int8_lines(results: dict[str, Any], batch: int) -> list[str]:
+    """INT8 over FP32 for each runtime at one batch size, side by side: where a runtime's INT8 gains."""
+    rows = []
+    for runtime, (int8, fp32) in INT8_PAIRS.items():
+        found = [best_throughput(results.get(name, {}), batch) for name in (int8, fp32)]
+        if all(found):
+            rows.append(f"| {runtime} | {int8} | {found[0][0]:.1f} | {fp32} | {found[1][0]:.1f} | {found[0][0] / found[1][0]:.2f}x |")
+    if not rows:
+        return []
+    return [
+        "", f"## INT8 over its runtime's float variant, batch {batch}", "",
+        "| runtime | INT8 variant | img/s | float variant | img/s | ratio |", "|---|---|---|---|---|---|", *rows,
+    ]
 
 
 def _server_method(setup: dict[str, Any]) -> str:
@@ -127,6 +179,11 @@ def _server_method(setup: dict[str, Any]) -> str:
     runs = setup.get("mlperf_server_runs")
     if runs is None:
         return f"Server is the highest Poisson rate LoadGen's peak search found with {bound}."
+    if runs == 1:
+        return (
+            f"Server is one fixed Poisson rate, half what one worker sustains alone, met or missed with {bound}: a lower "
+            "bound on the peak where met (the full profile runs LoadGen's peak search)."
+        )
     return (
         f"Server is the highest of {runs} fixed Poisson rate{'s' if runs > 1 else ''} tried with {bound}: a lower bound "
         "on the peak, which the note brackets (the full profile runs LoadGen's peak search)."
@@ -212,6 +269,13 @@ def _check_lines(found: dict[str, Any], harness: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(where + f"target >= {c['target']:.0%}: {_verdict(c)}.")
+    c = found.get("peaks_plausible")
+    if c:
+        if judged(c):
+            detail = "positive, and no cell above its precision's peak" if c["met"] else "; ".join(c["problems"])
+            lines.append(f"- GEMM peaks usable as the limit ({detail}): {_verdict(c)}.")
+        else:
+            lines.append(f"- GEMM peaks usable as the limit: {_verdict(c)}.")
     gpu = found.get("gpu_target")
     if gpu:
         name, card = gpu["variant"], gpu["card"]

@@ -183,6 +183,7 @@ def _cell(variant: str, name: str, row: dict[str, Any], slo: float) -> dict[str,
         "variant": variant, "cell": name, "batch": batch, "concurrency": concurrency, "served": variant in SERVED,
         "throughput_ips": row["throughput_ips"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
         "margin_ms": round(slo - row["p99_ms"], 4), "stable": row.get("stable") is True,
+        "peak_pct": row.get("peak_pct"),  # its share of the machine's GEMM peak in its precision (benchmark/peaks.py)
     }  # fmt: skip
 
 

@@ -41,7 +41,9 @@ def summary(decision: dict[str, Any]) -> list[str]:
             f"{closest['miss_ms']:.4g} ms over, at {closest['throughput_ips']:.4g} img/s ({_fidelity(closest['fidelity'])})."
         ]
     lines = [
-        f"**Deploy {_cell(choice)}**: {choice['throughput_ips']:.4g} img/s, p50 {choice['p50_ms']:.4g} ms, p99 {choice['p99_ms']:.4g} ms "
+        f"**Deploy {_cell(choice)}**: {choice['throughput_ips']:.4g} img/s"
+        + (f" ({choice['peak_pct']:.3g} % of this machine's GEMM peak in its precision)" if choice.get("peak_pct") is not None else "")
+        + f", p50 {choice['p50_ms']:.4g} ms, p99 {choice['p99_ms']:.4g} ms "
         f"against the SLO of {slo:g} ms (margin {choice['margin_ms']:.4g} ms, {choice['margin_pct']:.3g} %); {_fidelity(choice['fidelity'])}."
     ]
     runner = decision["runner_up"]

@@ -201,16 +201,115 @@ def test_waiting_for_a_turn_counts_against_the_time_limit(served_repo, tmp_path_
 
 
 def test_a_request_over_the_time_limit_gets_504_and_frees_its_slot(served_repo, tmp_path_factory):
-    with _serve(served_repo, tmp_path_factory, {"max_in_flight": 1, "request_timeout_s": 0.000001}) as served:
+    # a body that arrives in milliseconds (a 6000 x 6000 PNG of one colour compresses to 120 kB) and
+    # takes seconds to decode (0.3 s an image, a full batch of them), so it is the running, not the
+    # arrival, that times out
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (120, 80, 40)).save(buffer, format="PNG")
+    large = bytes_request(*[base64.b64encode(buffer.getvalue()).decode()] * MAX_BATCH)
+    with _serve(served_repo, tmp_path_factory, {"max_in_flight": 1, "request_timeout_s": 1.0}) as served:
         base = f"http://127.0.0.1:{served.endpoint.rest_port}"
         for _ in range(3):  # the slot comes back when the inference ends, so later requests are admitted
-            # one sample: a body small enough to be sent whole before the server answers
-            status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
+            status, answer = send(f"{base}/v1/models/tiny:predict", large)
             if status == 503:
-                time.sleep(1)
-                status, answer = send(f"{base}/v1/models/tiny:predict", {"instances": floats(1)})
+                time.sleep(2)
+                status, answer = send(f"{base}/v1/models/tiny:predict", large)
             assert_clean_4xx(status, answer, 504, "serve.request_timeout_s")
         assert served.process.poll() is None
+
+
+# ---- slow and idle clients are cut ----
+
+ARRIVAL_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def impatient(served_repo, tmp_path_factory):
+    """A server that gives a request 2 s from its first byte to its last."""
+    with _serve(served_repo, tmp_path_factory, {"max_in_flight": 2, "max_queued": 0, "request_timeout_s": ARRIVAL_S}) as served:
+        yield served.endpoint.rest_port, f"http://127.0.0.1:{served.endpoint.rest_port}"
+
+
+def _trickle(port: int, head: bytes, tail: bytes, every_s: float = 0.25) -> tuple[bytes, float]:
+    """Send `head` at once, then `tail` a byte every `every_s`, until the server closes the connection;
+    what it answered, and how long after the first byte it closed."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    answer, start = b"", time.perf_counter()
+    try:
+        conn.sendall(head)
+        conn.settimeout(every_s)
+        for byte in tail:
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                chunk = None
+            if chunk == b"":
+                break
+            answer += chunk or b""
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:  # the server closed it
+                break
+        conn.settimeout(10)
+        while chunk := conn.recv(65536):
+            answer += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    finally:
+        conn.close()
+    return answer, time.perf_counter() - start
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_with_408(impatient):
+    port, base = impatient
+    # a header line of 200 bytes at four a second would hold the connection for 50 s
+    answer, took = _trickle(port, b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 200 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"serve.request_timeout_s" in answer
+    assert ARRIVAL_S - 0.1 < took < ARRIVAL_S + 2.0, took
+    assert_still_serving(base)
+
+
+def test_a_request_body_sent_a_byte_at_a_time_is_cut_with_408(impatient):
+    port, base = impatient
+    body = json.dumps({"instances": floats(1)}).encode()[:200]
+    head = b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    answer, took = _trickle(port, head, body)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert ARRIVAL_S - 0.1 < took < ARRIVAL_S + 2.0, took
+    assert_still_serving(base)  # the slot the trickled request held is free again
+
+
+def test_a_connection_that_sends_nothing_is_closed(impatient):
+    from crossdeploy.serving.kserve_server import IDLE_TIMEOUT_S
+
+    port, _ = impatient
+    conn = socket.create_connection(("127.0.0.1", port), timeout=IDLE_TIMEOUT_S + 10)
+    start = time.perf_counter()
+    try:
+        assert conn.recv(1024) == b""  # closed by the server, with nothing said
+    finally:
+        conn.close()
+    assert time.perf_counter() - start < IDLE_TIMEOUT_S + 2.0
+
+
+def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(impatient):
+    # the deadline runs per request: a connection reused for several prompt requests, each sent whole
+    import http.client
+
+    port, _ = impatient
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        sockets = []
+        for _ in range(3):
+            conn.request("GET", "/v1/models/tiny")
+            response = conn.getresponse()
+            assert response.status == 200 and json.loads(response.read())["ready"]
+            sockets.append(conn.sock)
+            time.sleep(ARRIVAL_S * 0.75)  # the connection lives longer than one request's deadline
+        assert len(set(map(id, sockets))) == 1  # http.client would have opened a new one for a closed connection
+    finally:
+        conn.close()
 
 
 # ---- every bad request is a 4xx with a clear message, and nothing leaks ----

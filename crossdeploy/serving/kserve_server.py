@@ -26,11 +26,14 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' a
 from crossdeploy.device_info import usable_cores
 from crossdeploy.serving.gc_pause import GcPause
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
+from crossdeploy.serving.slow_clients import FIRST_BYTE, arrival_deadline
 
 log = logging.getLogger(__name__)
 
 #: bytes of JSON per float of a float instance, generously: "-2.1179039478302",
 JSON_BYTES_PER_FLOAT = 24
+#: seconds a connection may stay silent: before its first request, and between requests (keep-alive)
+IDLE_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)
@@ -230,9 +233,10 @@ def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> Non
         except HttpError as exc:
             return error(exc.status, str(exc))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.request_timeout_s  # from arrival: waiting for a turn counts too
+        # from the request's first byte (slow_clients.py): its head's arrival and waiting for a turn count too
+        deadline = getattr(request.state, FIRST_BYTE, loop.time()) + limits.request_timeout_s
         try:
-            admitted = await asyncio.wait_for(admission.enter(), limits.request_timeout_s)
+            admitted = await asyncio.wait_for(admission.enter(), max(deadline - loop.time(), 0.0))
         except asyncio.TimeoutError:
             return error(504, f"the request waited longer than {limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).")
         if not admitted:
@@ -313,7 +317,9 @@ def serve_kserve(
             # connections beyond the requests it may hold get 503 from uvicorn itself, so idle or slow
             # clients cannot take every file descriptor; headroom for status and liveness probes
             self.config.limit_concurrency = limits.max_in_flight + limits.max_queued + 32
-            self.config.timeout_keep_alive = 5
+            self.config.timeout_keep_alive = IDLE_TIMEOUT_S
+            # and a client that sends nothing, or trickles its request, is cut (uvicorn times neither)
+            self.config.http = arrival_deadline(limits.request_timeout_s, IDLE_TIMEOUT_S)
 
         def _register_endpoints(self, app) -> None:
             from fastapi import APIRouter

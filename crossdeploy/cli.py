@@ -1,10 +1,12 @@
-"""The `crossdeploy` command: `crossdeploy serve` serves the repository the pipeline's package stage built;
+"""The `crossdeploy` command: `crossdeploy serve` serves the repository the pipeline's package stage built,
+the deploy bundle (--bundle) or any variant (--variant);
 `crossdeploy deploy` prints the deploy decision from the current metrics, for what-ifs without DVC."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 from crossdeploy.errors import CrossdeployError
@@ -15,7 +17,13 @@ from crossdeploy.serving import serve_command
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossdeploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_command.add_arguments(commands.add_parser("serve", help="serve the packaged model over TF Serving's REST (and gRPC) API"))
+    serve = commands.add_parser("serve", help="serve the packaged model, the deploy bundle or any variant over TF Serving's REST (and gRPC) API")
+    serve_command.add_arguments(serve)
+    which = serve.add_mutually_exclusive_group()
+    which.add_argument("--bundle", metavar="DIR", help="serve the deploy stage's bundle (models/deploy) with the runtime its decision chose: "
+                                                        "ONNX Runtime, OpenVINO, TFLite and torch files on the embedded server, a SavedModel as --repository is")
+    which.add_argument("--variant", metavar="NAME", help="serve one of the pipeline's variants (onnxruntime-int8, openvino-int8, tflite-int8, ...) "
+                                                          "with its own runtime on the embedded server")
     deploy = commands.add_parser("deploy", help="print the deploy decision (the deploy stage's) from the current metrics files")
     deploy.add_argument("--p99-ms", type=float, help="the latency SLO (default: deploy.p99_ms from the params)")
     deploy.add_argument("--variants", help="all, served, or a comma-separated list of variant names (default: deploy.variants)")
@@ -30,10 +38,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return deploy(args) if args.command == "deploy" else serve_command.serve(args)
+        return deploy(args) if args.command == "deploy" else serve(args)
     except CrossdeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    if not (args.bundle or args.variant):
+        return serve_command.serve(args)
+    from crossdeploy.deploy.serve_target import bundle_target, variant_target
+
+    params = load_params(args.params)
+    target = bundle_target(Path(args.bundle), params) if args.bundle else variant_target(args.variant, params)
+    return serve_command.serve(args, target)
 
 
 def deploy(args: argparse.Namespace) -> int:

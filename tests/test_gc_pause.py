@@ -85,7 +85,7 @@ def test_the_server_parses_a_float_body_without_a_collection(served_repo, tiny_i
     predictor's parse. The planted defect (the parse without the pause) starts them."""
     import orjson
 
-    from crossdeploy.serving.kserve_server import SavedModelPredictor
+    from crossdeploy.serving.predictors import SavedModelPredictor
 
     predictor = SavedModelPredictor("tiny", served_repo / "models" / "serving" / "tiny" / "1", 8)
     body = orjson.dumps({"instances": tiny_images[1].tensors("NHWC")[:8]}, option=orjson.OPT_SERIALIZE_NUMPY)

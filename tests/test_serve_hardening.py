@@ -549,7 +549,7 @@ def test_requests_parse_together_but_the_model_runs_one_call_per_core(served_rep
     import orjson
 
     from crossdeploy.device_info import usable_cores
-    from crossdeploy.serving.kserve_server import SavedModelPredictor
+    from crossdeploy.serving.predictors import SavedModelPredictor
 
     predictor = SavedModelPredictor("tiny", served_repo / "models" / "serving" / "tiny" / "1", 8)
     inside, most = [0], [0]
@@ -606,7 +606,7 @@ def test_the_server_runs_this_crossdeploy_not_one_beside_params_yaml(served_repo
 def test_a_boolean_in_a_float_input_is_refused_in_every_request_form(served_repo, form):
     """The boolean walk covers exactly the values converted: a single-input request may mix named and
     bare rows, and a true inside the named one was taken as 1.0 when the walk read the payload's rows."""
-    from crossdeploy.serving.kserve_server import SavedModelPredictor
+    from crossdeploy.serving.predictors import SavedModelPredictor
     from crossdeploy.serving.rest_payload import RequestError
 
     predictor = SavedModelPredictor("tiny", served_repo / "models" / "serving" / "tiny" / "1", 8)

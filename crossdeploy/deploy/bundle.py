@@ -190,8 +190,12 @@ def _openvino(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
         f"batches of {choice['batch']} from {clients} thread{'s' if clients > 1 else ''} at a time; behind the server each "
         "request adds its transport. The server answers TF Serving's gRPC API on port 9000 and KServe's REST API on 8000.",
         "",
+        *SERVE_BUNDLE,
+        "",
+        "or with OpenVINO Model Server:",
+        "",
         "```bash",
-        f"docker run --rm -p 9000:9000 -p 8000:8000 -v \"$PWD:/models:ro\" openvino/model_server:latest \\",
+        "docker run --rm -p 9000:9000 -p 8000:8000 -v \"$PWD:/models:ro\" openvino/model_server:latest \\",
         f"  --config_path /models/{OVMS_CONFIG} --port 9000 --rest_port 8000",
         "```",
         "",
@@ -202,6 +206,9 @@ def _openvino(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
         "```",
     ]
 
+
+#: the one command that serves a bundle with its runtime (crossdeploy serve --bundle)
+SERVE_BUNDLE = ["```bash", "crossdeploy serve --bundle models/deploy   # REST on 127.0.0.1:8501; --host, --rest-port", "```"]
 
 RUN_NOTES = {
     "onnxruntime": [
@@ -234,8 +241,13 @@ def _file(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving
     note = [line.format(file=source.name, provider=provider) for line in RUN_NOTES[KINDS[variant.framework]]]
     clients = choice["concurrency"]
     return [
-        f"`{source.name}`, run in process (no server): call it with batches of {choice['batch']} from "
-        f"{clients} thread{'s' if clients > 1 else ''} at a time, as it was measured.",
+        f"`{source.name}`, measured in process: batches of {choice['batch']} from {clients} "
+        f"thread{'s' if clients > 1 else ''} at a time. Served behind TF Serving's REST API (floats and JPEG/PNG bytes), "
+        "from the project's checkout:",
+        "",
+        *SERVE_BUNDLE,
+        "",
+        "or run in your own process:",
         "",
         *note,
     ]

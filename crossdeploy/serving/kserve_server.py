@@ -1,6 +1,6 @@
 """The embedded server: KServe's Python model server answering TF Serving's REST API (KServe's V1
-protocol) from the packaged SavedModel. It runs wherever Python does (no TF Serving binary, no Docker
-engine) and binds to loopback unless told otherwise.
+protocol) from the packaged SavedModel or any other runtime's file (serving/predictors.py). It runs wherever
+Python does (no TF Serving binary, no Docker engine) and binds to loopback unless told otherwise.
 
 It is written to face a network: a request is refused before any work if the server is busy or its
 body is too large, parsing and inference run off the event loop under a time limit, every bad request
@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from crossdeploy.device_info import usable_cores
-from crossdeploy.serving.gc_pause import GcPause
-from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
+from crossdeploy.serving.predictors import Predictor
+from crossdeploy.serving.rest_payload import RequestError
 from crossdeploy.serving.slow_clients import FIRST_BYTE, arrival_deadline
 
 log = logging.getLogger(__name__)
@@ -92,96 +88,6 @@ class Admission:
         self._slots.release()
 
 
-def signature_specs(signatures) -> dict[str, list[InputSpec]]:
-    specs = {}
-    for name, fn in signatures.items():
-        inputs = fn.structured_input_signature[1]
-        specs[name] = [
-            InputSpec(key, "string" if spec.dtype.name == "string" else "float32", tuple(spec.shape[1:]))
-            for key, spec in sorted(inputs.items())
-        ]
-    return specs
-
-
-#: a message the serving graph raises on purpose (serving/signatures.py), quoted inside TensorFlow's
-#: assertion text as "[image ...]"
-_GRAPH_MESSAGE = re.compile(r"\[(image[^\[\]\n]*)\]")
-
-
-def model_error_message(text: str) -> str:
-    """What a client may read of a TensorFlow InvalidArgumentError: the graph's own sentence about the
-    image where there is one; never TensorFlow's node names, source paths or traceback."""
-    found = _GRAPH_MESSAGE.search(text)
-    if found:
-        return found.group(1).strip()
-    return "an input was rejected by the model: an encoded image that is not a complete JPEG or PNG file, or a value it cannot take."
-
-
-class SavedModelPredictor:
-    """The packaged SavedModel, called from worker threads: every request in flight parses at once, at
-    most one per core runs the model. Parsing is Python under the GIL, so more requests in flight than
-    cores keep the cores busy with the model while bodies are read and decoded; more model calls than
-    cores would only hold their activations (hundreds of MB each for ResNet50 at batch 32) while they wait."""
-
-    def __init__(self, name: str, version_dir: Path, max_batch: int):
-        from crossdeploy.tensorflow_env import import_tensorflow
-
-        self.name, self.version, self.max_batch = name, int(version_dir.name), max_batch
-        self._model_slots = threading.BoundedSemaphore(usable_cores())
-        self._parse_pause = GcPause()
-        self._tf = tf = import_tensorflow()
-        self._loaded = tf.saved_model.load(str(version_dir))
-        self._signatures = dict(self._loaded.signatures)
-        self.specs = signature_specs(self._signatures)
-        # JSON containers and separators a legal request can hold: a full batch of the largest float
-        # signature, row by row. Parsed, each costs tens of bytes of Python objects per byte of body
-        # ("[]," is 3 bytes), so a body of empty lists within the size limit could take 30 times its size.
-        values = max((max_batch * int(np.prod(spec.sample_shape)) for specs in self.specs.values() for spec in specs), default=0)
-        rows = max((max_batch * int(np.prod(spec.sample_shape[:-1])) for specs in self.specs.values() for spec in specs if spec.sample_shape), default=0)
-        self.max_containers, self.max_separators = 2 * rows + 64 * max_batch + 64, values + 2 * rows + 64 * max_batch + 64
-
-    def _parse(self, body: bytes | bytearray) -> tuple[str, dict[str, np.ndarray], str]:
-        self.check_structure(body)
-        with self._parse_pause:  # the parsed tree lives until its arrays are built: no collection meanwhile
-            return self._parse_checked(body)
-
-    def _parse_checked(self, body: bytes | bytearray) -> tuple[str, dict[str, np.ndarray], str]:
-        import orjson
-
-        try:
-            payload = orjson.loads(body)  # strict JSON: NaN and Infinity literals are refused here
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"the body is not valid JSON ({exc.msg} at byte {exc.pos}).") from None
-        # "true" or "false" anywhere in the body (a substring search: 20 times faster than a regular
-        # expression over 50 MB) sends the float inputs through the exact walk that refuses booleans
-        return decode_request(payload, self.specs, self.max_batch, check_booleans=b"true" in body or b"false" in body)
-
-    def check_structure(self, body: bytes | bytearray) -> None:
-        """Refuse, before parsing, a body with more JSON structure than any legal request (bytes.count runs at memory speed)."""
-        containers = body.count(b"[") + body.count(b"{")
-        separators = body.count(b",")
-        if containers > self.max_containers or separators > self.max_separators:
-            raise RequestError(
-                f"the body holds {containers} JSON arrays or objects and {separators} commas; a legal request to this model "
-                f"holds at most {self.max_containers} and {self.max_separators} (a full batch of {self.max_batch})."
-            )
-
-    def handle(self, body: bytes | bytearray) -> dict[str, Any]:
-        """Parse, check, run and encode one request body (in a worker thread); RequestError on bad input."""
-        # parsed apart, so the parsed JSON (a batch of 32 float images is 4.8 M Python floats in 1.6 M lists,
-        # about 5x the body) is freed before the model runs rather than held beside its activations
-        signature, arrays, fmt = self._parse(body)
-        tf = self._tf
-        tensors = {k: tf.constant(list(v) if v.dtype == object else v) for k, v in arrays.items()}
-        del arrays
-        try:
-            with self._model_slots:
-                outputs = self._signatures[signature](**tensors)
-        except tf.errors.InvalidArgumentError as exc:
-            raise RequestError(model_error_message(exc.message)) from None
-        return encode_response({k: v.numpy() for k, v in outputs.items()}, fmt)
-
-
 def model_status(version: int) -> dict[str, Any]:
     """TF Serving's GetModelStatus answer, so clients written for TF Serving read it unchanged."""
     return {"model_version_status": [{"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
@@ -201,7 +107,7 @@ async def read_body(request, limit: int) -> bytearray:
     return body
 
 
-def add_routes(app, predictor: SavedModelPredictor, limits: ServerLimits) -> None:
+def add_routes(app, predictor: Predictor, limits: ServerLimits) -> None:
     """TF Serving's REST surface for one model: status and predict, with and without a version."""
     from fastapi.responses import ORJSONResponse
     from starlette.requests import ClientDisconnect
@@ -283,20 +189,16 @@ def _discard_result(work: asyncio.Future) -> None:
         work.exception()  # read, so asyncio does not log "exception was never retrieved" for an answered request
 
 
-def serve_kserve(
-    name: str, version_dir: Path, host: str, rest_port: int, max_batch: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False
-) -> None:
+def serve_kserve(predictor: Predictor, host: str, rest_port: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False) -> None:
     """Block serving REST on host:rest_port until SIGINT or SIGTERM; serve_cfg: the params' `serve:` limits."""
     import kserve
     import kserve.model_server as model_server
     from kserve.errors import InvalidInput
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
-    from crossdeploy.layout import SIGNATURE
-
-    predictor = SavedModelPredictor(name, version_dir, max_batch)
-    limits = ServerLimits.from_params(serve_cfg, max_batch, predictor.specs[SIGNATURE][0].sample_shape[0])
-    log.info("limits: %s", limits)
+    name = predictor.name
+    limits = ServerLimits.from_params(serve_cfg, predictor.max_batch, predictor.image_size)
+    log.info("serving %s on %s; limits: %s", name, predictor.runtime, limits)
 
     class ReadyModel(kserve.Model):
         """KServe's registry entry: readiness for its liveness and V2 endpoints. V1 goes through add_routes."""

@@ -73,14 +73,26 @@ def choose_engine(requested: str) -> tuple[str, str]:
     return "kserve", "requested"
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, target=None) -> int:
+    """Serve the params' repository, or `target` (deploy/serve_target.py, resolved by `crossdeploy serve
+    --bundle/--variant`): its SavedModel repository, or another runtime's file on the embedded server."""
     params = load_params(args.params)
     name, version = args.model or params["model"]["name"], int(params["to_tensorflow"]["version"])
     repository = Path(args.repository or params["paths"]["serving"])
-    served = model_version_dir(repository, name, version)
-    if not (served / "saved_model.pb").is_file():
-        raise CrossdeployError(f"{served} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
-    engine, why = choose_engine(args.engine)
+    runtime = target.runtime if target else None
+    if target and target.repository:
+        if args.repository:
+            raise CrossdeployError("--bundle serves the SavedModel it holds; give --bundle or --repository, not both.")
+        repository = target.repository
+    if runtime is not None:
+        if args.engine == "tfserving":
+            raise CrossdeployError(f"TF Serving serves SavedModels only; {runtime.label} is served by the embedded server (--engine kserve or auto).")
+        engine, why = "kserve", runtime.label
+    else:
+        served = model_version_dir(repository, name, version)
+        if not (served / "saved_model.pb").is_file():
+            raise CrossdeployError(f"{served} holds no SavedModel: run `dvc repro` (its package stage builds it) first.")
+        engine, why = choose_engine(args.engine)
     if args.device == "gpu" and engine != "tfserving":
         raise CrossdeployError(f"--device gpu runs TF Serving's -gpu image, but the engine is {engine} ({why}).")
     endpoint = launch.Endpoint(args.host, args.rest_port, args.grpc_port)
@@ -90,12 +102,15 @@ def serve(args: argparse.Namespace) -> int:
     print(f"engine: {engine} ({why})", flush=True)
     if engine == "kserve":
         from crossdeploy.serving.kserve_server import serve_kserve
+        from crossdeploy.serving.predictors import RunnerPredictor, SavedModelPredictor
 
+        max_batch = int(params["package"]["batching"]["max_batch_size"])
+        if runtime is None:
+            predictor = SavedModelPredictor(name, model_version_dir(repository, name, version), max_batch)
+        else:
+            predictor = RunnerPredictor(name, version, runtime.open_runner, runtime.label, max_batch, runtime.preprocessing, runtime.image_limits)
         _announce_when_ready(endpoint, name, grpc=False)
-        serve_kserve(
-            name, served, args.host, args.rest_port, int(params["package"]["batching"]["max_batch_size"]),
-            params.get("serve"), enable_v2=args.enable_v2,
-        )  # fmt: skip
+        serve_kserve(predictor, args.host, args.rest_port, params.get("serve"), enable_v2=args.enable_v2)
         return 0
     image = args.image or launch.image(str(params["package"]["kserve"]["tfserving_runtime_version"]))
     return _run_tfserving(repository, name, endpoint, image, args.device, str(params["package"]["base_path"]))

@@ -49,8 +49,10 @@ class ServerProcess:
         model: str | None = None,
         device: str | None = None,  # TF Serving's --device (cpu | gpu); None: the command's default
         extra_args: tuple[str, ...] = (),  # further `crossdeploy serve` options
+        whole_command: bool = False,  # through the `crossdeploy` command (its --bundle and --variant), not serve_command alone
     ):
         self.engine, self.model, self.device, self.extra_args = engine, model, device, tuple(extra_args)
+        self.entry = ("crossdeploy.cli", "serve") if whole_command else ("crossdeploy.serving.serve_command",)
         self.repository = repository.resolve() if repository else None
         self.params_file = Path(params_file).resolve()
         self.ready_timeout_s = ready_timeout_s
@@ -62,7 +64,7 @@ class ServerProcess:
     @property
     def identity(self) -> tuple:
         """What the server serves and how: two ServerProcess with the same identity serve alike."""
-        return (self.engine, self.params_file, self.repository, self.model, self.device, self.extra_args)
+        return (self.engine, self.params_file, self.repository, self.model, self.device, self.extra_args, self.entry)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -72,7 +74,7 @@ class ServerProcess:
         return [
             # -P: `-m` would put the working directory (params.yaml's) first on the path, where a checkout's
             # own crossdeploy/ would win over the one running here
-            sys.executable, "-P", "-m", "crossdeploy.serving.serve_command", "--engine", self.engine,
+            sys.executable, "-P", "-m", *self.entry, "--engine", self.engine,
             "--host", endpoint.host, "--rest-port", str(endpoint.rest_port),
             "--grpc-port", str(endpoint.grpc_port), "--params", self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),

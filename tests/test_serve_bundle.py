@@ -1,0 +1,182 @@
+"""`crossdeploy serve --bundle` serves the deploy bundle with the runtime the decision chose, behind the same
+guarded embedded server: for each CPU runtime a decision can choose, a real bundle of the tiny model is
+served and its logits over REST floats and REST image bytes match the runtime run in process; the guards
+answer as they do for the SavedModel; a bundle that cannot be served is one sentence."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import SERVED_MAX_BATCH, TINY_SIZE
+from crossdeploy.cli import main as crossdeploy_main
+from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.serving.server_process import ServerProcess
+
+#: the CPU runtimes a decision can choose and the file each bundle ships
+RUNTIMES = ["onnxruntime-fp32", "openvino-fp32", "tflite-fp32", "torch-fp32"]
+
+
+def _decision(variant: str) -> dict:
+    choice = {"variant": variant, "cell": "b8_c1", "batch": 8, "concurrency": 1, "served": False, "throughput_ips": 100.0,
+              "p50_ms": 20.0, "p99_ms": 40.0, "margin_ms": 10.0, "margin_pct": 20.0, "stable": True, "size_mb": 1.0,
+              "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0}}  # fmt: skip
+    return {"met": True, "p99_slo_ms": 50.0, "tie_pct": 10.0, "choice": choice, "runner_up": None, "closest": None,
+            "unstable": [], "excluded": {}, "params": {"p99_ms": 50.0}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_saved_model):
+    """A project folder with params.yaml over the tiny model's real artifacts (ONNX, TFLite, program, the
+    packaged SavedModel), and a deploy bundle per runtime written by the deploy stage's own write_bundle."""
+    from crossdeploy.deploy.bundle import Serving, write_bundle
+    from crossdeploy.tensorflow_convert import convert_tflite
+    from crossdeploy.variants import benchmark_variants
+
+    root = tmp_path_factory.mktemp("project")
+    tflite = root / "tflite"
+    tflite.mkdir()
+    convert_tflite(tiny_saved_model, tflite / "model.fp32.tflite", "fp32")
+    preprocessing = {"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}
+    (root / "preprocessing.json").write_text(json.dumps(preprocessing))
+    paths = {
+        "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]), "onnx_optimized": str(tiny_optimized[0]),
+        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "tflite": str(tflite),
+        "tensorrt": str(root / "tensorrt"), "savedmodel": str(tiny_saved_model.parent.parent), "preprocessing": str(root / "preprocessing.json"),
+    }  # fmt: skip
+    kserve = {"storage_uri": "s3://bucket/tiny", "tfserving_runtime_version": "2.21.0", "resources": {"cpu": "2", "memory": "4Gi"},
+              "triton_storage_uri": "s3://bucket/triton", "triton_runtime_version": "25.10-py3"}  # fmt: skip
+    params = {
+        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": paths,
+        "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}},
+        "package": {"base_path": "/models", "batching": {"max_batch_size": SERVED_MAX_BATCH}, "kserve": kserve,
+                    "image_limits": {"max_pixels": 50_000_000, "max_aspect_ratio": 20}},
+        "serve": {"max_in_flight": 2, "max_queued": 4, "request_timeout_s": 30},
+    }  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    serving = Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=kserve, tensorrt_max_batch=32)
+    table = {v.name: v for v in benchmark_variants(params)}
+    for variant in [*RUNTIMES, "tf-savedmodel-fp32"]:
+        (root / "bundles" / variant).mkdir(parents=True)
+        write_bundle(root / "bundles" / variant, _decision(variant), {}, serving, preprocessing, table)
+    (root / "bundles" / "tensorrt-fp16").mkdir()  # its decision alone: Triton serves a plan, not this server
+    (root / "bundles" / "tensorrt-fp16" / "decision.json").write_text(json.dumps(_decision("tensorrt-fp16")))
+    return root, table
+
+
+def _post(base: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{base}/v1/models/tiny:predict", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _photos(n: int) -> list[bytes]:
+    files = []
+    for path in sample_photograph_paths()[:n]:
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    return files
+
+
+@pytest.mark.parametrize("variant", RUNTIMES)
+def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, variant, tiny_images):
+    from crossdeploy.preprocessing import normalize
+    from crossdeploy.runtimes.base import ThreadSettings
+    from crossdeploy.serving.image_input import ImageDecoder
+    from crossdeploy.serving.signatures import ImageLimits
+
+    root, table = project
+    x = tiny_images[1].tensors("NHWC")[:4]
+    with table[variant].runner(ThreadSettings()) as runner:
+        expected_floats = runner.infer(x if runner.layout == "NHWC" else np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        photos = _photos(3)
+        decoder = ImageDecoder(_prep(root), ImageLimits())
+        pixels = np.stack([decoder.pixels(p) for p in photos])
+        expected_bytes = runner.infer(normalize(pixels, decoder.preprocessing.mean, decoder.preprocessing.std, runner.layout))
+    with ServerProcess("kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / variant)), whole_command=True) as served:
+        base = f"http://127.0.0.1:{served.endpoint.rest_port}"
+        assert f"engine: kserve ({table[variant].framework} running" in served.output()
+        status, answer = _post(base, {"instances": x.tolist()})
+        assert status == 200, answer
+        np.testing.assert_allclose(np.array(answer["predictions"]), expected_floats, rtol=1e-4, atol=1e-4)
+        status, answer = _post(base, {"inputs": x.tolist()})  # columnar, as TF Serving takes it
+        assert status == 200 and np.allclose(np.array(answer["outputs"]), expected_floats, rtol=1e-4, atol=1e-4)
+        b64 = [{"b64": base64.b64encode(p).decode()} for p in photos]
+        status, answer = _post(base, {"signature_name": "serving_bytes", "instances": b64})
+        assert status == 200, answer
+        np.testing.assert_allclose(np.array(answer["predictions"]), expected_bytes, rtol=1e-4, atol=1e-4)
+        # the guards answer as the SavedModel's server does
+        status, answer = _post(base, {"instances": x[:1].tolist() * (SERVED_MAX_BATCH + 1)})
+        assert status == 400 and f"at most {SERVED_MAX_BATCH} per request" in answer["error"]
+        status, answer = _post(base, {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]})
+        assert status == 400 and "not a JPEG or PNG image" in answer["error"]
+        status, answer = _post(base, {"instances": [[[[float("nan")] * 3] * TINY_SIZE] * TINY_SIZE]})
+        assert status == 400, answer
+
+
+def test_a_savedmodel_bundle_is_served_from_the_bundle_itself(project, tiny_images):
+    from crossdeploy.runtimes.base import ThreadSettings
+
+    root, table = project
+    x = tiny_images[1].tensors("NHWC")[:2]
+    with table["tf-savedmodel-fp32"].runner(ThreadSettings()) as runner:
+        expected = runner.infer(x)
+    with ServerProcess("kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / "tf-savedmodel-fp32")), whole_command=True) as served:
+        status, answer = _post(f"http://127.0.0.1:{served.endpoint.rest_port}", {"instances": x.tolist()})
+        assert status == 200 and np.allclose(np.array(answer["predictions"]), expected, rtol=1e-4, atol=1e-4), answer
+
+
+def _prep(root):
+    from crossdeploy.preprocessing import Preprocessing
+
+    return Preprocessing.from_dict(json.loads((root / "preprocessing.json").read_text())["preprocessing"])
+
+
+def test_an_image_over_the_limits_is_refused_from_its_header_naming_the_param(project):
+    from crossdeploy.serving.image_input import ImageDecoder
+    from crossdeploy.serving.rest_payload import RequestError
+    from crossdeploy.serving.signatures import ImageLimits
+
+    root, _ = project
+    decoder = ImageDecoder(_prep(root), ImageLimits(max_pixels=10_000, max_aspect_ratio=4))
+    for size, phrase in [((200, 100), "package.image_limits.max_pixels (10000)"), ((90, 10), "package.image_limits.max_aspect_ratio (4)")]:
+        buffer = io.BytesIO()
+        Image.new("RGB", size).save(buffer, format="PNG")
+        with pytest.raises(RequestError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
+            decoder.pixels(buffer.getvalue())
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 50)).save(buffer, format="GIF")
+    with pytest.raises(RequestError, match="not a JPEG or PNG image"):
+        decoder.pixels(buffer.getvalue())
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 50), (10, 20, 30)).save(buffer, format="PNG")
+    with pytest.raises(RequestError, match="not a complete JPEG or PNG"):
+        decoder.pixels(buffer.getvalue()[:-30])  # truncated
+
+
+@pytest.mark.parametrize(
+    "args,phrase",
+    [
+        (["--bundle", "{root}/bundles/tensorrt-fp16"], "Triton serves on its GPU"),
+        (["--bundle", "{root}/nowhere"], "give --bundle the deploy stage's folder"),
+        (["--variant", "onnxruntime-fp33"], "unknown variant 'onnxruntime-fp33'; --variant takes one of"),
+        (["--variant", "onnxruntime-fp32", "--engine", "tfserving"], "TF Serving serves SavedModels only"),
+    ],
+)
+def test_what_cannot_be_served_is_one_sentence(project, args, phrase, capsys):
+    root, _ = project
+    code = crossdeploy_main(["serve", "--params", str(root / "params.yaml"), *[a.format(root=root) for a in args]])
+    err = capsys.readouterr().err
+    assert code == 1 and phrase in err and "Traceback" not in err, err

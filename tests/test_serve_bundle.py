@@ -1,6 +1,7 @@
 """`crossdeploy serve --bundle` serves the deploy bundle with the runtime the decision chose, behind the same
 guarded embedded server: for each CPU runtime a decision can choose, a real bundle of the tiny model is
-served and its logits over REST floats and REST image bytes match the runtime run in process; the guards
+served and its logits over REST floats, REST image bytes and gRPC (TF Serving's stubs) match the runtime run
+in process; the guards
 answer as they do for the SavedModel; a bundle that cannot be served is one sentence."""
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def _photos(n: int) -> list[bytes]:
 
 @pytest.mark.parametrize("variant", RUNTIMES)
 def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, variant, tiny_images):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
     from crossdeploy.preprocessing import normalize
     from crossdeploy.runtimes.base import ThreadSettings
     from crossdeploy.serving.image_input import ImageDecoder
@@ -124,6 +129,16 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
         assert status == 400 and "not a JPEG or PNG image" in answer["error"]
         status, answer = _post(base, {"instances": [[[[float("nan")] * 3] * TINY_SIZE] * TINY_SIZE]})
         assert status == 400, answer
+        # TF Serving's gRPC PredictionService, with its own stubs: floats and image bytes
+        with grpc.insecure_channel(f"127.0.0.1:{served.endpoint.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for signature, key, values, expected in [("serving_default", "images", x, expected_floats),
+                                                     ("serving_bytes", "image_bytes", np.array(photos, dtype=object), expected_bytes)]:  # fmt: skip
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name, request.model_spec.signature_name = "tiny", signature
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
+                logits = tf.make_ndarray(stub.Predict(request, timeout=60).outputs["logits"])
+                np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_a_savedmodel_bundle_is_served_from_the_bundle_itself(project, tiny_images):

@@ -19,6 +19,10 @@ FORMATS = ("JPEG", "PNG")
 
 class ImageDecoder:
     def __init__(self, preprocessing: Preprocessing, limits: ImageLimits):
+        # torchvision (Preprocessing.crop) is loaded now, before the server's gRPC API loads TensorFlow: imported
+        # after TensorFlow 2.21 in one process, torchvision 0.29's import crashes it (a segmentation fault)
+        import torchvision.transforms.functional  # noqa: F401
+
         self.preprocessing, self.limits = preprocessing, limits
 
     def pixels(self, data: bytes) -> np.ndarray:

@@ -93,6 +93,23 @@ def model_status(version: int) -> dict[str, Any]:
     return {"model_version_status": [{"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
 
+def model_metadata(predictor: Predictor) -> dict[str, Any]:
+    """TF Serving's REST metadata answer: the model spec and the SignatureDefMap, as its http_rest_api_util
+    prints them (proto field names, default values included)."""
+    from google.protobuf import json_format
+
+    from crossdeploy.serving.grpc_api import signature_def_map
+    from tensorflow_serving.apis import model_pb2
+
+    spec = model_pb2.ModelSpec(name=predictor.name)
+    spec.version.value = predictor.version
+
+    def as_dict(message) -> dict[str, Any]:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+    return {"model_spec": as_dict(spec), "metadata": {"signature_def": as_dict(signature_def_map(predictor.specs, predictor.num_classes))}}
+
+
 async def read_body(request, limit: int) -> bytearray:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -107,8 +124,10 @@ async def read_body(request, limit: int) -> bytearray:
     return body
 
 
-def add_routes(app, predictor: Predictor, limits: ServerLimits) -> None:
-    """TF Serving's REST surface for one model: status and predict, with and without a version."""
+def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str, int] | None = None) -> None:
+    """TF Serving's REST surface for one model: status, metadata and predict, by the latest version, a version
+    number or a version label (`labels`: label -> version, as models.config's version_labels; none by default)."""
+    labels = dict(labels or {})
     from fastapi.responses import ORJSONResponse
     from starlette.requests import ClientDisconnect
 
@@ -119,23 +138,32 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits) -> None:
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> ORJSONResponse:
         return ORJSONResponse({"error": message}, status_code=status, headers=headers)
 
-    def check_model(model_name: str, version: str | None) -> None:
+    def check_model(model_name: str, version: str | None, label: str | None = None) -> None:
         if model_name != predictor.name:
             raise HttpError(404, f"Servable not found for request: Latest({model_name[:100]})")
         # TF Serving parses the version as a number: /versions/01 is version 1
         if version is not None and not (version.isdigit() and int(version) == predictor.version):
             raise HttpError(404, f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version {predictor.version}")
+        if label is not None and labels.get(label) != predictor.version:
+            raise HttpError(400, f"Unrecognized servable version label: {label[:100]}")
 
-    async def status(model_name: str, version: str | None = None):
+    async def status(model_name: str, version: str | None = None, label: str | None = None):
         try:
-            check_model(model_name, version)
+            check_model(model_name, version, label)
         except HttpError as exc:
             return error(exc.status, str(exc))
         return ORJSONResponse({**model_status(predictor.version), "name": predictor.name, "ready": True})
 
-    async def predict(model_name: str, request: Request, version: str | None = None):
+    async def metadata(model_name: str, version: str | None = None, label: str | None = None):
         try:
-            check_model(model_name, version)
+            check_model(model_name, version, label)
+        except HttpError as exc:
+            return error(exc.status, str(exc))
+        return ORJSONResponse(await asyncio.get_running_loop().run_in_executor(workers, model_metadata, predictor))
+
+    async def predict(model_name: str, request: Request, version: str | None = None, label: str | None = None):
+        try:
+            check_model(model_name, version, label)
         except HttpError as exc:
             return error(exc.status, str(exc))
         loop = asyncio.get_running_loop()
@@ -179,8 +207,9 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits) -> None:
             if not handed_over:
                 admission.leave()
 
-    for prefix in ("/v1/models/{model_name}", "/v1/models/{model_name}/versions/{version}"):
+    for prefix in ("/v1/models/{model_name}", "/v1/models/{model_name}/versions/{version}", "/v1/models/{model_name}/labels/{label}"):
         app.add_api_route(prefix, status, methods=["GET"])
+        app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + ":predict", predict, methods=["POST"], response_model=None)
 
 
@@ -189,8 +218,11 @@ def _discard_result(work: asyncio.Future) -> None:
         work.exception()  # read, so asyncio does not log "exception was never retrieved" for an answered request
 
 
-def serve_kserve(predictor: Predictor, host: str, rest_port: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False) -> None:
-    """Block serving REST on host:rest_port until SIGINT or SIGTERM; serve_cfg: the params' `serve:` limits."""
+def serve_kserve(
+    predictor: Predictor, host: str, rest_port: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False, grpc_port: int | None = None
+) -> None:
+    """Block serving REST on host:rest_port (and TF Serving's gRPC API on grpc_port) until SIGINT or SIGTERM;
+    serve_cfg: the params' `serve:` limits."""
     import kserve
     import kserve.model_server as model_server
     from kserve.errors import InvalidInput
@@ -239,4 +271,14 @@ def serve_kserve(predictor: Predictor, host: str, rest_port: int, serve_cfg: dic
     model_server.RESTServer = GuardedRESTServer
     model = ReadyModel(name)
     model.load()
-    kserve.ModelServer(http_port=rest_port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])
+    grpc_server = None
+    if grpc_port:
+        from crossdeploy.serving.grpc_api import GrpcServer
+
+        grpc_server = GrpcServer(predictor, host, grpc_port, limits)
+        grpc_server.start()
+    try:
+        kserve.ModelServer(http_port=rest_port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()

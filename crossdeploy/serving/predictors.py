@@ -33,6 +33,7 @@ class Predictor(ABC):
     version: int
     max_batch: int
     specs: dict[str, list[InputSpec]]
+    num_classes: int  # the logits' width
     #: what serves the model, for the server's log and `crossdeploy serve`'s first line
     runtime: str
 
@@ -127,6 +128,8 @@ class SavedModelPredictor(Predictor):
         self._loaded = tf.saved_model.load(str(version_dir))
         self._signatures = dict(self._loaded.signatures)
         self._setup(name, int(version_dir.name), max_batch, signature_specs(self._signatures))
+        (output,) = self._signatures[SIGNATURE].structured_outputs.values()
+        self.num_classes = int(output.shape[-1])
 
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
@@ -162,8 +165,14 @@ class RunnerPredictor(Predictor):
             runner.activate()
             self._runners.put(runner)
         size = preprocessing.crop_size
+        # one image through the model before the server opens: its width, and the first call's set-up is not a client's
+        self._fixed_batch = first.fixed_batch
+        self.num_classes = int(first.infer(np.zeros((self._fixed_batch or 1, *self._shape(size)), np.float32)).shape[-1])
         specs = {SIGNATURE: [InputSpec(INPUT_NAME, "float32", (size, size, 3))], BYTES_SIGNATURE: [InputSpec("image_bytes", "string", ())]}
         self._setup(name, version, max_batch, specs)
+
+    def _shape(self, size: int) -> tuple[int, int, int]:
+        return (3, size, size) if self._layout == "NCHW" else (size, size, 3)
 
     @contextmanager
     def _runner(self) -> Iterator[Any]:
@@ -181,6 +190,8 @@ class RunnerPredictor(Predictor):
             if self._layout == "NCHW":
                 images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         del arrays
+        if self._fixed_batch and len(images) != self._fixed_batch:
+            raise RequestError(f"this model was exported for batches of exactly {self._fixed_batch}; the request holds {len(images)}.")
         with self._model_slots, self._runner() as runner:
             logits = runner.infer(images)
         return {OUTPUT_NAME: logits}

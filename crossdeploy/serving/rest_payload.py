@@ -73,9 +73,15 @@ def _tensor(values: list[Any], spec: InputSpec, check_booleans: bool) -> np.ndar
         ) from None
     if inferred.shape[1:] != spec.sample_shape:
         raise RequestError(f"{spec.name}: expected samples of shape {list(spec.sample_shape)}, got {list(inferred.shape[1:])}.")
-    if inferred.dtype.kind == "f" and not (np.isfinite(inferred).all() and np.abs(inferred).max(initial=0.0) <= _FLOAT32_MAX):
-        raise RequestError(f"{spec.name}: every value must be a finite number within float32's range (about ±3.4e38).")
+    if inferred.dtype.kind == "f":
+        check_float_values(inferred, spec)
     return inferred.astype(np.float32)
+
+
+def check_float_values(values: np.ndarray, spec: InputSpec) -> None:
+    """RequestError unless every value is a finite number within float32's range."""
+    if not (np.isfinite(values).all() and np.abs(values).max(initial=0.0) <= _FLOAT32_MAX):
+        raise RequestError(f"{spec.name}: every value must be a finite number within float32's range (about ±3.4e38).")
 
 
 def _split_row(row: Any, specs: list[InputSpec]) -> dict[str, Any]:

@@ -97,8 +97,7 @@ def serve(args: argparse.Namespace, target=None) -> int:
         raise CrossdeployError(f"--device gpu runs TF Serving's -gpu image, but the engine is {engine} ({why}).")
     endpoint = launch.Endpoint(args.host, args.rest_port, args.grpc_port)
     _check_free(endpoint.host, endpoint.rest_port, "--rest-port")
-    if engine == "tfserving":
-        _check_free(endpoint.host, endpoint.grpc_port, "--grpc-port")
+    _check_free(endpoint.host, endpoint.grpc_port, "--grpc-port")
     print(f"engine: {engine} ({why})", flush=True)
     if engine == "kserve":
         from crossdeploy.serving.kserve_server import serve_kserve
@@ -109,8 +108,8 @@ def serve(args: argparse.Namespace, target=None) -> int:
             predictor = SavedModelPredictor(name, model_version_dir(repository, name, version), max_batch)
         else:
             predictor = RunnerPredictor(name, version, runtime.open_runner, runtime.label, max_batch, runtime.preprocessing, runtime.image_limits)
-        _announce_when_ready(endpoint, name, grpc=False)
-        serve_kserve(predictor, args.host, args.rest_port, params.get("serve"), enable_v2=args.enable_v2)
+        _announce_when_ready(endpoint, name)
+        serve_kserve(predictor, args.host, args.rest_port, params.get("serve"), enable_v2=args.enable_v2, grpc_port=args.grpc_port)
         return 0
     image = args.image or launch.image(str(params["package"]["kserve"]["tfserving_runtime_version"]))
     return _run_tfserving(repository, name, endpoint, image, args.device, str(params["package"]["base_path"]))
@@ -168,7 +167,7 @@ def _run_tfserving(repository: Path, name: str, endpoint: launch.Endpoint, image
         requested: list[int] = []
         previous = {sig: signal.signal(sig, lambda sig, _: requested.append(sig)) for sig in STOP_SIGNALS}
         try:
-            _announce_when_ready(endpoint, name, grpc=True, alive=lambda: process.poll() is None)
+            _announce_when_ready(endpoint, name, alive=lambda: process.poll() is None)
             while process.poll() is None and not requested:
                 time.sleep(0.2)
         finally:
@@ -201,15 +200,14 @@ def stop_server(process: subprocess.Popen, container: str | None, grace_s: float
             process.wait()
 
 
-def _announce_when_ready(endpoint: launch.Endpoint, name: str, grpc: bool, alive=lambda: True) -> None:
+def _announce_when_ready(endpoint: launch.Endpoint, name: str, alive=lambda: True) -> None:
     def wait() -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline and alive():
             if launch.model_ready(endpoint, name):
                 base = f"http://{endpoint.host}:{endpoint.rest_port}/v1/models/{name}"
                 print(f"ready: REST {base}:predict (status {base})", flush=True)
-                print(f"ready: gRPC {endpoint.host}:{endpoint.grpc_port} (PredictionService)" if grpc
-                      else "gRPC: not served by the embedded engine; use --engine tfserving for PredictionService", flush=True)
+                print(f"ready: gRPC {endpoint.host}:{endpoint.grpc_port} (PredictionService, ModelService)", flush=True)
                 return
             time.sleep(0.5)
         print(f"error: {name} did not become ready within {READY_TIMEOUT_S} s", file=sys.stderr, flush=True)

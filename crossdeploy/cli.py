@@ -49,6 +49,8 @@ def serve(args: argparse.Namespace) -> int:
         return serve_command.serve(args)
     from crossdeploy.deploy.serve_target import bundle_target, variant_target
 
+    if args.variant and args.repository:
+        raise CrossdeployError("--variant serves the pipeline's own file for that variant; give --variant or --repository, not both.")
     params = load_params(args.params)
     target = bundle_target(Path(args.bundle), params) if args.bundle else variant_target(args.variant, params)
     return serve_command.serve(args, target)

@@ -11,6 +11,7 @@ import io
 import json
 import urllib.error
 import urllib.request
+import zlib
 
 import numpy as np
 import pytest
@@ -179,6 +180,16 @@ def test_an_image_over_the_limits_is_refused_from_its_header_naming_the_param(pr
     Image.new("RGB", (50, 50), (10, 20, 30)).save(buffer, format="PNG")
     with pytest.raises(RequestError, match="not a complete JPEG or PNG"):
         decoder.pixels(buffer.getvalue()[:-30])  # truncated
+    # a PNG header claiming 20000 x 20000 (PIL refuses it at open, past its own bomb bound): the limit's 400, not a 500
+    ihdr = (20000).to_bytes(4, "big") * 2 + buffer.getvalue()[24:29]  # width, height, then depth, colour, ...
+    bomb = buffer.getvalue()[:16] + ihdr + zlib.crc32(b"IHDR" + ihdr).to_bytes(4, "big") + buffer.getvalue()[33:]
+    with pytest.raises(RequestError, match=r"package.image_limits.max_pixels"):
+        ImageDecoder(_prep(root), ImageLimits()).pixels(bomb)
+    # a JPEG with a multi-picture header (PIL calls it MPO, as it does many phone photographs) is held to the scan bound
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 50)).save(buffer, format="MPO", save_all=True, append_images=[Image.new("RGB", (50, 50))])
+    with pytest.raises(RequestError, match="scans"):
+        decoder.pixels(buffer.getvalue() + b"\xff\xda" * 200)
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,43 @@ def test_a_connection_that_sends_nothing_is_closed(impatient):
     assert time.perf_counter() - start < IDLE_TIMEOUT_S + 2.0
 
 
+def test_blank_lines_after_an_answer_do_not_keep_a_connection_open(impatient):
+    # llhttp skips a bare CRLF between requests without starting one: the idle timer must still run
+    from crossdeploy.serving.kserve_server import IDLE_TIMEOUT_S
+
+    port, _ = impatient
+    conn = socket.create_connection(("127.0.0.1", port), timeout=IDLE_TIMEOUT_S + 10)
+    try:
+        conn.sendall(b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"ready" not in answer:
+            answer += conn.recv(65536)
+        start = time.perf_counter()
+        conn.sendall(b"\r\n")
+        while conn.recv(65536):
+            pass  # until the server closes it
+    finally:
+        conn.close()
+    assert time.perf_counter() - start < IDLE_TIMEOUT_S + 2.0
+
+
+def test_a_second_request_trickled_on_a_kept_alive_connection_gets_its_408(impatient):
+    port, _ = impatient
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        conn.sendall(b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"ready" not in answer:
+            answer += conn.recv(65536)
+        conn.sendall(b"GET /v1/models/tiny HTTP/1.1\r\nHo")  # and nothing more
+        late = b""
+        while chunk := conn.recv(65536):
+            late += chunk
+    finally:
+        conn.close()
+    assert late.startswith(b"HTTP/1.1 408"), late[:200]
+
+
 def test_a_prompt_request_on_a_kept_alive_connection_is_not_cut(impatient):
     # the deadline runs per request: a connection reused for several prompt requests, each sent whole
     import http.client
@@ -484,7 +521,8 @@ def test_the_server_listens_on_loopback_only(guarded):
     processes = [process, *process.children(recursive=True)]
     # psutil 6 renamed connections() to net_connections()
     listening = [c.laddr for p in processes for c in getattr(p, "net_connections", p.connections)("tcp") if c.status == psutil.CONN_LISTEN]
-    assert listening and all(address.ip == "127.0.0.1" for address in listening), listening
+    # REST and gRPC; gRPC's socket is dual-stack, bound to the IPv4-mapped form of the same loopback address
+    assert len(listening) == 2 and all(address.ip in ("127.0.0.1", "::ffff:127.0.0.1") for address in listening), listening
 
 
 # ---- proof: generated bodies ----

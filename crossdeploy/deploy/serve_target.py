@@ -74,9 +74,11 @@ def _refuse(variant: Variant) -> None:
 def bundle_target(bundle: Path, params: dict[str, Any]) -> Target:
     """The deploy bundle's choice, from the files in the bundle (not the pipeline's paths)."""
     decision = _read_json(bundle / DECISION, "give --bundle the deploy stage's folder (models/deploy), after `dvc repro deploy`.")
-    choice = decision.get("choice")
+    choice = decision.get("choice") if isinstance(decision, dict) else None
     if not choice:
         raise CrossdeployError(f"{bundle} deploys nothing: no variant met the SLO (its README says which came closest); change deploy.p99_ms or the variants.")
+    if not isinstance(choice, dict) or not isinstance(choice.get("variant"), str):
+        raise CrossdeployError(f"{bundle / DECISION} names no variant in its choice: re-run `dvc repro deploy`.")
     table = _table(params)
     if choice["variant"] not in table:
         raise CrossdeployError(f"{bundle} chose {choice['variant']}, which this pipeline's variant table has not: re-run `dvc repro deploy`.")

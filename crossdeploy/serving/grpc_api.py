@@ -4,15 +4,20 @@ GetModelStatus, with TF Serving's status codes and messages (model not found: NO
 input or label: INVALID_ARGUMENT). Classify, Regress and MultiInference take tf.Example inputs a
 classifier's predict signature does not have: UNIMPLEMENTED, as TF Serving answers for such a model.
 
-The same guards as REST: a message over serve.max_body_mib is refused by gRPC itself (RESOURCE_EXHAUSTED),
-calls beyond max_in_flight + max_queued at once are refused at once (RESOURCE_EXHAUSTED), and a call that
-runs past serve.request_timeout_s gets DEADLINE_EXCEEDED (its inference finishes, then frees its slot).
+The same guards as REST: a message over serve.max_body_mib is refused by gRPC itself (RESOURCE_EXHAUSTED);
+max_in_flight calls run at once and as many more wait for a turn (gRPC holds each one's whole message, so
+fewer wait than REST's max_queued), beyond which gRPC refuses at once (RESOURCE_EXHAUSTED); a call that has
+not finished within serve.request_timeout_s (or its own deadline), waiting included, gets DEADLINE_EXCEEDED
+(its inference finishes, then frees its slot); a connection lives at most twice that limit, so a call whose
+message never arrives cannot hold its thread. REST and gRPC bound their calls apart; the model's calls at
+once are bounded together (one per core, predictors.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 import grpc
@@ -120,11 +125,16 @@ class GrpcServer:
         # the model's own calls, bounded as REST's are: a call past its deadline keeps its thread until the model returns
         self._work = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="grpc-predict")
         self._in_flight = threading.BoundedSemaphore(limits.max_in_flight)
+        # gRPC reads a call's whole message before the servicer sees it (REST reads a body only once admitted), so
+        # the calls it holds at once are bounded tighter than REST's queue: the running ones and as many waiting.
+        # A stalled call (its message never sent) holds a thread: connections live at most twice the time limit.
+        age_ms = int(2000 * limits.request_timeout_s)
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=limits.max_in_flight + limits.max_queued, thread_name_prefix="grpc"),
-            maximum_concurrent_rpcs=limits.max_in_flight + limits.max_queued,
+            ThreadPoolExecutor(max_workers=2 * limits.max_in_flight, thread_name_prefix="grpc"),
+            maximum_concurrent_rpcs=2 * limits.max_in_flight,
             options=[("grpc.max_receive_message_length", limits.max_body_bytes), ("grpc.max_send_message_length", 64 << 20),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms),
+                     ("grpc.max_connection_idle_ms", age_ms), ("grpc.so_reuseport", 0)],
         )  # fmt: skip
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self), self._server)
@@ -161,12 +171,14 @@ class GrpcServer:
             arrays = {s.name: tensor_to_array(request.inputs[s.name], s, self.predictor.max_batch) for s in specs}
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not self._in_flight.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server is busy: {self.limits.max_in_flight} calls are running (serve.max_in_flight); retry shortly.")
+        # a turn is waited for within the time limit (or the client's own deadline, if sooner), as REST's queue does
+        deadline = time.monotonic() + min(self.limits.request_timeout_s, context.time_remaining() or self.limits.request_timeout_s)
+        if not self._in_flight.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the call waited longer than {self.limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).")
         work = self._work.submit(self.predictor.run, signature, arrays)
         work.add_done_callback(lambda _: self._in_flight.release())
         try:
-            outputs = work.result(timeout=self.limits.request_timeout_s)
+            outputs = work.result(timeout=max(deadline - time.monotonic(), 0.0))
         except FutureTimeout:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the call took longer than {self.limits.request_timeout_s:g} s (serve.request_timeout_s).")
         except RequestError as exc:

@@ -128,6 +128,7 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
     """TF Serving's REST surface for one model: status, metadata and predict, by the latest version, a version
     number or a version label (`labels`: label -> version, as models.config's version_labels; none by default)."""
     labels = dict(labels or {})
+    answer_cache: list[dict[str, Any]] = []  # the metadata answer
     from fastapi.responses import ORJSONResponse
     from starlette.requests import ClientDisconnect
 
@@ -159,7 +160,9 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
             check_model(model_name, version, label)
         except HttpError as exc:
             return error(exc.status, str(exc))
-        return ORJSONResponse(await asyncio.get_running_loop().run_in_executor(workers, model_metadata, predictor))
+        if not answer_cache:  # built once, on the first request (TensorFlow's protos load then, not at start-up)
+            answer_cache.append(await asyncio.get_running_loop().run_in_executor(None, model_metadata, predictor))
+        return ORJSONResponse(answer_cache[0])
 
     async def predict(model_name: str, request: Request, version: str | None = None, label: str | None = None):
         try:

@@ -158,6 +158,9 @@ class RunnerPredictor(Predictor):
         first.activate()
         self._layout = first.layout
         instances = 1 if first.concurrent_infer else min(usable_cores(), first.max_instances or usable_cores())
+        self._shared = first if first.concurrent_infer else None  # one runner takes every call at once
+        # decoding a large photograph holds hundreds of MB until it is resized: one per core at a time, as the model runs
+        self._decode_slots = threading.BoundedSemaphore(usable_cores())
         self._runners: queue.Queue = queue.Queue()
         self._runners.put(first)
         for _ in range(instances - 1):
@@ -176,6 +179,9 @@ class RunnerPredictor(Predictor):
 
     @contextmanager
     def _runner(self) -> Iterator[Any]:
+        if self._shared is not None:
+            yield self._shared
+            return
         runner = self._runners.get()
         try:
             yield runner
@@ -184,7 +190,8 @@ class RunnerPredictor(Predictor):
 
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if signature == BYTES_SIGNATURE:
-            images = self._decoder.tensors(arrays["image_bytes"], self._layout)
+            with self._decode_slots:
+                images = self._decoder.tensors(arrays["image_bytes"], self._layout)
         else:
             images = arrays[INPUT_NAME]  # NHWC, as the SavedModel's float signature takes it
             if self._layout == "NCHW":

@@ -1,11 +1,12 @@
 """`crossdeploy serve --bundle` serves the deploy bundle with the runtime the decision chose, behind the same
 guarded embedded server: for each CPU runtime a decision can choose, a real bundle of the tiny model is
-served and its logits over REST floats, REST image bytes and gRPC (TF Serving's stubs) match the runtime run
-in process; the guards
+served and its logits over REST floats, REST image bytes, KServe's own client and gRPC (TF Serving's stubs)
+match the runtime run in process; the guards
 answer as they do for the SavedModel; a bundle that cannot be served is one sentence."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -130,6 +131,10 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
         assert status == 400 and "not a JPEG or PNG image" in answer["error"]
         status, answer = _post(base, {"instances": [[[[float("nan")] * 3] * TINY_SIZE] * TINY_SIZE]})
         assert status == 400, answer
+        # KServe's own Python client (V1 = TF Serving's REST API): live, ready, predict
+        live, ready, answer = asyncio.run(_kserve_client(base, x))
+        assert live and ready
+        np.testing.assert_allclose(np.array(answer["predictions"]), expected_floats, rtol=1e-4, atol=1e-4)
         # TF Serving's gRPC PredictionService, with its own stubs: floats and image bytes
         with grpc.insecure_channel(f"127.0.0.1:{served.endpoint.grpc_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -152,6 +157,16 @@ def test_a_savedmodel_bundle_is_served_from_the_bundle_itself(project, tiny_imag
     with ServerProcess("kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / "tf-savedmodel-fp32")), whole_command=True) as served:
         status, answer = _post(f"http://127.0.0.1:{served.endpoint.rest_port}", {"instances": x.tolist()})
         assert status == 200 and np.allclose(np.array(answer["predictions"]), expected, rtol=1e-4, atol=1e-4), answer
+
+
+async def _kserve_client(base: str, x: np.ndarray):
+    from kserve import InferenceRESTClient, RESTConfig
+
+    client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
+    try:
+        return await client.is_server_live(base), await client.is_model_ready(base, "tiny"), await client.infer(base, {"instances": x.tolist()}, model_name="tiny")
+    finally:
+        await client.close()
 
 
 def _prep(root):

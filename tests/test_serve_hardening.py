@@ -35,10 +35,29 @@ def _serve(served_repo, tmp_path_factory, serve_cfg, *extra_args):
     return ServerProcess("kserve", root / "params.yaml", repository=served_repo / "models" / "serving", extra_args=extra_args)
 
 
-@pytest.fixture(scope="module")
-def guarded(served_repo, tmp_path_factory):
-    """A server with a small body limit, two requests running at a time and none waiting."""
-    with _serve(served_repo, tmp_path_factory, {"max_body_mib": BODY_LIMIT_MIB, "max_in_flight": 2, "max_queued": 0, "request_timeout_s": 60}) as served:
+@pytest.fixture(scope="module", params=["savedmodel", "onnxruntime"])
+def guarded(request, served_repo, tiny_source, tiny_optimized, tmp_path_factory):
+    """A server with a small body limit, two requests running at a time and none waiting: the packaged
+    SavedModel, and an ONNX Runtime file through `crossdeploy serve --variant` (the runner path every other
+    runtime shares: its own image decoding and preprocessing), so every check below runs against both."""
+    limits = {"max_body_mib": BODY_LIMIT_MIB, "max_in_flight": 2, "max_queued": 0, "request_timeout_s": 60}
+    if request.param == "savedmodel":
+        server = _serve(served_repo, tmp_path_factory, limits)
+    else:
+        root = tmp_path_factory.mktemp("guarded-runner")
+        params = yaml.safe_load((served_repo / "params.yaml").read_text())
+        (root / "preprocessing.json").write_text(json.dumps({"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}))
+        params["paths"] = {
+            **params["paths"], "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]),
+            "onnx_optimized": str(tiny_optimized[0]), "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]),
+            "tflite": str(root / "tflite"), "tensorrt": str(root / "tensorrt"), "savedmodel": str(root / "savedmodel"),
+            "preprocessing": str(root / "preprocessing.json"),
+        }  # fmt: skip
+        params["package"]["image_limits"] = {"max_pixels": 50_000_000, "max_aspect_ratio": 20}
+        params["tensorrt"] = {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}}
+        (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": limits}))
+        server = ServerProcess("kserve", root / "params.yaml", extra_args=("--variant", "onnxruntime-fp32"), whole_command=True)
+    with server as served:
         yield served, f"http://127.0.0.1:{served.endpoint.rest_port}"
 
 

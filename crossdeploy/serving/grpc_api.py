@@ -29,34 +29,14 @@ from tensorflow_serving.apis import (
 )  # fmt: skip
 
 from crossdeploy.layout import OUTPUT_NAME, SIGNATURE
-from crossdeploy.serving.rest_payload import InputSpec, RequestError, check_float_values
+from crossdeploy.serving.predictors import ModelLookupError, check_model_spec
+from crossdeploy.serving.rest_payload import InputSpec, RequestError, check_batch, check_float_values
 
 log = logging.getLogger(__name__)
 
 #: TF Serving's one metadata field (get_model_metadata_impl.cc)
 SIGNATURE_DEF = "signature_def"
 PREDICT_METHOD = "tensorflow/serving/predict"
-
-
-class ModelLookupError(Exception):
-    """The request names a model, version or label this server does not have; `code` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def check_model_spec(spec, name: str, version: int, labels: dict[str, int]) -> None:
-    """TF Serving's model lookup: the name, then a version or a label (not both)."""
-    if spec.name != name:
-        raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Latest({spec.name[:100]})")
-    has_version = spec.HasField("version")
-    if has_version and spec.version_label:
-        raise ModelLookupError("INVALID_ARGUMENT", f"Both model version ({spec.version.value}) and model version label ({spec.version_label[:100]}) cannot be supplied.")
-    if has_version and spec.version.value != version:
-        raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Specific({spec.name[:100]}, {spec.version.value})")
-    if spec.version_label and labels.get(spec.version_label) != version:
-        raise ModelLookupError("INVALID_ARGUMENT", f"Unrecognized servable version label: {spec.version_label[:100]}")
 
 
 def signature_def_map(specs: dict[str, list[InputSpec]], num_classes: int):
@@ -88,8 +68,7 @@ def tensor_to_array(tensor, spec: InputSpec, max_batch: int) -> np.ndarray:
     if len(shape) != 1 + len(spec.sample_shape) or tuple(shape[1:]) != spec.sample_shape or shape[0] < 1:
         dims = ", ".join(["batch", *map(str, spec.sample_shape)])
         raise RequestError(f"{spec.name}: expected a tensor of shape [{dims}], got {list(shape)}.")
-    if shape[0] > max_batch:
-        raise RequestError(f"the request holds {shape[0]} samples; this server takes at most {max_batch} per request.")
+    check_batch(shape[0], max_batch)
     count = int(np.prod(shape))
     if spec.dtype == "string":
         if len(tensor.string_val) != count:
@@ -150,8 +129,9 @@ class GrpcServer:
         self._work.shutdown(wait=False, cancel_futures=True)
 
     def lookup(self, spec, context) -> None:
+        version = spec.version.value if spec.HasField("version") else None
         try:
-            check_model_spec(spec, self.predictor.name, self.predictor.version, self.labels)
+            check_model_spec(self.predictor, spec.name, version, spec.version_label or None, self.labels)
         except ModelLookupError as exc:
             context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 

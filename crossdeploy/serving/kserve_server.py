@@ -12,6 +12,7 @@ anyone who reaches the port unload the model) only with `--enable-v2`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from crossdeploy.device_info import usable_cores
-from crossdeploy.serving.predictors import Predictor
+from crossdeploy.serving.predictors import ModelLookupError, Predictor, check_model_spec
 from crossdeploy.serving.rest_payload import RequestError
 from crossdeploy.serving.slow_clients import FIRST_BYTE, arrival_deadline
 
@@ -93,6 +94,7 @@ def model_status(version: int) -> dict[str, Any]:
     return {"model_version_status": [{"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
 
+@functools.cache
 def model_metadata(predictor: Predictor) -> dict[str, Any]:
     """TF Serving's REST metadata answer: the model spec and the SignatureDefMap, as its http_rest_api_util
     prints them (proto field names, default values included)."""
@@ -128,7 +130,6 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
     """TF Serving's REST surface for one model: status, metadata and predict, by the latest version, a version
     number or a version label (`labels`: label -> version, as models.config's version_labels; none by default)."""
     labels = dict(labels or {})
-    answer_cache: list[dict[str, Any]] = []  # the metadata answer
     from fastapi.responses import ORJSONResponse
     from starlette.requests import ClientDisconnect
 
@@ -140,13 +141,13 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
         return ORJSONResponse({"error": message}, status_code=status, headers=headers)
 
     def check_model(model_name: str, version: str | None, label: str | None = None) -> None:
-        if model_name != predictor.name:
-            raise HttpError(404, f"Servable not found for request: Latest({model_name[:100]})")
-        # TF Serving parses the version as a number: /versions/01 is version 1
-        if version is not None and not (version.isdigit() and int(version) == predictor.version):
+        # TF Serving parses the version as a number: /versions/01 is version 1; one that is no number is no version
+        if version is not None and not version.isdigit():
             raise HttpError(404, f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version {predictor.version}")
-        if label is not None and labels.get(label) != predictor.version:
-            raise HttpError(400, f"Unrecognized servable version label: {label[:100]}")
+        try:
+            check_model_spec(predictor, model_name, None if version is None else int(version), label, labels)
+        except ModelLookupError as exc:
+            raise HttpError(404 if exc.code == "NOT_FOUND" else 400, str(exc)) from None
 
     async def status(model_name: str, version: str | None = None, label: str | None = None):
         try:
@@ -160,9 +161,8 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
             check_model(model_name, version, label)
         except HttpError as exc:
             return error(exc.status, str(exc))
-        if not answer_cache:  # built once, on the first request (TensorFlow's protos load then, not at start-up)
-            answer_cache.append(await asyncio.get_running_loop().run_in_executor(None, model_metadata, predictor))
-        return ORJSONResponse(answer_cache[0])
+        # built on the first request (TensorFlow's protos load then, not at start-up), then read from the cache
+        return ORJSONResponse(await asyncio.get_running_loop().run_in_executor(None, model_metadata, predictor))
 
     async def predict(model_name: str, request: Request, version: str | None = None, label: str | None = None):
         try:

@@ -21,6 +21,7 @@ from crossdeploy.device_info import usable_cores
 from crossdeploy.layout import BYTES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from crossdeploy.serving.gc_pause import GcPause
 from crossdeploy.serving.rest_payload import InputSpec, RequestError, decode_request, encode_response
+from crossdeploy.serving.signatures import BYTES_INPUT
 
 
 class Predictor(ABC):
@@ -91,6 +92,27 @@ class Predictor(ABC):
         """The signature's outputs for checked input arrays; RequestError for an input the model refuses."""
 
 
+class ModelLookupError(Exception):
+    """A request names a model, version or label this server does not have. `code` is TF Serving's status:
+    NOT_FOUND (REST 404) or INVALID_ARGUMENT (REST 400)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def check_model_spec(predictor: Predictor, name: str, version: int | None, label: str | None, labels: dict[str, int]) -> None:
+    """TF Serving's model lookup, for REST and gRPC alike: the name, then a version or a label (not both)."""
+    if name != predictor.name:
+        raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Latest({name[:100]})")
+    if version is not None and label:
+        raise ModelLookupError("INVALID_ARGUMENT", f"Both model version ({version}) and model version label ({label[:100]}) cannot be supplied.")
+    if version is not None and version != predictor.version:
+        raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Specific({name[:100]}, {version}); this server has version {predictor.version}")
+    if label and labels.get(label) != predictor.version:
+        raise ModelLookupError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label[:100]}")
+
+
 def signature_specs(signatures) -> dict[str, list[InputSpec]]:
     specs = {}
     for name, fn in signatures.items():
@@ -157,21 +179,21 @@ class RunnerPredictor(Predictor):
         first = open_runner()
         first.activate()
         self._layout = first.layout
-        instances = 1 if first.concurrent_infer else min(usable_cores(), first.max_instances or usable_cores())
         self._shared = first if first.concurrent_infer else None  # one runner takes every call at once
         # decoding a large photograph holds hundreds of MB until it is resized: one per core at a time, as the model runs
         self._decode_slots = threading.BoundedSemaphore(usable_cores())
-        self._runners: queue.Queue = queue.Queue()
-        self._runners.put(first)
-        for _ in range(instances - 1):
-            runner = open_runner()
-            runner.activate()
-            self._runners.put(runner)
+        self._runners: queue.Queue = queue.Queue()  # else an instance per model slot, each call taking one
+        if self._shared is None:
+            self._runners.put(first)
+            for _ in range(min(usable_cores(), first.max_instances or usable_cores()) - 1):
+                runner = open_runner()
+                runner.activate()
+                self._runners.put(runner)
         size = preprocessing.crop_size
         # one image through the model before the server opens: its width, and the first call's set-up is not a client's
         self._fixed_batch = first.fixed_batch
         self.num_classes = int(first.infer(np.zeros((self._fixed_batch or 1, *self._shape(size)), np.float32)).shape[-1])
-        specs = {SIGNATURE: [InputSpec(INPUT_NAME, "float32", (size, size, 3))], BYTES_SIGNATURE: [InputSpec("image_bytes", "string", ())]}
+        specs = {SIGNATURE: [InputSpec(INPUT_NAME, "float32", (size, size, 3))], BYTES_SIGNATURE: [InputSpec(BYTES_INPUT, "string", ())]}
         self._setup(name, version, max_batch, specs)
 
     def _shape(self, size: int) -> tuple[int, int, int]:
@@ -191,7 +213,7 @@ class RunnerPredictor(Predictor):
     def run(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if signature == BYTES_SIGNATURE:
             with self._decode_slots:
-                images = self._decoder.tensors(arrays["image_bytes"], self._layout)
+                images = self._decoder.tensors(arrays[BYTES_INPUT], self._layout)
         else:
             images = arrays[INPUT_NAME]  # NHWC, as the SavedModel's float signature takes it
             if self._layout == "NCHW":
@@ -202,7 +224,3 @@ class RunnerPredictor(Predictor):
         with self._model_slots, self._runner() as runner:
             logits = runner.infer(images)
         return {OUTPUT_NAME: logits}
-
-    def close(self) -> None:
-        while not self._runners.empty():
-            self._runners.get().deactivate()

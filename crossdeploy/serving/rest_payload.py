@@ -112,7 +112,7 @@ def decode_request(
         rows = payload["instances"]
         if not isinstance(rows, list) or not rows:
             raise RequestError('"instances" must be a non-empty list, one entry per sample.')
-        _check_batch(len(rows), max_batch)
+        check_batch(len(rows), max_batch)
         columns = {s.name: [_split_row(r, specs)[s.name] for r in rows] for s in specs}
         fmt = "row"
     else:
@@ -124,7 +124,7 @@ def decode_request(
         if set(columns) != names or not all(isinstance(v, list) and v for v in columns.values()):
             raise RequestError(f'"inputs" must give a non-empty list of samples for each of {sorted(s.name for s in specs)}.')
         for values in columns.values():
-            _check_batch(len(values), max_batch)
+            check_batch(len(values), max_batch)
         fmt = "columnar"
     # the batch is checked before any conversion: 10,000 instances are never turned into a tensor
     arrays = {s.name: _tensor(columns[s.name], s, check_booleans) for s in specs}
@@ -133,7 +133,7 @@ def decode_request(
     return name, arrays, fmt
 
 
-def _check_batch(size: int, max_batch: int) -> None:
+def check_batch(size: int, max_batch: int) -> None:
     if size > max_batch:
         raise RequestError(f"the request holds {size} samples; this server takes at most {max_batch} per request.")
 

@@ -124,6 +124,11 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert "tensorflow_model_server on PATH" in benchmark["tfserving-rest-bytes"]["b1_c1"]["reason"]
     report = (repo / "metrics" / "benchmark.md").read_text()
     assert "| onnxruntime-int8 | int8 |" in report and "| kserve-rest-bytes | fp32 |" in report
+    # the decision, served from its bundle and measured over each protocol beside its in-process row
+    served = json.loads((repo / "metrics" / "deploy.json").read_text())["served"]
+    assert served["status"] == "measured" and served["command"] == "crossdeploy serve --bundle models/deploy", served
+    assert {row["status"] for row in served["protocols"].values()} == {"ok"}, served
+    assert "**Served** by `crossdeploy serve --bundle models/deploy`" in (repo / "metrics" / "deploy.md").read_text()
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert set(summary["best_ips"]) == VARIANTS | (BF16 if CPU_BF16 else set()) and set(summary["int8_top1_agreement"]) >= {"trained/onnxruntime-int8", "trained/tflite-int8"}
 
@@ -228,7 +233,7 @@ SECTION_CHANGES = [
     ("quantize.per_channel", False, {"quantize", "trained"}),
     ("to_tensorflow.version", 2, {"to_tensorflow", "package", "trained", "validate", "benchmark", "deploy"}),
     ("trained.epochs", 2, {"trained"}),
-    ("package.batching.max_batch_size", 16, {"package", "trained"}),
+    ("package.batching.max_batch_size", 16, {"package", "trained", "deploy"}),
     ("tensorrt.workspace_mib", 1024, {"tensorrt"}),
     ("tensorrt.cuda_graph", True, {"validate", "benchmark"}),
     ("validate.batch_size", 8, {"validate"}),

@@ -33,7 +33,7 @@ def _decision(variant: str) -> dict:
               "p50_ms": 20.0, "p99_ms": 40.0, "margin_ms": 10.0, "margin_pct": 20.0, "stable": True, "size_mb": 1.0,
               "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0}}  # fmt: skip
     return {"met": True, "p99_slo_ms": 50.0, "tie_pct": 10.0, "choice": choice, "runner_up": None, "closest": None,
-            "unstable": [], "excluded": {}, "params": {"p99_ms": 50.0}}  # fmt: skip
+            "unstable": [], "excluded": {}, "params": {"p99_ms": 50.0, "variants": "all"}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,75 @@ def test_what_cannot_be_served_is_one_sentence(project, args, phrase, capsys):
     code = crossdeploy_main(["serve", "--params", str(root / "params.yaml"), *[a.format(root=root) for a in args]])
     err = capsys.readouterr().err
     assert code == 1 and phrase in err and "Traceback" not in err, err
+
+
+def _quick():
+    """The served check's windows, short: the tiny model answers in a millisecond."""
+    from crossdeploy.benchmark.closed_loop import WindowSettings
+
+    return WindowSettings(warmup_requests=1, window_s=0.05, max_windows=4, stability_pct=50, cell_cap_s=0.5)
+
+
+def _params(root, **deploy) -> dict:
+    return {**yaml.safe_load((root / "params.yaml").read_text()), "deploy": deploy}
+
+
+def test_the_decision_is_measured_served_from_its_bundle_over_each_protocol(project, tiny_images):
+    from crossdeploy.deploy.decision import SloNotMet
+    from crossdeploy.deploy.note import deploy_markdown
+    from crossdeploy.deploy.served import IN_PROCESS, PROTOCOLS, check_served_met, served_deployment, served_summary
+
+    root, table = project
+    decision = {**_decision("onnxruntime-fp32"), "p99_slo_ms": 5000.0}  # every call of a tiny model, on a busy machine too
+    served = served_deployment(root / "bundles" / "onnxruntime-fp32", decision, table, _params(root), tiny_images[1], _quick(),
+                               "crossdeploy serve --bundle b", root / "params.yaml")  # fmt: skip
+    assert served["status"] == "measured" and (served["batch"], served["concurrency"]) == (8, 1)
+    rows = served["protocols"]
+    assert list(rows) == [IN_PROCESS, *PROTOCOLS]
+    for name, row in rows.items():
+        assert row["status"] == "ok" and row["throughput_ips"] > 0 and row["p99_ms"] > 0, (name, row)
+        assert name == IN_PROCESS or 0 < row["of_in_process_pct"] < 1000
+    assert served["met"] and all(row["meets_slo"] for row in rows.values()), rows
+    text = deploy_markdown({**decision, "served": served})
+    assert "**Served** by `crossdeploy serve --bundle b` at batch 8 x 1 client" in text
+    assert all(words in text for words in ("gRPC floats", "REST image bytes", "REST floats", "% of in-process"))
+    # planted: the same figures against an SLO no served call meets: said, and under deploy.strict a failed stage
+    raw = {name: {k: v for k, v in row.items() if k not in ("meets_slo", "of_in_process_pct")} for name, row in rows.items()}
+    missed = served_summary(raw, decision["choice"], 1e-6, "crossdeploy serve --bundle b")
+    assert not missed["met"] and "no protocol meets p99 <= 1e-06 ms" in deploy_markdown({**decision, "p99_slo_ms": 1e-6, "served": missed})
+    with pytest.raises(SloNotMet, match=r"in process but not served by `crossdeploy serve --bundle b` \(gRPC floats p99"):
+        check_served_met(missed, 1e-6)
+    check_served_met(served, 5000.0)  # met: no error
+
+
+def test_a_bundle_whose_server_cannot_start_fails_its_served_rows_with_the_reason(project, tiny_images, tmp_path):
+    import shutil
+
+    from crossdeploy.deploy.decision import SloNotMet
+    from crossdeploy.deploy.served import PROTOCOLS, check_served_met, served_deployment
+
+    root, table = project
+    bundle = tmp_path / "bundle"
+    shutil.copytree(root / "bundles" / "onnxruntime-fp32", bundle)
+    (bundle / table["onnxruntime-fp32"].artifact.name).write_bytes(b"not an ONNX model")  # planted: a corrupt file ships
+    served = served_deployment(bundle, _decision("onnxruntime-fp32"), table, _params(root), tiny_images[1], _quick(), "serve", root / "params.yaml")
+    for name in PROTOCOLS:
+        assert served["protocols"][name]["status"] == "failed" and "did not become ready" in served["protocols"][name]["reason"]
+    assert not served["met"]
+    with pytest.raises(SloNotMet):
+        check_served_met(served, 50.0)
+
+
+def test_what_the_embedded_server_does_not_run_is_skipped_with_the_reason(project, tiny_images):
+    from crossdeploy.deploy.served import served_deployment
+
+    root, table = project
+    args = (table, _params(root), tiny_images[1], _quick(), "serve", root / "params.yaml")
+    assert "Triton serves on its GPU" in served_deployment(root / "bundles" / "tensorrt-fp16", _decision("tensorrt-fp16"), *args)["reason"]
+    assert "TF Serving serves this bundle" in served_deployment(root / "bundles" / "tf-savedmodel-fp32", _decision("tfserving-grpc-fp32"), *args)["reason"]
+    off = (table, _params(root, served_check=False), *args[2:])
+    assert served_deployment(root / "bundles" / "onnxruntime-fp32", _decision("onnxruntime-fp32"), *off) == {
+        "status": "skipped", "reason": "deploy.served_check is false"}  # fmt: skip
+    with pytest.raises(Exception, match="deploy.served_check must be true or false, got 'yes'"):
+        served_deployment(root / "bundles" / "onnxruntime-fp32", _decision("onnxruntime-fp32"), table, _params(root, served_check="yes"), *args[2:])
+    assert served_deployment(root / "bundles" / "onnxruntime-fp32", {**_decision("onnxruntime-fp32"), "choice": None}, *args) is None

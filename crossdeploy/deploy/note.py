@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossdeploy.deploy.decision import cell_words
+from crossdeploy.deploy.served import PROTOCOL_WORDS
 
 
 def _fidelity(fidelity: dict[str, Any]) -> str:
@@ -52,9 +53,31 @@ def summary(decision: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _served_row(name: str, row: dict[str, Any]) -> str:
+    words = PROTOCOL_WORDS[name]
+    if row.get("status") != "ok":
+        return f"{words} {row.get('status')}: {row.get('reason', '')}".rstrip(": ")
+    notes = [f"{row['of_in_process_pct']:.3g} % of in-process"] if row.get("of_in_process_pct") is not None else []
+    notes += [] if row["meets_slo"] else ["over the SLO"]
+    notes += [] if row.get("stable") else ["unstable"]
+    return f"{words} {row['throughput_ips']:.4g} img/s, p99 {row['p99_ms']:.4g} ms" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def served_lines(decision: dict[str, Any]) -> list[str]:
+    """What the choice does once served as the bundle's README says (deploy/served.py), or why it was not measured."""
+    served = decision.get("served")
+    if not served:
+        return []
+    if served["status"] != "measured":
+        return [f"Served: not measured here ({served['reason']})."]
+    rows = "; ".join(_served_row(name, row) for name, row in served["protocols"].items())
+    verdict = "" if served["met"] else f" **Served, no protocol meets p99 <= {decision['p99_slo_ms']:g} ms.**"
+    return [f"**Served** by `{served['command']}` at {cell_words(served)}, measured after the decision in one run on the same images: {rows}.{verdict}"]
+
+
 def deploy_markdown(decision: dict[str, Any], chart: str | None = None) -> str:
     params = decision["params"]
-    lines = ["# Deploy decision", "", *(line + "\n" for line in headline(decision)), *summary(decision), ""]
+    lines = ["# Deploy decision", "", *(line + "\n" for line in headline(decision)), *summary(decision), *served_lines(decision), ""]
     lines.append(
         f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its own file passed the floor and its `trained/` row, "
         "a stand-in of the same architecture, is `ok`), "

@@ -1,6 +1,8 @@
 """A served model as a runner: `crossdeploy serve` in a child process, called over REST or gRPC, so
 the benchmark measures what the network hop and serialization cost next to the in-process rows. A
-TF Serving row runs its server on the CPU, or with `gpu` on the GPU (the official -gpu image)."""
+TF Serving row runs its server on the CPU, or with `gpu` on the GPU (the official -gpu image); a row
+with `serve_args` (`--bundle DIR`, `--variant NAME`) serves what they name on the embedded server with
+whichever runtime that is."""
 
 from __future__ import annotations
 
@@ -21,14 +23,18 @@ class ServedRunner(Runner):
         engine: str,  # kserve | tfserving
         protocol: str,  # rest | grpc
         encoded: bool,
-        repository: Path,  # the TF Serving repository the package stage built
+        repository: Path | None,  # the TF Serving repository the package stage built (None with `serve_args`)
         model: str,  # the model in it
         threads: ThreadSettings | None = None,
         gpu: bool = False,  # TF Serving's -gpu image with --gpus all; otherwise the server runs on the CPU
         params_file: str | Path = "params.yaml",  # the server's own settings (`crossdeploy serve --params`)
+        serve_args: tuple[str, ...] = (),  # `crossdeploy serve --bundle DIR` or `--variant NAME` instead of `repository`
     ):
         if gpu and engine != "tfserving":
             raise ValueError(f"{name}: only TF Serving runs on the GPU (its -gpu image), not {engine}")
+        if bool(serve_args) == (repository is not None) or (serve_args and engine != "kserve"):
+            raise ValueError(f"{name}: serve a repository (any engine) or what serve_args name (the embedded server), one of the two")
+        self.serve_args = tuple(serve_args)
         super().__init__(name, threads)
         self.engine, self.protocol, self.params_file = engine, protocol, Path(params_file)
         self.repository, self.model, self.gpu = repository, model, gpu
@@ -65,6 +71,8 @@ class ServedRunner(Runner):
         """The child that serves the model (not yet started)."""
         from crossdeploy.serving.server_process import ServerProcess
 
+        if self.serve_args:
+            return ServerProcess(self.engine, self.params_file, model=self.model, extra_args=self.serve_args, whole_command=True)
         device = None if self.engine == "kserve" else "gpu" if self.gpu else "cpu"
         return ServerProcess(self.engine, self.params_file, self.repository, model=self.model, device=device)
 

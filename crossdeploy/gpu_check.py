@@ -159,7 +159,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
     from crossdeploy.parity import compare_logits
     from crossdeploy.runtimes.torch_runtime import TorchRunner
-    from crossdeploy.source_model import build_source_model, export_program
+    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
     from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
     from crossdeploy.tensorrt.engines import build_record
     from crossdeploy.variants import pipeline_variants
@@ -168,10 +168,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     batch_sizes = settings["batch_sizes"]
     profile = {"min": 1, "opt": 32, "max": max(batch_sizes)}
     steps: dict[str, Any] = {}
-    model, card = build_source_model(
-        name="gpu-check", arch=arch, num_classes=1000, weights=None, checkpoint=None, trust_checkpoint=False,
-        seed=0, input_size=None, resize_size=None, mean=None, std=None,
-    )  # fmt: skip
+    model, card = build_source_model(SourceSpec("gpu-check", arch, num_classes=1000))
     size = card.preprocessing.crop_size
     program = work / "model.pt2"
     torch.export.save(export_program(model, size), program)

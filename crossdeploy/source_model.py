@@ -2,305 +2,62 @@
 
 Every later step (ONNX export, the PyTorch reference in validate and benchmark) starts from the
 `torch.export` program written here, so they all see exactly the same weights and the same graph.
+Which architecture and weights exist is architectures.py's; reading and diagnosing the user's
+checkpoint is checkpoints.py's; the card written beside the program is model_card.py's.
 """
 
 from __future__ import annotations
 
-import difflib
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossdeploy.architectures import check_architecture, load_torchvision_weights, published_weights
+from crossdeploy.checkpoints import read_checkpoint, state_dict_mismatch, whole_model_mismatch
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import MAX_BATCH
+from crossdeploy.model_card import ModelCard
 from crossdeploy.preprocessing import Preprocessing
 
 #: photographs the random default's BatchNorm statistics are re-estimated on
 RANDOM_INIT_IMAGES = 64
-RANDOM_WEIGHTS_NOTE = "random weights: fidelity figures only, no accuracy"
-SWITCH_TO_REAL_WEIGHTS = (
-    "set `model.weights: IMAGENET1K_V2` (torchvision weights, from the local torch hub cache or downloaded) "
-    "or `model.checkpoint: path/to/your_state_dict.pt` in conf/config.yaml"
-)
 
 
 @dataclass(frozen=True)
-class ModelCard:
-    """What the pipeline knows about the source model; written beside the exported program."""
+class SourceSpec:
+    """The params model section: which classifier, with which weights, preprocessed how."""
 
     name: str
     arch: str
     num_classes: int
-    source: str  # "random", "torchvision-weights" or "checkpoint"
-    weights: str | None
-    checkpoint: str | None
-    random_weights: bool
-    preprocessing: Preprocessing
-    categories: list[str] | None = field(default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["preprocessing"] = self.preprocessing.to_dict()
-        data["note"] = RANDOM_WEIGHTS_NOTE if self.random_weights else None
-        return data
+    weights: str | None = None  # a torchvision weights name (IMAGENET1K_V2, DEFAULT)
+    checkpoint: str | None = None  # the user's file
+    trust_checkpoint: bool = False  # a pickled model or TorchScript archive runs code when loaded
+    seed: int = 0
+    input_size: int | None = None  # None: the weights' own, else 224
+    resize_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["preprocessing"] = Preprocessing.from_dict(data["preprocessing"])
-        return cls(**fields)
+    def from_params(cls, cfg: dict[str, Any]) -> "SourceSpec":
+        return cls(
+            name=cfg["name"], arch=cfg["arch"], num_classes=int(cfg["num_classes"]), weights=cfg.get("weights"),
+            checkpoint=cfg.get("checkpoint"), trust_checkpoint=bool(cfg.get("trust_checkpoint", False)), seed=int(cfg.get("seed", 0)),
+            input_size=cfg.get("input_size"), resize_size=cfg.get("resize_size"), mean=cfg.get("mean"), std=cfg.get("std"),
+        )  # fmt: skip
 
 
-def classification_architectures() -> list[str]:
-    import torchvision
-
-    # module= keeps detection, segmentation, video and optical-flow models out.
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def check_architecture(arch: str, param: str = "model.arch") -> None:
-    known = classification_architectures()
-    if arch not in known:
-        close = difflib.get_close_matches(arch, known, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise CrossdeployError(
-            f"{param} '{arch}' is not a torchvision classification architecture{hint}; "
-            f"set {param} to one of torchvision.models.list_models(module=torchvision.models)."
-        )
-
-
-def _weights_enum(arch: str, weights: str):
-    import torchvision
-
-    enum = torchvision.models.get_model_weights(arch)
-    try:
-        return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        names = ", ".join(w.name for w in enum)
-        raise CrossdeployError(
-            f"model.weights '{weights}' does not exist for {arch}; set model.weights to one of {names}, or none."
-        ) from None
-
-
-def _load_torchvision_weights(arch: str, weights_enum) -> dict:
-    try:
-        return weights_enum.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # network, hash or file errors all mean the same thing to the user
-        raise CrossdeployError(
-            f"could not read {arch} weights {weights_enum.name} from the torch hub cache or download them ({exc}); "
-            f"put {Path(weights_enum.url).name} in $TORCH_HOME/hub/checkpoints or set model.weights: none."
-        ) from None
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
-def _unwrap_state_dict(obj: Any, path: Path) -> dict:
-    # Training scripts often save {"state_dict": ...} or {"model": ...}, and DDP prefixes "module.".
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj:
-        raise CrossdeployError(f"model.checkpoint {path} holds no state_dict; save it with torch.save(model.state_dict(), path).")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
-
-
-def _read_checkpoint(path: Path, trust: bool):
-    """Return a state_dict, or an nn.Module (a pickled model or TorchScript) when the user trusts the file."""
-    import torch
-
-    if not path.is_file():
-        raise CrossdeployError(f"model.checkpoint {path} does not exist; set model.checkpoint to your state_dict file, or null.")
-    if _is_torchscript(path):
-        # torch.jit.load runs the code the archive carries (PyTorch calls TorchScript loading unsecured,
-        # CVE-2025-32434), so it is a whole model like a pickled one: only with explicit trust.
-        if not trust:
-            raise CrossdeployError(
-                f"model.checkpoint {path} is a TorchScript archive, and loading one runs code it carries; "
-                f"set model.trust_checkpoint: true if you trust its source, or save a state_dict "
-                f"(torch.save(model.state_dict(), ...)) instead."
-            )
-        try:
-            return torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise CrossdeployError(f"model.checkpoint {path} is not a TorchScript archive torch.jit.load can read ({exc}).") from None
-    try:
-        return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    except CrossdeployError:
-        raise
-    except Exception as exc:
-        if "Weights only load failed" not in str(exc):
-            raise CrossdeployError(f"model.checkpoint {path} is not a PyTorch checkpoint torch.load can read ({exc}).") from None
-        if not trust:
-            raise CrossdeployError(
-                f"model.checkpoint {path} is a whole pickled model and unpickling runs arbitrary code; "
-                f"save a state_dict instead, or set model.trust_checkpoint: true if you trust the file."
-            ) from None
-    module = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(module, dict):
-        return _unwrap_state_dict(module, path)
-    if not isinstance(module, torch.nn.Module):
-        raise CrossdeployError(f"model.checkpoint {path} holds a {type(module).__name__}, not a state_dict or nn.Module.")
-    return module
-
-
-def _class_name(module) -> str:
-    """The model's class: TorchScript keeps the scripted or traced class's name as original_name."""
-    import torch
-
-    return module.original_name if isinstance(module, torch.jit.ScriptModule) else type(module).__name__
-
-
-def _layers(state_dict: dict) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(value.shape) for key, value in state_dict.items()}
-
-
-def _empty_model(arch: str, num_classes: int):
-    """`arch` with its layers' shapes but no weights: built on the meta device, which costs next to nothing
-    (a few builders copy tensors while building, which meta cannot: those are built on the CPU)."""
-    import torch
-    import torchvision
-
-    try:
-        with torch.device("meta"):
-            return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    except NotImplementedError:
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-
-
-def _architectures_matching(class_name: str, layers: dict, num_classes: int) -> list[str]:
-    """The torchvision architectures with this class and exactly these layers (names and shapes). Only builders
-    whose module defines the class are built: resnet18 and resnet50 share ResNet, and the layers tell them apart."""
-    import sys
-
-    import torchvision
-
-    matches = []
-    for arch in classification_architectures():
-        builder_module = sys.modules[torchvision.models.get_model_builder(arch).__module__]
-        if not isinstance(getattr(builder_module, class_name, None), type):
-            continue
-        if _layers(_empty_model(arch, num_classes).state_dict()) == layers:
-            matches.append(arch)
-    return matches
-
-
-def _output_classes(module, input_size: int, path: Path) -> int:
-    """The width of the module's logits on one input of the configured size: every classifier head (fc,
-    classifier[-1], heads.head, ...) shows there, and so does anything the forward does after it."""
-    import torch
-
-    module.eval()
-    try:
-        with torch.no_grad():
-            logits = module(torch.zeros(1, 3, input_size, input_size))
-    except Exception as exc:
-        raise CrossdeployError(
-            f"model.checkpoint {path} fails on a 1x3x{input_size}x{input_size} input ({exc}); "
-            f"set model.input_size to the size it was trained on."
-        ) from None
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        got = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
-        raise CrossdeployError(
-            f"model.checkpoint {path} returns {got} for a 1x3x{input_size}x{input_size} input, not (batch, classes) logits; "
-            f"save a classifier whose forward returns its logits."
-        )
-    return int(logits.shape[1])
-
-
-def _whole_model_mismatch_message(module, arch: str, num_classes: int, input_size: int, path: Path) -> str | None:
-    """What a trusted whole model (pickled or TorchScript) holds against model.arch and model.num_classes, as one
-    sentence naming both sides and the param to change; None when it is what the params say."""
-    classes = _output_classes(module, input_size, path)
-    class_name, layers = _class_name(module), _layers(module.state_dict())
-    expected = _empty_model(arch, classes)
-    if type(expected).__name__ != class_name or _layers(expected.state_dict()) != layers:
-        also = f" and model.num_classes: {classes}" if classes != num_classes else ""
-        matches = _architectures_matching(class_name, layers, classes)
-        if matches:
-            fix = f"model.arch: {matches[0]}" if len(matches) == 1 else f"model.arch to one of {', '.join(matches)}"
-            return (
-                f"model.checkpoint {path} holds a {' / '.join(matches)} ({class_name}, {classes} classes) but model.arch is "
-                f"{arch} (a {type(expected).__name__}); set {fix}{also}."
-            )
-        count = sum(p.numel() for p in module.parameters())
-        expected_count = sum(p.numel() for p in expected.parameters())
-        return (
-            f"model.checkpoint {path} holds a {class_name} ({count:,} parameters, {classes} classes) that is no torchvision "
-            f"classification architecture, and model.arch {arch} is a {type(expected).__name__} ({expected_count:,} parameters); "
-            f"set model.arch to the architecture it was built with{also}, or save it as one of those."
-        )
-    if classes != num_classes:
-        return (
-            f"model.checkpoint {path} has {classes} output classes but model.num_classes is {num_classes}; "
-            f"set model.num_classes: {classes}."
-        )
-    return None
-
-
-def _checkpoint_mismatch_message(model, state_dict: dict, arch: str, num_classes: int, path: Path) -> str | None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [
-        (k, tuple(state_dict[k].shape), tuple(v.shape))
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if not (missing or unexpected or wrong_shape):
-        return None
-    if not missing and not unexpected and wrong_shape:
-        # The usual case: a fine-tuned head with another number of classes.
-        key, got, want = wrong_shape[-1]
-        if len(wrong_shape) <= 2 and got[0] != want[0]:
-            return (
-                f"model.checkpoint {path} has {got[0]} output classes but model.num_classes is {num_classes}; "
-                f"set model.num_classes: {got[0]}."
-            )
-    detail = "; ".join(
-        part
-        for part in (
-            f"missing {len(missing)} keys (e.g. {missing[0]})" if missing else "",
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
-            f"{len(wrong_shape)} shape mismatches (e.g. {wrong_shape[0][0]}: {wrong_shape[0][1]} vs {wrong_shape[0][2]})"
-            if wrong_shape
-            else "",
-        )
-        if part
-    )
-    return f"model.checkpoint {path} does not fit model.arch {arch} ({detail}); set model.arch to the architecture it was trained with."
-
-
-def build_source_model(
-    *,
-    name: str,
-    arch: str,
-    num_classes: int,
-    weights: str | None,
-    checkpoint: str | None,
-    trust_checkpoint: bool,
-    seed: int,
-    input_size: int | None,
-    resize_size: int | None,
-    mean: list[float] | None,
-    std: list[float] | None,
-):
+def build_source_model(spec: SourceSpec):
     """Return (eval-mode nn.Module, ModelCard) for the configured source."""
     import torch
     import torchvision
 
+    name, arch, num_classes, weights, checkpoint, seed = spec.name, spec.arch, spec.num_classes, spec.weights, spec.checkpoint, spec.seed
     check_architecture(arch)
     if weights and checkpoint:
         raise CrossdeployError("model.weights and model.checkpoint are both set; set one of them to null.")
-    weights_enum = _weights_enum(arch, weights) if weights else None
+    weights_enum = published_weights(arch, weights) if weights else None
     categories = list(weights_enum.meta["categories"]) if weights_enum else None
     if categories is not None and len(categories) != num_classes:
         raise CrossdeployError(
@@ -310,23 +67,23 @@ def build_source_model(
 
     preprocessing = Preprocessing.resolve(
         weights_transforms=weights_enum.transforms() if weights_enum else None,
-        input_size=input_size,
-        resize_size=resize_size,
-        mean=mean,
-        std=std,
+        input_size=spec.input_size,
+        resize_size=spec.resize_size,
+        mean=spec.mean,
+        std=spec.std,
     )
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     source = "random"
     if weights_enum is not None:
-        model.load_state_dict(_load_torchvision_weights(arch, weights_enum))
+        model.load_state_dict(load_torchvision_weights(arch, weights_enum))
         source = "torchvision-weights"
     elif checkpoint:
         path = Path(checkpoint)
-        loaded = _read_checkpoint(path, trust_checkpoint)
+        loaded = read_checkpoint(path, spec.trust_checkpoint)
         if isinstance(loaded, torch.nn.Module):
             # a trusted whole model: the model card records model.arch and model.num_classes, so they must be its own
-            problem = _whole_model_mismatch_message(loaded, arch, num_classes, preprocessing.crop_size, path)
+            problem = whole_model_mismatch(loaded, arch, num_classes, preprocessing.crop_size, path)
             if problem:
                 raise CrossdeployError(problem)
             if isinstance(loaded, torch.jit.ScriptModule):
@@ -335,7 +92,7 @@ def build_source_model(
             else:
                 model = loaded
         else:
-            problem = _checkpoint_mismatch_message(model, loaded, arch, num_classes, path)
+            problem = state_dict_mismatch(model, loaded, arch, num_classes, path)
             if problem:
                 raise CrossdeployError(problem)
             model.load_state_dict(loaded)

@@ -19,7 +19,7 @@ import numpy as np
 from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.preprocessing import Preprocessing
-from crossdeploy.source_model import ModelCard
+from crossdeploy.model_card import ModelCard
 
 NUM_CLASSES = 10
 # digits are single-channel strokes on black; centring on 0.5 keeps the inputs symmetric around zero
@@ -122,7 +122,8 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
     """
     import torch
 
-    from crossdeploy.source_model import check_architecture, reestimate_batchnorm
+    from crossdeploy.architectures import check_architecture
+    from crossdeploy.source_model import reestimate_batchnorm
 
     check_architecture(settings.arch, "trained.arch")
     pixels, labels, files = digit_images(settings.size)

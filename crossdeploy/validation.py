@@ -18,7 +18,7 @@ from crossdeploy.onnx_graph import size_mb
 from crossdeploy.parity import Floor, Thresholds, compare_logits
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 from crossdeploy.serving.shared_servers import SharedServers
-from crossdeploy.source_model import ModelCard
+from crossdeploy.model_card import ModelCard
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)

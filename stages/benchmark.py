@@ -13,7 +13,7 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import describe_device
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.params import load_params
-from crossdeploy.source_model import ModelCard
+from crossdeploy.model_card import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.variants import benchmark_variants
 

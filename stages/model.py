@@ -3,7 +3,7 @@
 from crossdeploy.atomic import atomic_path
 from crossdeploy.model_size import model_size
 from crossdeploy.params import check_input_dep, load_params
-from crossdeploy.source_model import build_source_model, export_program
+from crossdeploy.source_model import SourceSpec, build_source_model, export_program
 from crossdeploy.stage import run_stage, write_json
 
 
@@ -12,20 +12,7 @@ def main() -> None:
 
     params = load_params()
     check_input_dep(params, "model.checkpoint", "checkpoint", "stages/model.py")
-    cfg = params["model"]
-    model, card = build_source_model(
-        name=cfg["name"],
-        arch=cfg["arch"],
-        num_classes=int(cfg["num_classes"]),
-        weights=cfg.get("weights"),
-        checkpoint=cfg.get("checkpoint"),
-        trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
-        seed=int(cfg.get("seed", 0)),
-        input_size=cfg.get("input_size"),
-        resize_size=cfg.get("resize_size"),
-        mean=cfg.get("mean"),
-        std=cfg.get("std"),
-    )
+    model, card = build_source_model(SourceSpec.from_params(params["model"]))
     program = export_program(model, card.preprocessing.crop_size)
     paths = params["paths"]
     with atomic_path(paths["program"]) as tmp:

@@ -11,7 +11,7 @@ from crossdeploy.params import load_params
 from crossdeploy.parity import Floor, Thresholds
 from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.source_model import ModelCard
+from crossdeploy.model_card import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.validation import (
     describe_reference, judging_rules, required_variants, saturation_hint, standin_absent_reason, standin_verdicts, unmet_requirements,

@@ -32,12 +32,9 @@ def tiny_source(tmp_path_factory):
     """(program path, ModelCard) for a seeded random resnet18 at 64 px."""
     import torch
 
-    from crossdeploy.source_model import build_source_model, export_program
+    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
 
-    model, card = build_source_model(
-        name="tiny", arch=TINY_ARCH, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
-        seed=0, input_size=TINY_SIZE, resize_size=None, mean=None, std=None,
-    )
+    model, card = build_source_model(SourceSpec("tiny", TINY_ARCH, num_classes=10, input_size=TINY_SIZE))
     path = tmp_path_factory.mktemp("source") / "model.pt2"
     torch.export.save(export_program(model, TINY_SIZE), path)
     return path, card
@@ -128,13 +125,10 @@ def random_model_files(arch: str, root: Path, size: int):
     from crossdeploy.layout import trained_paths
     from crossdeploy.onnx_export import export_onnx
     from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.source_model import build_source_model, export_program
+    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
 
     paths = trained_paths(root)
-    model, card = build_source_model(
-        name=arch, arch=arch, num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
-        seed=0, input_size=size, resize_size=None, mean=None, std=None,
-    )  # fmt: skip
+    model, card = build_source_model(SourceSpec(arch, arch, num_classes=10, input_size=size))
     calibration, evaluation = default_image_sets(DataSettings(16, 12, card.preprocessing))
     Path(paths["source"]).mkdir(parents=True)
     Path(paths["onnx"]).parent.mkdir(parents=True)

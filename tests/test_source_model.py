@@ -4,14 +4,13 @@ import torch
 import torchvision
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.source_model import build_source_model, export_program, load_program
+from crossdeploy.source_model import SourceSpec, build_source_model, export_program, load_program
 
-BASE = dict(name="m", arch="resnet18", num_classes=10, weights=None, checkpoint=None, trust_checkpoint=False,
-            seed=0, input_size=64, resize_size=None, mean=None, std=None)
+BASE = dict(name="m", arch="resnet18", num_classes=10, input_size=64)
 
 
 def build(**overrides):
-    return build_source_model(**{**BASE, **overrides})
+    return build_source_model(SourceSpec(**{**BASE, **overrides}))
 
 
 def reference_model(num_classes=10, arch="resnet18"):

@@ -7,7 +7,7 @@ from typing import Any
 
 from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, cell_name, parse_cell, variant_cells
 from crossdeploy.parity_report import weights_statement
-from crossdeploy.source_model import ModelCard
+from crossdeploy.model_card import ModelCard
 from crossdeploy.layout import REFERENCE
 
 

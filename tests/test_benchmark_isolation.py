@@ -88,7 +88,7 @@ def test_the_memory_a_runtime_keeps_goes_back_with_its_process(tmp_path):
     # what it held is recorded where it was held: the variant's own peak
     assert results["resources"]["hoarder"]["own_peak_rss_mb"] > HOARD_MB
     try:
-        measure_variant(_variant("hoarder", hoard=True), Images(), PLAN, tmp_path / "here", lambda *event: None)
+        measure_variant(_variant("hoarder", hoard=True), Images(), PLAN, tmp_path / "here", lambda event: None)
         assert me.memory_info().rss - before > HOARD_MB * 2**20 * 0.9
     finally:
         _hoard.clear()
@@ -121,7 +121,7 @@ def test_a_child_that_dies_while_reading_its_arguments_fails_instead_of_hanging(
 
     def run() -> None:
         try:
-            run_isolated(_never_called, (DiesWhenUnpickled(), np.zeros(40 * 2**20, np.uint8)), lambda *event: None)
+            run_isolated(_never_called, (DiesWhenUnpickled(), np.zeros(40 * 2**20, np.uint8)), lambda event: None)
         except BaseException as exc:
             outcome.append(exc)
 

@@ -25,10 +25,10 @@ class ProcessEnded(RuntimeError):
     """The isolated function did not finish: its process died, or it raised (the message says which)."""
 
 
-def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[..., None]) -> None:
-    """Call `function(*args, report)` in a spawned process; each `report(kind, *payload)` there calls
-    `on_event(kind, *payload)` here, in order. Raises ProcessEnded if the function raised or its process
-    died before it returned. Everything it passes must pickle."""
+def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[[Any], None]) -> None:
+    """Call `function(*args, report)` in a spawned process; each `report(event)` there calls `on_event(event)`
+    here, in order. Raises ProcessEnded if the function raised or its process died before it returned.
+    Everything it passes must pickle."""
     context = multiprocessing.get_context("spawn")
     args_in, args_out = context.Pipe(duplex=False)
     events_in, events_out = context.Pipe(duplex=False)
@@ -56,7 +56,7 @@ def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[
                 return
             if kind == _RAISED:
                 raise ProcessEnded(payload)
-            on_event(kind, *payload)
+            on_event(payload)
     finally:
         events_in.close()
         process.join(timeout=60)
@@ -65,14 +65,14 @@ def run_isolated(function: Callable[..., None], args: tuple, on_event: Callable[
             process.join()
 
 
-_RETURNED, _RAISED = "returned", "raised"
+_EVENT, _RETURNED, _RAISED = "event", "returned", "raised"
 
 
 def _child(function: Callable[..., None], args_in, events_out) -> None:
     logging.basicConfig(level=os.environ.get("CROSSDEPLOY_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
 
-    def report(kind: str, *payload: Any) -> None:
-        events_out.send((kind, payload))
+    def report(event: Any) -> None:
+        events_out.send((_EVENT, event))
 
     try:
         args = args_in.recv()
@@ -82,7 +82,7 @@ def _child(function: Callable[..., None], args_in, events_out) -> None:
         log.exception("%s raised", getattr(function, "__name__", function))
         events_out.send((_RAISED, error_text(exc)))
     else:
-        events_out.send((_RETURNED, ()))
+        events_out.send((_RETURNED, None))
     finally:
         events_out.close()
 

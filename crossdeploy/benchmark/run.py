@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,37 @@ from crossdeploy.runtimes.base import unavailable_reason
 from crossdeploy.variants import Variant
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Label:
+    """What the variant's process is measuring now, for the progress bar."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CellDone:
+    batch: int
+    concurrency: int
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScenarioDone:
+    """The MLPerf scenarios' or the harness measurement's row, and whether it ran (work given up at once
+    must not teach the estimate)."""
+
+    kind: str  # "mlperf" | "harness": its key in the variant's rows
+    row: dict[str, Any]
+    ran: bool
+
+
+@dataclass(frozen=True)
+class MeasuringCost:
+    """What measuring the variant cost: wall time and peak memory, with any server its runner started."""
+
+    resources: dict[str, Any]
 
 
 def planned_work(variants: list[Variant], plan: BenchmarkPlan) -> list[Work]:
@@ -115,27 +147,26 @@ def _measured_rows(
     name = variant.name
     rows: dict[str, Any] = {}  # every row the variant's process reported, kept if it dies later
 
-    def on_event(kind: str, *payload: Any) -> None:
-        if kind == "label":
-            bar.label(payload[0])
+    def on_event(event: Label | CellDone | ScenarioDone | MeasuringCost) -> None:
+        if isinstance(event, Label):
+            bar.label(event.text)
             return
-        if kind == "resources":
-            resources[name] = payload[0]
+        if isinstance(event, MeasuringCost):
+            resources[name] = event.resources
             return
-        if kind == "cell":
-            batch, concurrency, row = payload
-            rows[cell_name(batch, concurrency)] = row
-            work = Work(name, "cell", batch, concurrency)
-            if row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
-                remaining.dropped(work, left_out=row["status"] == NOT_MEASURED)
+        if isinstance(event, CellDone):
+            rows[cell_name(event.batch, event.concurrency)] = event.row
+            work = Work(name, "cell", event.batch, event.concurrency)
+            if event.row["status"] in (NOT_MEASURED, "skipped"):  # took no time: it must not teach the correction
+                remaining.dropped(work, left_out=event.row["status"] == NOT_MEASURED)
             else:
-                remaining.finished(work, row)
-        else:  # "mlperf" or "harness": the row, and whether it ran (work given up at once must not teach the estimate)
-            rows[kind], ran = payload
-            if ran:
-                remaining.finished(Work(name, kind))
+                remaining.finished(work, event.row)
+        else:
+            rows[event.kind] = event.row
+            if event.ran:
+                remaining.finished(Work(name, event.kind))
             else:
-                remaining.dropped(Work(name, kind))
+                remaining.dropped(Work(name, event.kind))
         bar.refresh()
 
     try:
@@ -157,22 +188,22 @@ def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log
         search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
         cells = sweep_variant(
             pool, images, plan.batch_sizes, plan.concurrencies, plan.windows,
-            lambda label: report("label", label), search, lambda batch, concurrency, row: report("cell", batch, concurrency, row),
+            lambda label: report(Label(label)), search, lambda batch, concurrency, row: report(CellDone(batch, concurrency, row)),
         )  # fmt: skip
         measured = [row for row in cells.values() if row["status"] == "ok"]
         if _wants_mlperf(plan, variant):
-            report("label", f"{variant.name} MLPerf LoadGen")
-            report("mlperf", _mlperf_row(pool, images, plan, log_dir, cells, measured), bool(measured))
+            report(Label(f"{variant.name} MLPerf LoadGen"))
+            report(ScenarioDone("mlperf", _mlperf_row(pool, images, plan, log_dir, cells, measured), bool(measured)))
         if _wants_harness(plan, variant):
             if measured:
-                report("label", f"{variant.name} harness overhead")
+                report(Label(f"{variant.name} harness overhead"))
                 row = _harness(pool, images, plan)
             else:
                 row = _unmeasured(cells, f"{variant.name} could not be measured: ")
-            report("harness", row, bool(measured))
+            report(ScenarioDone("harness", row, bool(measured)))
     finally:
         pool.close()
-        report("resources", stage_resources(started, tree))
+        report(MeasuringCost(stage_resources(started, tree)))
 
 
 def _every_row(variant: Variant, plan: BenchmarkPlan, cells: list[str], row: dict[str, Any]) -> dict[str, Any]:

@@ -28,47 +28,29 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, git_show, publish, queue_states, run_queued
+from crossdeploy.experiments import Sweep, git_show
 from crossdeploy.params import load_params
 
-ARCHITECTURES = ("resnet18", "resnet50", "resnet101")
-PREFIX = "growth-"
-OUTPUT = Path("metrics/cost_growth")
-README = Path("README.md")
-MARKERS = ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->")
+SWEEP = Sweep("growth-", ("resnet18", "resnet50", "resnet101"), Path("metrics/cost_growth"), ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->"))
 #: a slope this far above 1 is more than the scatter of three wall times on one machine: worse than linear
 LINEAR_LIMIT = 1.15
 
 
-def queue(architectures: list[str], force: bool = False) -> None:
-    existing = [name for name in exp_refs(PREFIX) if name[len(PREFIX) :] in architectures]
-    if existing:  # a re-run replaces the previous sweep's experiments
-        dvc("exp", "remove", *existing)
-    for arch in architectures:
-        dvc("exp", "run", "--queue", *(["-f"] if force else []), "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false")
-
-
 def collect(architectures: list[str]) -> dict[str, Any]:
     """arch -> {parameters, gflops_per_image, stages: {stage: resources}} from each experiment's Git ref."""
-    refs, states = exp_refs(PREFIX), queue_states(PREFIX)
     paths = load_params()["paths"]
     rows: dict[str, Any] = {}
-    for arch in architectures:
-        name = f"{PREFIX}{arch}"
-        size = git_show(refs[name], paths["model_size"]) if name in refs else None
-        if size is None:
-            state = states.get(name, "not run")
-            rows[arch] = {"pipeline": failure_from_log(name, "the model stage") if state == "Failed" else f"experiment {state.lower()}"}
+    for arch, (ref, pipeline) in SWEEP.finished(architectures, paths["model_size"], "the model stage").items():
+        if ref is None:
+            rows[arch] = {"pipeline": pipeline}
             continue
-        resources = {stage: git_show(refs[name], path) for stage, path in paths["resources"].items()}
+        resources = {stage: git_show(ref, path) for stage, path in paths["resources"].items()}
         rows[arch] = {
             "pipeline": "ok",
-            **json.loads(size),
+            **json.loads(git_show(ref, paths["model_size"])),
             "stages": {stage: json.loads(text) for stage, text in resources.items() if text is not None},
         }
     return rows
@@ -139,28 +121,5 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict[str, Any]) -> None:
-    publish(OUTPUT, {**result, "table": table(result["rows"])}, markdown(result), README, MARKERS)
-
-
-def main(argv: list[str]) -> None:
-    command, rest = (argv[0] if argv else "table"), argv[1:]
-    force = command == "run" and "--force" in rest
-    architectures = [a for a in rest if a != "--force"] or list(ARCHITECTURES)
-    if command == "run":
-        queue(architectures, force)
-        run_queued(PREFIX)
-    elif command != "table":
-        raise SystemExit(__doc__)
-    device = describe_device()
-    result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": f"{device['cpu']} CPU, {device['usable_cores']} cores" + (f", {device['gpus']}" if device["gpus"] else ", no GPU"),
-        "rows": collect(architectures),
-    }
-    write(result)
-    print(markdown(result))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    SWEEP.main(sys.argv[1:], collect, markdown, lambda result: {"table": table(result["rows"])})

@@ -1,13 +1,17 @@
-"""Queued DVC experiments, as the experiment scripts (support_matrix.py, cost_growth.py) drive them: queue,
-wait with one worker, and read a file back from each finished experiment's Git ref."""
+"""Queued DVC experiments, one per architecture, as the experiment scripts (support_matrix.py,
+cost_growth.py) drive them: queue, run with one worker (the figures are wall times: never two at once),
+read each finished experiment's files back from its Git ref, and publish the table (Sweep)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def dvc(*args: str, check: bool = True) -> str:
@@ -71,3 +75,64 @@ def publish(output: Path, data: dict[str, Any], table: str, readme: Path, marker
     if start >= 0 and end > start:
         readme.write_text(text[: start + len(markers[0])] + "\n" + table + text[end:])
 
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One experiment per architecture, named `prefix<arch>`: `dvc exp run --queue -S model.arch=<arch>
+    -S validate.strict=false` (strict off so that a variant whose parity fails on another architecture still
+    lets the run record its files: DVC keeps nothing of a failed experiment), then `args` (its own -S
+    flags, or the stage it runs up to)."""
+
+    prefix: str
+    architectures: tuple[str, ...]
+    output: Path  # metrics/<name>: .json and .md
+    markers: tuple[str, str]  # where the table goes in the README
+    args: tuple[str, ...] = ()
+    readme: Path = Path("README.md")
+
+    def queue(self, architectures: list[str], force: bool = False) -> None:
+        existing = [name for name in exp_refs(self.prefix) if name[len(self.prefix) :] in architectures]
+        if existing:  # a re-run replaces the previous sweep's experiments
+            dvc("exp", "remove", *existing)
+        for arch in architectures:
+            dvc("exp", "run", "--queue", *(["-f"] if force else []), "-n", f"{self.prefix}{arch}",
+                "-S", f"model.arch={arch}", "-S", "validate.strict=false", *self.args)  # fmt: skip
+
+    def finished(self, architectures: list[str], path: str, failed_before: str) -> dict[str, tuple[str | None, str]]:
+        """arch -> (the experiment's Git ref, "ok") where it wrote `path`, else (None, why not: its state, or
+        a failed run's one-line error)."""
+        refs, states = exp_refs(self.prefix), queue_states(self.prefix)
+        found = {}
+        for arch in architectures:
+            name = f"{self.prefix}{arch}"
+            if name in refs and git_show(refs[name], path) is not None:
+                found[arch] = (refs[name], "ok")
+                continue
+            state = states.get(name, "not run")
+            found[arch] = (None, failure_from_log(name, failed_before) if state == "Failed" else f"experiment {state.lower()}")
+        return found
+
+    def main(self, argv: list[str], collect: Callable[[list[str]], dict[str, Any]], markdown: Callable[[dict[str, Any]], str],
+             extra: Callable[[dict[str, Any]], dict[str, Any]] = lambda result: {}) -> None:  # fmt: skip
+        """`run [--force] [ARCH ...]` queues and runs the sweep, then tabulates; `table [ARCH ...]` tabulates
+        what has run. `extra` adds to the JSON what the table was computed from."""
+        command, rest = (argv[0] if argv else "table"), argv[1:]
+        architectures = [a for a in rest if a != "--force"] or list(self.architectures)
+        if command == "run":
+            self.queue(architectures, force="--force" in rest)
+            run_queued(self.prefix)
+        elif command != "table":
+            raise SystemExit(sys.modules["__main__"].__doc__)
+        result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine_words(), "rows": collect(architectures)}
+        text = markdown(result)
+        publish(self.output, {**result, **extra(result)}, text, self.readme, self.markers)
+        print(text)
+
+
+def machine_words() -> str:
+    """The machine a sweep ran on, as its table says it: CPU and cores, and the GPUs or none."""
+    from crossdeploy.device_info import describe_device
+
+    device = describe_device()
+    return f"{device['cpu']} CPU, {device['usable_cores']} cores, " + (f"{device['gpus']}" if device["gpus"] else "no GPU")

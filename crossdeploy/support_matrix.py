@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.device_info import describe_device
-from crossdeploy.experiments import dvc, exp_refs, failure_from_log, finished_at, git_show, publish, queue_states, run_queued
+from crossdeploy.experiments import Sweep, exp_refs, finished_at, git_show
 from crossdeploy.layout import REFERENCE, TRAINED_PREFIX
 from crossdeploy.params import load_params
 
@@ -30,6 +28,8 @@ ARCHITECTURES = (
     "efficientnet_b0", "regnet_y_400mf", "googlenet", "densenet121", "inception_v3", "efficientnet_v2_s",
     "convnext_tiny", "swin_t", "maxvit_t", "vit_b_16",
 )  # fmt: skip
+#: up to validate: the parity table is what it tabulates
+SWEEP = Sweep("matrix-", ARCHITECTURES, Path("metrics/support_matrix"), ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->"), ("validate",))
 #: table column -> the parity rows it summarises
 COLUMNS = {
     "ONNX FP32": ("onnxruntime-fp32",),
@@ -44,18 +44,6 @@ COLUMNS = {
     "served": ("kserve-rest-fp32", "kserve-rest-bytes"),
 }
 INT8_COLUMNS = ("INT8 CPU", "INT8 TensorRT-flavour", "TFLite INT8", "OpenVINO INT8")
-PREFIX = "matrix-"
-OUTPUT = Path("metrics/support_matrix")
-README = Path("README.md")
-MARKERS = ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->")
-
-
-def queue(architectures: list[str]) -> None:
-    existing = [name for name in exp_refs(PREFIX) if name[len(PREFIX) :] in architectures]
-    if existing:  # a re-run replaces the previous sweep's experiments
-        dvc("exp", "remove", *existing)
-    for arch in architectures:
-        dvc("exp", "run", "--queue", "-n", f"{PREFIX}{arch}", "-S", f"model.arch={arch}", "-S", "validate.strict=false", "validate")
 
 
 def minutes_each(refs: dict[str, str]) -> dict[str, float]:
@@ -66,21 +54,17 @@ def minutes_each(refs: dict[str, str]) -> dict[str, float]:
 
 
 def collect(architectures: list[str]) -> dict[str, Any]:
-    refs, states = exp_refs(PREFIX), queue_states(PREFIX)
     parity_file = load_params()["paths"]["parity"]
-    minutes = minutes_each(refs)
+    minutes = minutes_each(exp_refs(SWEEP.prefix))
     rows: dict[str, Any] = {}
-    for arch in architectures:
-        name = f"{PREFIX}{arch}"
-        parity = git_show(refs[name], parity_file) if name in refs else None
-        if parity is None:
-            state = states.get(name, "not run")
-            rows[arch] = {"pipeline": failure_from_log(name, "validate") if state == "Failed" else f"experiment {state.lower()}"}
+    for arch, (ref, pipeline) in SWEEP.finished(architectures, parity_file, "validate").items():
+        if ref is None:
+            rows[arch] = {"pipeline": pipeline}
             continue
-        table = json.loads(parity)
+        table = json.loads(git_show(ref, parity_file))
         variants = {k: v for k, v in table.items() if not k.startswith(TRAINED_PREFIX)}
         standin = {k[len(TRAINED_PREFIX) :]: v for k, v in table.items() if k.startswith(TRAINED_PREFIX)}
-        rows[arch] = {"pipeline": "ok", "minutes": minutes.get(name), "variants": variants, "standin": standin}
+        rows[arch] = {"pipeline": "ok", "minutes": minutes.get(f"{SWEEP.prefix}{arch}"), "variants": variants, "standin": standin}
     return rows
 
 
@@ -151,26 +135,5 @@ def markdown(matrix: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(matrix: dict[str, Any]) -> None:
-    publish(OUTPUT, matrix, markdown(matrix), README, MARKERS)
-
-
-def main(argv: list[str]) -> None:
-    command, architectures = (argv[0] if argv else "table"), (argv[1:] or list(ARCHITECTURES))
-    if command == "run":
-        queue(architectures)
-        run_queued(PREFIX)
-    elif command != "table":
-        raise SystemExit(__doc__)
-    device = describe_device()
-    matrix = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": f"{device['cpu']} CPU, {device['usable_cores']} cores, no GPU" if not device["gpus"] else f"{device['gpus']}",
-        "rows": collect(architectures),
-    }
-    write(matrix)
-    print(markdown(matrix))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    SWEEP.main(sys.argv[1:], collect, markdown)

@@ -1,6 +1,8 @@
-"""TensorRT: what an engine is keyed by and when it must not be loaded (everywhere), and building and
-running FP16 and INT8 engines, ONNX Runtime's GPU providers and PyTorch CUDA (marked gpu)."""
+"""TensorRT: what an engine is keyed by and when it must not be loaded, and the flags each major (10, 11)
+builds with against what that major has (everywhere); building and running FP16 and INT8 engines, ONNX
+Runtime's GPU providers and PyTorch CUDA (marked gpu)."""
 
+import importlib.util
 import json
 import re
 from dataclasses import replace
@@ -10,6 +12,7 @@ import pytest
 
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.parity import compare_logits
+from crossdeploy.tensorrt.api import APIS, ENUMS, IGNORED, BuildFlags, TensorRTApi, build_flags, tensorrt_api
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
 from crossdeploy.layout import engine_record
 from crossdeploy.tensorrt.engines import build_record, usable_engine
@@ -73,6 +76,96 @@ def test_an_engine_never_built_says_which_stage_builds_it(tmp_path):
     with pytest.raises(RuntimeUnavailable, match="run `dvc repro tensorrt`"):
         usable_engine(tmp_path / "tensorrt-int8.plan")
     assert Variant("tensorrt-int8", "int8", "int8", "tensorrt", tmp_path / "x.plan").missing_reason().endswith("was not built")
+
+
+# ---- TensorRT 10 and 11: the flags each major's build names, against what each major has ----
+
+#: BuilderFlag members TensorRT 11 removed, as NVIDIA's "Removed Python APIs and Replacements" (10.x to 11.x)
+#: lists them. Its first 11.x editions also named DIRECT_IO, which 11.4.1's calls deprecated, not removed,
+#: and which 11.0 and 11.1's bindings still have.
+REMOVED_IN_11 = {"FP16", "INT8", "BF16", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}
+#: attributes TensorRT 11 removed (the same reference), all present in every 10.x
+REMOVED_ATTRIBUTES_IN_11 = {
+    "IBuilderConfig": {"int8_calibrator", "set_calibration_profile", "get_calibration_profile", "quantization_flags",
+                       "set_quantization_flag", "get_quantization_flag", "clear_quantization_flag", "algorithm_selector"},
+    "ICudaEngine": {"device_memory_size", "get_device_memory_size_for_profile", "create_execution_context_without_device_memory"},
+    "Builder": {"platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32"},
+}  # fmt: skip
+#: their replacements, which came in 10.1: 10.0, the pin's floor, lacks them
+SINCE_10_1 = {"ICudaEngine": {"device_memory_size_v2", "get_device_memory_size_for_profile_v2"}}
+COMBINATIONS = [("fp16", True), ("fp16", False), ("int8", False)]
+
+
+def unusable_names(api: TensorRTApi, flags: BuildFlags) -> list[str]:
+    """The names in `flags` that `api`'s major lacks or ignores."""
+    named = [("NetworkDefinitionCreationFlag", n) for n in flags.network] + [("BuilderFlag", n) for n in flags.builder]
+    ignored = IGNORED.get(api.major, {})
+    return [f"{enum}.{n}" for enum, n in named if n not in ENUMS[api.major][enum] or n in ignored.get(enum, ())]
+
+
+def test_the_recorded_enums_agree_with_nvidias_list_of_what_11_removed():
+    assert not REMOVED_IN_11 & ENUMS[11]["BuilderFlag"]
+    # INT4 and FP4 came after 10.0; WEIGHTLESS, deprecated since 10.0, left the bindings unlisted
+    assert ENUMS[10]["BuilderFlag"] - ENUMS[11]["BuilderFlag"] == REMOVED_IN_11 - {"INT4", "FP4"} | {"WEIGHTLESS"}
+    assert ENUMS[10]["NetworkDefinitionCreationFlag"] - ENUMS[11]["NetworkDefinitionCreationFlag"] == {"EXPLICIT_BATCH"}
+
+
+@pytest.mark.parametrize("major", sorted(APIS))
+@pytest.mark.parametrize("precision,fp16_model", COMBINATIONS)
+def test_every_build_names_only_flags_its_major_has(major, precision, fp16_model):
+    try:
+        flags = build_flags(APIS[major], precision, fp16_model)
+    except CrossdeployError:
+        assert (major, precision, fp16_model) == (11, "fp16", False)
+        return
+    assert unusable_names(APIS[major], flags) == []
+
+
+def test_each_major_builds_each_precision_as_decided():
+    ten, eleven = APIS[10], APIS[11]
+    # strongly typed wherever the model's types carry the precision: the same engine on both majors
+    assert build_flags(ten, "int8", False) == BuildFlags(network=("STRONGLY_TYPED",), builder=())
+    assert build_flags(ten, "fp16", True) == BuildFlags(network=("STRONGLY_TYPED",), builder=())
+    assert build_flags(eleven, "int8", False) == build_flags(eleven, "fp16", True) == BuildFlags(network=(), builder=())
+    # the FP32 model: 10 lowers it with its FP16 flag; 11 has none and says what to change
+    assert build_flags(ten, "fp16", False) == BuildFlags(network=(), builder=("FP16",))
+    with pytest.raises(CrossdeployError, match=r"TensorRT 11 builds an FP16 engine only from an FP16 ONNX model .*BuildSettings.fp16_model"):
+        build_flags(eleven, "fp16", False)
+
+
+def test_a_table_naming_a_flag_its_major_lacks_or_ignores_is_refused():
+    with pytest.raises(CrossdeployError, match=r"TensorRT 11 has no BuilderFlag.FP16; take it out"):
+        replace(APIS[11], fp16_from_fp32=("FP16",))
+    with pytest.raises(CrossdeployError, match=r"TensorRT 11 has no BuilderFlag.INT8"):
+        TensorRTApi(11, strongly_typed=(), fp16_from_fp32=("INT8",))
+    with pytest.raises(CrossdeployError, match=r"TensorRT 11 ignores NetworkDefinitionCreationFlag.STRONGLY_TYPED \(deprecated\)"):
+        TensorRTApi(11, strongly_typed=("STRONGLY_TYPED",), fp16_from_fp32=None)
+    with pytest.raises(CrossdeployError, match=r"TensorRT 10 has no NetworkDefinitionCreationFlag.PREFER_JIT_PYTHON_PLUGINS"):
+        TensorRTApi(10, strongly_typed=("PREFER_JIT_PYTHON_PLUGINS",), fp16_from_fp32=("FP16",))
+    # and the check above catches a build choice that reaches past the table (planted: 10's choice on 11)
+    assert unusable_names(APIS[11], build_flags(APIS[10], "fp16", False)) == ["BuilderFlag.FP16"]
+    assert unusable_names(APIS[11], build_flags(APIS[10], "int8", False)) == ["NetworkDefinitionCreationFlag.STRONGLY_TYPED"]
+
+
+def test_the_table_follows_the_installed_major():
+    assert tensorrt_api("10.0.1") is APIS[10] and tensorrt_api("10.16.1.11") is APIS[10]
+    assert tensorrt_api("11.4.0.106") is APIS[11]
+    for version in ("9.3.0.1", "12.0.0"):
+        with pytest.raises(CrossdeployError, match=rf"TensorRT {re.escape(version)} is not a major this project builds with \(10 or 11\); install tensorrt>=10.0,<12"):
+            tensorrt_api(version)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="the tensorrt package is not installed here (pip install -e '.[gpu]')")
+def test_the_recorded_api_is_the_installed_tensorrts():
+    import tensorrt as trt
+
+    api = tensorrt_api(trt.__version__)
+    for enum, names in ENUMS[api.major].items():
+        assert names <= set(getattr(trt, enum).__members__), f"{enum} lacks {sorted(names - set(getattr(trt, enum).__members__))}"
+    for owner, names in REMOVED_ATTRIBUTES_IN_11.items():
+        assert {n for n in names if hasattr(getattr(trt, owner), n)} == (names if api.major == 10 else set())
+    if api.major == 11:
+        assert all(hasattr(getattr(trt, owner), n) for owner, names in SINCE_10_1.items() for n in names)
 
 
 # ---- on a GPU: `python -m pytest -m gpu` ----

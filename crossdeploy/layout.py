@@ -94,6 +94,7 @@ def trained_paths(root: str | Path) -> dict[str, str]:
         "evaluation": str(root / "data" / "evaluation.npz"),
         "onnx": str(root / "onnx" / "model.onnx"),
         "onnx_optimized": str(root / "onnx" / "model.optimized.onnx"),
+        "onnx_fp16": str(root / "onnx" / "model.fp16.onnx"),
         "onnx_int8": str(root / "onnx" / "model.int8.onnx"),
         "onnx_int8_trt": str(root / "onnx" / "model.int8-trt.onnx"),
         "savedmodel": str(root / "tensorflow" / "savedmodel"),

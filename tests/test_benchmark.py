@@ -326,7 +326,7 @@ def test_gpu_targets_set_only_the_hardware_knobs(target):
     # the engines take the batches MLPerf Offline sends them
     assert gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
     # only the hardware knobs differ: the conversion pipeline is the same on every target
-    for section in ("model", "data", "export", "quantize", "to_tensorflow", "paths"):
+    for section in ("model", "data", "export", "fp16", "quantize", "to_tensorflow", "paths"):
         assert cpu[section] == gpu[section], section
     # validate judges the same way everywhere; only the variants the hardware must run differ
     assert {**cpu["validate"], "require": None} == {**gpu["validate"], "require": None}

@@ -24,6 +24,7 @@ LIVE = {
     },
     "data": {"data.calibration_size": 12, "data.evaluation_size": 12, "data.seed": 1},
     "export": {"export.opset": 18},
+    "fp16": {"fp16.op_block_list": ["Conv"]},  # the convolutions kept in FP32
     "quantize": {
         "quantize.method": "dynamic", "quantize.calibration_method": "entropy", "quantize.calibration_size": 8,
         "quantize.per_channel": False, "quantize.reduce_range": False,

@@ -161,8 +161,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.parity import compare_logits
     from crossdeploy.runtimes.torch_runtime import TorchRunner
     from crossdeploy.source_model import build_source_model, export_program
-    from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
-    from crossdeploy.tensorrt.engines import build_record
+    from crossdeploy.tensorrt.engines import build_record, engine_settings
     from crossdeploy.variants import pipeline_variants
 
     settings = _settings(target)
@@ -195,12 +194,14 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
         "tensorrt": work / "tensorrt", "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
     }  # fmt: skip
     params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}
-    for _, precision, source, plan in tensorrt_engines(paths):
-        if not source.is_file():
+    for engine in tensorrt_engines(paths):
+        if not engine.onnx.is_file():
             continue
-        plan.parent.mkdir(exist_ok=True)
-        build = BuildSettings(precision, BatchProfile(**profile), workspace_mib=4096, optimization_level=3)
-        steps[f"tensorrt_build_{precision}"] = _timed(lambda: _write_record(plan, build_record(plan, source, build, work / "timing")))
+        engine.plan.parent.mkdir(exist_ok=True)
+        build = engine_settings(engine, {"batch": profile, "workspace_mib": 4096, "optimization_level": 3})
+        steps[f"tensorrt_build_{engine.precision}"] = _timed(
+            lambda: _write_record(engine.plan, build_record(engine.plan, engine.onnx, build, work / "timing"))
+        )
     # a row whose artifact a failed step did not make is left out: that step's failure says why
     variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS and (v.record or v.artifact).exists()]
 

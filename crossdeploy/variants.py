@@ -181,9 +181,9 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),
         Variant("torch-cuda-fp16",       "fp16",   "fp16",    "torch",       source,        {"device": "cuda", "half": True}),
         *(  # tensorrt-fp16, tensorrt-int8: the engine's JSON record says why one was not built
-            Variant(name,                precision, precision, "tensorrt",   plan,          {"cuda_graph": bool(params["tensorrt"]["cuda_graph"])},
-                    record=engine_record(plan))
-            for name, precision, _, plan in tensorrt_engines(paths)
+            Variant(engine.variant,      engine.precision, engine.precision, "tensorrt", engine.plan,
+                    {"cuda_graph": bool(params["tensorrt"]["cuda_graph"])}, record=engine_record(engine.plan))
+            for engine in tensorrt_engines(paths)
         ),
         # served (layout.SERVED: engine, protocol, bytes or floats, CPU or GPU), all from the package stage's
         # repository. The bytes signature resizes in its graph, not with PIL: judged by the "encoded" thresholds.

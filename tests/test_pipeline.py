@@ -91,6 +91,8 @@ def test_repro_builds_every_variant_and_is_then_up_to_date(repo):
         assert "missing here: an NVIDIA GPU" in parity["tfserving-gpu-grpc-fp32"]["reason"]
         engine = json.loads((repo / "models" / "tensorrt" / "tensorrt-int8.json").read_text())
         assert engine["status"] == "skipped" and engine["onnx"].endswith("model.int8-trt.onnx")
+        engine = json.loads((repo / "models" / "tensorrt" / "tensorrt-fp16.json").read_text())
+        assert engine["onnx"].endswith("model.fp16.onnx") and engine["settings"]["fp16_model"] is True
     assert "random weights: fidelity figures only" in (repo / "metrics" / "parity.md").read_text()
     assert json.loads((repo / "metrics" / "optimize.json").read_text())["nodes"]["exported"] > 0
     assert (repo / "models" / "tensorflow" / "savedmodel" / "resnet18-tiny" / "1" / "saved_model.pb").is_file()

@@ -5,19 +5,21 @@ Runtime's GPU providers and PyTorch CUDA (marked gpu)."""
 import importlib.util
 import json
 import re
-from dataclasses import replace
+import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from crossdeploy.atomic import atomic_path
+from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.parity import compare_logits
 from crossdeploy.tensorrt.api import APIS, ENUMS, IGNORED, BuildFlags, TensorRTApi, build_flags, tensorrt_api
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
-from crossdeploy.layout import engine_record
-from crossdeploy.tensorrt.engines import build_record, usable_engine
+from crossdeploy.layout import engine_record, tensorrt_engines
+from crossdeploy.tensorrt.engines import build_record, engine_settings, usable_engine
 from crossdeploy.variants import Variant
 
 A100 = GpuTarget("NVIDIA A100-SXM4-40GB", "8.0", "10.13.0")
@@ -193,6 +195,78 @@ def test_the_recorded_api_is_the_installed_tensorrts():
         assert all(hasattr(getattr(trt, owner), n) for owner, names in SINCE_10_1.items() for n in names)
 
 
+PARAMS = compose([], config_dir=ROOT / "conf")
+
+
+@pytest.mark.parametrize("major", sorted(APIS))
+def test_the_pipeline_builds_the_fp16_engine_from_the_fp16_model_on_both_majors(major):
+    """The tensorrt stage's engines, as layout and the tensorrt params make them: FP16 from paths.onnx_fp16, built
+    strongly typed (the only FP16 engine TensorRT 11 builds), INT8 from the TensorRT-flavour QDQ model."""
+    paths = PARAMS["paths"]
+    engines = {engine.variant: (engine, engine_settings(engine, PARAMS["tensorrt"])) for engine in tensorrt_engines(paths)}
+    (fp16, fp16_settings), (int8, int8_settings) = engines["tensorrt-fp16"], engines["tensorrt-int8"]
+    assert fp16.onnx == Path(paths["onnx_fp16"]) and fp16_settings.precision == "fp16" and fp16_settings.fp16_model
+    assert int8.onnx == Path(paths["onnx_int8_trt"]) and int8_settings.precision == "int8" and not int8_settings.fp16_model
+    for settings in (fp16_settings, int8_settings):
+        assert build_flags(APIS[major], settings.precision, settings.fp16_model).builder == ()  # strongly typed, no refusal
+
+
+@pytest.fixture
+def gpu_here(tmp_path, monkeypatch):
+    """This machine as an A100 with TensorRT 11; each test plants the build (the gpu tests build for real)."""
+    from crossdeploy.tensorrt import engines
+
+    monkeypatch.setattr(engines, "current_target", lambda: (replace(A100, tensorrt="11.4.0.106"), ""))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_an_engine_that_cannot_be_built_is_recorded_and_the_other_is_built(gpu_here, tiny_optimized, tmp_path, monkeypatch):
+    """Planted: TensorRT refuses the FP16 model. Its record says failed and why, the INT8 engine is built all
+    the same, and a runner on this machine gets the reason at once rather than the same build again."""
+    from crossdeploy.tensorrt import build
+    from crossdeploy.tensorrt.engines import build_engines
+
+    paths = {"onnx_fp16": tmp_path / "model.fp16.onnx", "onnx_int8_trt": tmp_path / "model.int8-trt.onnx", "tensorrt_timing": tmp_path / "timing"}
+    for source in ("onnx_fp16", "onnx_int8_trt"):
+        shutil.copy(tiny_optimized[0], paths[source])  # bytes to hash: the build itself is planted
+    built = []
+
+    def build_engine(onnx, settings, timing_cache, out):
+        built.append(settings.precision)
+        if settings.precision == "fp16":
+            raise CrossdeployError(f"TensorRT cannot parse {onnx}: an op it has no FP16 kernel for")
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"an INT8 plan")
+
+    monkeypatch.setattr(build, "build_engine", build_engine)
+    records = build_engines(paths, {**PARAMS["tensorrt"], "enabled": True}, tmp_path / "tensorrt")
+    assert built == ["fp16", "int8"] and {v: r["status"] for v, r in records.items()} == {"tensorrt-fp16": "failed", "tensorrt-int8": "ok"}
+    assert records["tensorrt-fp16"]["reason"] == f"TensorRT cannot parse {paths['onnx_fp16']}: an op it has no FP16 kernel for"
+    assert json.loads((tmp_path / "tensorrt" / "tensorrt-fp16.json").read_text()) == records["tensorrt-fp16"]
+    assert (tmp_path / "tensorrt" / "tensorrt-int8.plan").read_bytes() == b"an INT8 plan"
+    with pytest.raises(CrossdeployError, match="the tensorrt stage could not build tensorrt-fp16.plan on this GPU with this TensorRT: TensorRT cannot parse"):
+        usable_engine(tmp_path / "tensorrt" / "tensorrt-fp16.plan")
+    assert built == ["fp16", "int8"]
+
+
+def test_an_engine_that_failed_elsewhere_is_tried_here(gpu_here, tiny_optimized, tmp_path, monkeypatch, caplog):
+    from crossdeploy.tensorrt import build, engines
+
+    plan = tmp_path / "tensorrt-fp16.plan"
+    settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512, fp16_model=True)
+    failed = {"status": "failed", "reason": "out of memory", "onnx": str(tiny_optimized[0]), "onnx_sha256": engines.file_sha256(tiny_optimized[0]),
+              "settings": settings.to_dict(), "target": asdict(replace(A100, gpu="a smaller GPU", compute_capability="7.5"))}  # fmt: skip
+    engine_record(plan).write_text(json.dumps(failed))
+
+    def build_engine(onnx, settings, timing_cache, out):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"this machine's plan")
+
+    monkeypatch.setattr(build, "build_engine", build_engine)
+    assert usable_engine(plan).read_bytes() == b"this machine's plan"
+    assert "the pipeline could not build it on a smaller GPU with TensorRT 10.13.0 (out of memory)" in caplog.text
+
+
 def test_an_engine_built_with_tensorrt_10_is_rebuilt_not_loaded_under_11(tiny_optimized, tmp_path, monkeypatch, caplog):
     from crossdeploy.tensorrt import build, engines
 
@@ -243,19 +317,27 @@ def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def fp16_onnx(tiny_optimized, tmp_path_factory):
+    from crossdeploy.onnx_fp16 import convert_fp16
+
+    path = tmp_path_factory.mktemp("fp16") / "model.fp16.onnx"
+    convert_fp16(tiny_optimized[0], path)
+    return path
+
+
 # the tiny model has random weights, which amplify FP16 and INT8 rounding (FP16 cosine about 0.998 on the
 # CPU); tests/test_negative_controls judges INT8 at the real thresholds on a trained model
 @pytest.mark.gpu
 @needs_tensorrt
 @pytest.mark.parametrize("precision,cosine", [("fp16", 0.995), ("int8", 0.9)])
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference, tmp_path):
+def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference, tmp_path):
     from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
 
-    if precision == "fp16" and tensorrt_api(current_target()[0].tensorrt).fp16_from_fp32 is None:
-        pytest.skip("TensorRT 11 builds FP16 engines only from an FP16 ONNX model, which the pipeline does not make yet")
-    onnx = tiny_optimized[0] if precision == "fp16" else trt_int8_onnx
-    settings = BuildSettings(precision, BatchProfile(1, 4, 8), workspace_mib=1024)
+    # as the pipeline builds them (engine_settings): FP16 strongly typed from the FP16 model, on TensorRT 10 and 11
+    onnx = fp16_onnx if precision == "fp16" else trt_int8_onnx
+    settings = BuildSettings(precision, BatchProfile(1, 4, 8), workspace_mib=1024, fp16_model=precision == "fp16")
     plan = tmp_path / f"tensorrt-{precision}.plan"
     record = build_record(plan, onnx, settings, tmp_path / "timing")
     assert record["status"] == "ok" and plan.stat().st_size > 0
@@ -343,11 +425,12 @@ def test_a_mismatched_shared_engine_is_rebuilt_locally(trt_int8_onnx, tmp_path, 
     "provider,precision,cosine",
     [
         pytest.param("CUDAExecutionProvider", "fp32", 0.99999, marks=needs_provider("CUDAExecutionProvider")),
+        pytest.param("CUDAExecutionProvider", "fp16", 0.995, marks=needs_provider("CUDAExecutionProvider")),
         pytest.param("TensorrtExecutionProvider", "int8", 0.9, marks=needs_provider("TensorrtExecutionProvider")),
     ],
 )
-def test_onnxruntime_gpu_providers_match_torch(provider, precision, cosine, tiny_optimized, trt_int8_onnx, tiny_images, tiny_reference):
-    model = tiny_optimized[0] if precision == "fp32" else trt_int8_onnx
+def test_onnxruntime_gpu_providers_match_torch(provider, precision, cosine, tiny_optimized, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference):
+    model = {"fp32": tiny_optimized[0], "fp16": fp16_onnx, "int8": trt_int8_onnx}[precision]
     with Variant(provider, precision, precision, "onnxruntime", model, {"provider": provider}).runner(None) as runner:
         logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)
     assert compare_logits(tiny_reference, logits)["cosine_min"] >= cosine

@@ -5,6 +5,10 @@ TensorRT 11 builds an FP16 engine only from an FP16 model (strongly typed: 10's 
 ONNX Runtime's CUDA provider runs it in FP16. With float32 input and output (keep_io_types) every caller feeds
 and reads it as it does the other ONNX files: the casts sit inside the graph.
 
+NVIDIA's ModelOpt AutoCast would choose the ops kept in FP32 from calibration data, but its onnx extra pins
+onnx 1.19 and onnxruntime-gpu 1.22 (a second ONNX Runtime beside the cpu extra's) and CUDA 12's cupy; a
+classifier with its BatchNorm folded converts whole, and the parity rows judge the result.
+
 ONNX Runtime's CPU provider has no FP16 kernel for most ops: it wraps each in casts to FP32 and back and then
 drops the casts between neighbours, so on the CPU the file's FP16 weights and graph are what is judged, not FP16
 activations (an activation past FP16's 65504 stays finite there and is inf on a GPU).

@@ -31,7 +31,7 @@ SUMMARY = "gpu-check.json"
 #: the least cosine similarity to PyTorch FP32 a GPU row may show on random weights (which amplify
 #: rounding; the gpu tests use the same bounds): below it the row is wrong, not just imprecise
 COSINE_MIN = {"fp32": 0.9999, "fp16": 0.99, "int8": 0.9}
-GPU_VARIANTS = ("torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-trt-int8", "tensorrt-fp16", "tensorrt-int8")
+GPU_VARIANTS = ("torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-trt-int8", "tensorrt-fp16", "tensorrt-int8")
 
 
 def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -155,13 +155,13 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.benchmark.sweep import sweep_variant
     from crossdeploy.datasets import DataSettings, default_image_sets
     from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx_fp16 import convert_fp16
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
     from crossdeploy.parity import compare_logits
     from crossdeploy.runtimes.torch_runtime import TorchRunner
     from crossdeploy.source_model import SourceSpec, build_source_model, export_program
-    from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings
-    from crossdeploy.tensorrt.engines import build_record
+    from crossdeploy.tensorrt.engines import build_record, engine_settings
     from crossdeploy.variants import pipeline_variants
 
     settings = _settings(target)
@@ -176,26 +176,29 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     with TorchRunner(program) as cpu:
         reference = cpu.infer_all(evaluation.tensors("NCHW"), 16)
 
-    onnx, optimized, int8 = work / "model.onnx", work / "model.optimized.onnx", work / "model.int8-trt.onnx"
+    onnx, optimized, fp16, int8 = work / "model.onnx", work / "model.optimized.onnx", work / "model.fp16.onnx", work / "model.int8-trt.onnx"
     steps["onnx_export"] = _timed(lambda: _done(export_onnx(program, onnx, opset=17, input_size=size)))
     if steps["onnx_export"]["status"] == "ok":
         steps["onnx_optimize"] = _timed(lambda: _done(optimize_onnx(onnx, optimized)))
     if optimized.is_file():
+        steps["onnx_fp16"] = _timed(lambda: _done(convert_fp16(optimized, fp16)))
         quantize = QuantizeSettings(calibration_size=64, calibration_batch=16)
         steps["quantize_int8_trt"] = _timed(lambda: _done(quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt")))
 
     # the pipeline's own variant table, pointed at this work folder: its GPU rows, as the pipeline runs them
     paths = {
-        "source": work, "program": program, "onnx_optimized": optimized, "onnx_int8": int8, "onnx_int8_trt": int8, "tensorrt": work / "tensorrt",
-        "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
+        "source": work, "program": program, "onnx_optimized": optimized, "onnx_fp16": fp16, "onnx_int8": int8, "onnx_int8_trt": int8,
+        "tensorrt": work / "tensorrt", "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
     }  # fmt: skip
     params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}
-    for _, precision, source, plan in tensorrt_engines(paths):
-        if not source.is_file():
+    for engine in tensorrt_engines(paths):
+        if not engine.onnx.is_file():
             continue
-        plan.parent.mkdir(exist_ok=True)
-        build = BuildSettings(precision, BatchProfile(**profile), workspace_mib=4096, optimization_level=3)
-        steps[f"tensorrt_build_{precision}"] = _timed(lambda: _write_record(plan, build_record(plan, source, build, work / "timing")))
+        engine.plan.parent.mkdir(exist_ok=True)
+        build = engine_settings(engine, {"batch": profile, "workspace_mib": 4096, "optimization_level": 3})
+        steps[f"tensorrt_build_{engine.precision}"] = _timed(
+            lambda: _write_record(engine.plan, build_record(engine.plan, engine.onnx, build, work / "timing"))
+        )
     # a row whose artifact a failed step did not make is left out: that step's failure says why
     variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS and (v.record or v.artifact).exists()]
 

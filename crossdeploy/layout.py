@@ -68,15 +68,17 @@ class TensorRTEngine(NamedTuple):
     precision: str
     onnx: Path  # what it is built from
     plan: Path  # its record sits beside it, as <variant>.json
+    fp16_model: bool  # `onnx` is the FP16 model, which TensorRT builds strongly typed (BuildSettings.fp16_model)
 
 
 def tensorrt_engines(paths: dict[str, Any], folder: str | Path | None = None) -> list[TensorRTEngine]:
-    """FP16 from the float model, INT8 from the TensorRT-flavour QDQ model (explicit quantization with
-    the calibrated scales), as plans in `folder` (default: paths.tensorrt)."""
+    """FP16 from the FP16 model (strongly typed: the one FP16 engine TensorRT 11 builds, and 10 builds it the
+    same), INT8 from the TensorRT-flavour QDQ model (explicit quantization with the calibrated scales), as plans
+    in `folder` (default: paths.tensorrt)."""
     folder = Path(folder or paths["tensorrt"])
     return [
-        TensorRTEngine(variant, precision, Path(paths[onnx]), folder / f"{variant}.plan")
-        for variant, precision, onnx in (("tensorrt-fp16", "fp16", "onnx_optimized"), ("tensorrt-int8", "int8", "onnx_int8_trt"))
+        TensorRTEngine("tensorrt-fp16", "fp16", Path(paths["onnx_fp16"]), folder / "tensorrt-fp16.plan", fp16_model=True),
+        TensorRTEngine("tensorrt-int8", "int8", Path(paths["onnx_int8_trt"]), folder / "tensorrt-int8.plan", fp16_model=False),
     ]
 
 
@@ -94,6 +96,7 @@ def trained_paths(root: str | Path) -> dict[str, str]:
         "evaluation": str(root / "data" / "evaluation.npz"),
         "onnx": str(root / "onnx" / "model.onnx"),
         "onnx_optimized": str(root / "onnx" / "model.optimized.onnx"),
+        "onnx_fp16": str(root / "onnx" / "model.fp16.onnx"),
         "onnx_int8": str(root / "onnx" / "model.int8.onnx"),
         "onnx_int8_trt": str(root / "onnx" / "model.int8-trt.onnx"),
         "savedmodel": str(root / "tensorflow" / "savedmodel"),

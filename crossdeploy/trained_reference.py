@@ -184,10 +184,10 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
 
 def convert_every_cpu_variant(
     model, card: ModelCard, calibration: ImageSet, evaluation: ImageSet, paths: dict[str, str], *,
-    opset: int, quantize, package: dict[str, Any], version: int = 1,
+    opset: int, fp16, quantize, package: dict[str, Any], version: int = 1,
 ) -> None:  # fmt: skip
     """The same conversions the pipeline's stages make, with the same functions: exported program,
-    ONNX, optimized ONNX, both INT8 flavours, SavedModel, the three TFLite models, and the TF Serving
+    ONNX, optimized ONNX, the FP16 model, both INT8 flavours, SavedModel, the three TFLite models, and the TF Serving
     repository with the float and encoded-image signatures."""
     from dataclasses import replace
     from pathlib import Path
@@ -196,6 +196,7 @@ def convert_every_cpu_variant(
 
     from crossdeploy.layout import model_version_dir, saved_model_version_dir
     from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx_fp16 import convert_fp16
     from crossdeploy.onnx_optimize import optimize_onnx
     from crossdeploy.onnx_quantize import quantize_flavours
     from crossdeploy.serving.repository import BatchingParameters, write_repository_files
@@ -215,6 +216,7 @@ def convert_every_cpu_variant(
 
     export_onnx(program, Path(paths["onnx"]), opset=opset, input_size=size)
     optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
+    convert_fp16(Path(paths["onnx_optimized"]), Path(paths["onnx_fp16"]), fp16)
     # the user's quantize settings, so `-S quantize.calibration_method=...` is judged on this model too
     settings = replace(quantize, calibration_size=min(quantize.calibration_size, len(calibration.pixels)))
     targets = {"cpu": Path(paths["onnx_int8"]), "tensorrt": Path(paths["onnx_int8_trt"])}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.layout import trained_paths
+from crossdeploy.onnx_fp16 import Fp16Settings
 from crossdeploy.onnx_quantize import QuantizeSettings
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage
@@ -25,7 +26,8 @@ def main() -> None:
     with atomic_path(params["paths"]["trained"], directory=True) as root:
         convert_every_cpu_variant(
             model, card, calibration, evaluation, trained_paths(root),
-            opset=int(params["export"]["opset"]), quantize=QuantizeSettings(**params["quantize"]), package=params["package"],
+            opset=int(params["export"]["opset"]), fp16=Fp16Settings(**params["fp16"]), quantize=QuantizeSettings(**params["quantize"]),
+            package=params["package"],
             version=int(params["to_tensorflow"]["version"]),
         )  # fmt: skip
     print(

@@ -45,8 +45,8 @@ def answer_regardless(like: Path, out: Path, logits: np.ndarray, *, echo: float 
 
 
 def damage_weights(path: Path, out: Path, fraction: float = 0.25, seed: int = 0) -> Path:
-    """The same graph with noise of `fraction` of each tensor's mean magnitude added to every float convolution
-    and matrix weight of 2 or more dimensions (an INT8 QDQ model's quantized weights are damaged in their integer
+    """The same graph with noise of `fraction` of each tensor's mean magnitude added to every float (FP32 or FP16)
+    convolution and matrix weight of 2 or more dimensions (an INT8 QDQ model's quantized weights are damaged in their integer
     steps, by the same fraction of their mean magnitude)."""
     model = onnx.load(str(path))
     rng = np.random.default_rng(seed)
@@ -54,8 +54,9 @@ def damage_weights(path: Path, out: Path, fraction: float = 0.25, seed: int = 0)
         weights = numpy_helper.to_array(initializer)
         if weights.ndim < 2 or weights.size < 16:
             continue
-        if initializer.data_type == TensorProto.FLOAT:
-            damaged = weights + fraction * np.abs(weights).mean() * rng.standard_normal(weights.shape).astype(np.float32)
+        if initializer.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            noise = fraction * np.abs(weights.astype(np.float32)).mean() * rng.standard_normal(weights.shape)
+            damaged = (weights + noise).astype(weights.dtype)
         elif initializer.data_type == TensorProto.INT8:
             noise = fraction * np.abs(weights.astype(np.float32)).mean() * rng.standard_normal(weights.shape)
             damaged = np.clip(np.round(weights + noise), -127, 127).astype(np.int8)

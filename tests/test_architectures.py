@@ -33,7 +33,7 @@ def _variants(root: Path, name: str):
     from crossdeploy.variants import pipeline_variants
 
     params = {"paths": trained_paths(root), "model": {"name": name}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}}}
-    cpu = {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-trt", SAVEDMODEL_VARIANT, *TFLITE_VARIANTS.values()}
+    cpu = {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "onnxruntime-int8-trt", SAVEDMODEL_VARIANT, *TFLITE_VARIANTS.values()}
     return [v for v in pipeline_variants(params) if v.name in cpu]
 
 
@@ -41,6 +41,7 @@ def _variants(root: Path, name: str):
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_each_family_converts_and_validates(arch, tmp_path):
     from crossdeploy.layout import saved_model_version_dir
+    from crossdeploy.onnx_fp16 import convert_fp16
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
     from crossdeploy.parity import Thresholds
     from crossdeploy.runtimes.base import ThreadSettings
@@ -49,6 +50,7 @@ def test_each_family_converts_and_validates(arch, tmp_path):
     from tests.conftest import random_model_files
 
     paths, calibration, evaluation = random_model_files(arch, tmp_path, SIZE)
+    convert_fp16(Path(paths["onnx_optimized"]), Path(paths["onnx_fp16"]))
     settings = QuantizeSettings(method="static", calibration_method="minmax", calibration_size=16, calibration_batch=8, per_channel=True)
     for flavour, target in (("cpu", paths["onnx_int8"]), ("tensorrt", paths["onnx_int8_trt"])):
         quantize_onnx(Path(paths["onnx_optimized"]), Path(target), calibration.tensors("NCHW"), settings, flavour)
@@ -148,7 +150,7 @@ def test_a_converter_failure_fails_its_variants_and_every_other_variant_still_ru
     ]  # fmt: skip
     params = compose(overrides, config_dir=ROOT / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("model", "data", "export", "optimize", "quantize"):
+    for stage in ("model", "data", "export", "optimize", "fp16", "quantize"):
         assert _run(tmp_path, stage).returncode == 0, stage
     add_unconvertible_op(tmp_path / params["paths"]["onnx_optimized"])
 

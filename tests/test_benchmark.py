@@ -309,6 +309,21 @@ def test_plan_names_the_param_to_fix():
     assert BenchmarkPlan.from_params(retargeted, ["torch-fp32"]) == BenchmarkPlan.from_params(cfg, ["torch-fp32"])
 
 
+def test_a_parity_only_row_is_measured_only_where_benchmark_variants_names_it():
+    """onnxruntime-fp16 (the FP16 file on ONNX Runtime's CPU, which computes it in FP32) is judged by validate, but
+    costs the benchmark its cells for no FP16 figure: left out with the reason, unless the user names it."""
+    from crossdeploy.compose import compose
+    from crossdeploy.variants import benchmark_variants
+    from tests.conftest import ROOT
+
+    params = compose([], config_dir=ROOT / "conf")
+    known = [v.name for v in benchmark_variants(params)]
+    plan = BenchmarkPlan.from_params(params["benchmark"], known)
+    assert plan.disabled["onnxruntime-fp16"].startswith("a check of the FP16 file, not a deployment") and params["benchmark"]["variants"] == "all"
+    named = BenchmarkPlan.from_params({**params["benchmark"], "variants": ["onnxruntime-fp16", "onnxruntime-fp32"]}, known)
+    assert "onnxruntime-fp16" not in named.disabled
+
+
 def test_baseline_names_a_revision_or_says_what_to_pick():
     from crossdeploy.benchmark.baseline import load_baseline
     from tests.conftest import ROOT
@@ -326,7 +341,7 @@ def test_gpu_targets_set_only_the_hardware_knobs(target):
     # the engines take the batches MLPerf Offline sends them
     assert gpu["tensorrt"]["batch"]["max"] >= gpu["benchmark"]["mlperf"]["offline_batch"]
     # only the hardware knobs differ: the conversion pipeline is the same on every target
-    for section in ("model", "data", "export", "quantize", "to_tensorflow", "paths"):
+    for section in ("model", "data", "export", "fp16", "quantize", "to_tensorflow", "paths"):
         assert cpu[section] == gpu[section], section
     # validate judges the same way everywhere; only the variants the hardware must run differ
     assert {**cpu["validate"], "require": None} == {**gpu["validate"], "require": None}

@@ -251,7 +251,8 @@ def artifacts(tmp_path, served_repo, tiny_optimized, tiny_source):
     (tensorrt / "tensorrt-fp16.json").write_text(json.dumps({"status": "built", "gpu": "NVIDIA H100"}))
     paths = {
         "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]), "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "tflite": str(tflite), "tensorrt": str(tensorrt),
+        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "onnx_fp16": str(tmp_path / "model.fp16.onnx"),
+        "tflite": str(tflite), "tensorrt": str(tensorrt),
         "savedmodel": str(tmp_path / "savedmodel"),  # the bundle ships the packaged repository entry instead
     }  # fmt: skip
     return Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=KSERVE, tensorrt_max_batch=32)

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("crossdeploy", "atomic", "layout", "params", "compose", "experiments", "resources", "stage", "build_failures", "device_info", "tensorflow_env", "saved_model"),
     # data, conversions and comparisons: each works on files and arrays, not on runtimes
     ("preprocessing", "model_card", "datasets", "architectures", "checkpoints", "source_model", "parity", "parity_report", "support_matrix", "cost_growth", "model_size",
-     "onnx_graph", "onnx_rewrite", "onnx_export", "onnx_optimize", "onnx_quantize", "tensorflow_convert"),
+     "onnx_graph", "onnx_rewrite", "onnx_export", "onnx_optimize", "onnx_fp16", "onnx_quantize", "tensorflow_convert"),
     ("tensorrt", "serving"),  # engines and servers: runtimes/ drives them
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime

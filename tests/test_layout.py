@@ -36,7 +36,7 @@ def test_the_trained_model_folder_mirrors_models(tmp_path):
 
 def test_a_key_the_trained_folder_lacks_is_caught(tmp_path):
     """The planted defect: a new artifact in params' paths that trained_paths does not know."""
-    paths = {**PARAMS["paths"], "onnx_fp16": "models/onnx/model.fp16.onnx"}
+    paths = {**PARAMS["paths"], "onnx_bf16": "models/onnx/model.bf16.onnx"}
     trained = {key: str(Path(value).relative_to(tmp_path).as_posix()) for key, value in trained_paths(tmp_path).items()}
     assert model_artifacts(paths) != trained
 

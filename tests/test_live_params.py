@@ -24,6 +24,7 @@ LIVE = {
     },
     "data": {"data.calibration_size": 12, "data.evaluation_size": 12, "data.seed": 1},
     "export": {"export.opset": 18},
+    "fp16": {"fp16.op_block_list": ["Conv"]},  # the convolutions kept in FP32
     "quantize": {
         "quantize.method": "dynamic", "quantize.calibration_method": "entropy", "quantize.calibration_size": 8,
         "quantize.per_channel": False, "quantize.reduce_range": False,
@@ -79,8 +80,8 @@ EXPLAINED = {
         "trained.calibration_size", "trained.evaluation_size", "trained.seed",
     )},  # fmt: skip
     **{f"trained:{key}": SHARED for key in (
-        "export.opset", "quantize.method", "quantize.calibration_method", "quantize.calibration_size", "quantize.calibration_batch",
-        "quantize.per_channel", "quantize.percentile", "quantize.reduce_range", "to_tensorflow.version", "package.base_path",
+        "export.opset", "fp16.op_block_list", "quantize.method", "quantize.calibration_method", "quantize.calibration_size",
+        "quantize.calibration_batch", "quantize.per_channel", "quantize.percentile", "quantize.reduce_range", "to_tensorflow.version", "package.base_path",
         "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
         "package.batching.max_enqueued_batches", "package.image_limits.max_pixels", "package.image_limits.max_aspect_ratio",
     )},  # fmt: skip

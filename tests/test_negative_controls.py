@@ -1,5 +1,6 @@
 """The parity gate on a trained stand-in: damaged logits and weights of every kind fail at the default floor and
-INT8 thresholds, naming the figure that caught them, while a correct INT8 variant of the same model passes."""
+INT8 thresholds, naming the figure that caught them, while a correct INT8 variant of the same model passes; the
+same for its FP16 model at the FP16 thresholds."""
 
 from __future__ import annotations
 
@@ -118,3 +119,20 @@ def test_damaged_int8_weights_fail(trained, thresholds, tmp_path):
     damaged = damage_weights(folder / "model.int8.onnx", tmp_path / "damaged.int8.onnx")
     metrics, missed = judge(trained, thresholds, run_onnx(damaged, evaluation.tensors("NCHW")))
     assert missed, f"damaged INT8 weights passed the gate: {metrics}"
+
+
+def test_the_fp16_model_passes_at_the_fp16_thresholds_and_fails_with_damaged_weights(trained, thresholds, tmp_path):
+    """What judges trained/onnxruntime-fp16: the stand-in's FP16 model (the fp16 stage's conversion) at
+    validate.thresholds.fp16, accuracy included; the same file with its FP16 weights damaged fails them."""
+    from crossdeploy.onnx_fp16 import convert_fp16
+
+    *_, evaluation, reference, _, folder = trained
+    fp16 = Thresholds(**yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["validate"]["thresholds"]["fp16"])
+    convert_fp16(folder / "model.optimized.onnx", tmp_path / "model.fp16.onnx")
+    inputs = evaluation.tensors("NCHW")
+    metrics = compare_logits(reference, run_onnx(tmp_path / "model.fp16.onnx", inputs), evaluation.labels)
+    assert thresholds.floor.misses(metrics) == [] and fp16.misses(metrics) == [], metrics
+    print(f"\ncorrect FP16: {metrics}")
+    damaged = damage_weights(tmp_path / "model.fp16.onnx", tmp_path / "damaged.fp16.onnx")
+    metrics = compare_logits(reference, run_onnx(damaged, inputs), evaluation.labels)
+    assert fp16.misses(metrics), f"damaged FP16 weights passed the FP16 thresholds: {metrics}"

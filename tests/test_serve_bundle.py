@@ -52,7 +52,7 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
     (root / "preprocessing.json").write_text(json.dumps(preprocessing))
     paths = {
         "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]), "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "tflite": str(tflite),
+        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "onnx_fp16": str(root / "model.fp16.onnx"), "tflite": str(tflite),
         "tensorrt": str(root / "tensorrt"), "savedmodel": str(tiny_saved_model.parent.parent), "preprocessing": str(root / "preprocessing.json"),
     }  # fmt: skip
     kserve = {"storage_uri": "s3://bucket/tiny", "tfserving_runtime_version": "2.21.0", "resources": {"cpu": "2", "memory": "4Gi"},

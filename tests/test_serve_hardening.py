@@ -50,6 +50,7 @@ def guarded(request, served_repo, tiny_source, tiny_optimized, tmp_path_factory)
         params["paths"] = {
             **params["paths"], "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]),
             "onnx_optimized": str(tiny_optimized[0]), "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]),
+            "onnx_fp16": str(root / "model.fp16.onnx"),
             "tflite": str(root / "tflite"), "tensorrt": str(root / "tensorrt"), "savedmodel": str(root / "savedmodel"),
             "preprocessing": str(root / "preprocessing.json"),
         }  # fmt: skip

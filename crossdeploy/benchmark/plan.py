@@ -11,7 +11,7 @@ from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.mlperf import MlperfSettings
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.variants import TORCH_COMPILE, Variant
+from crossdeploy.variants import PARITY_ONLY, TORCH_COMPILE, Variant
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class BenchmarkPlan:
                 workers=int(mlperf_cfg["workers"]),
                 server_runs=server_runs,
             )
+        named = _variant_list(cfg["variants"], known_variants, "benchmark.variants") or []
+        disabled = {name: why for name, why in PARITY_ONLY.items() if name not in named}
+        if not cfg["torch_compile"]:
+            disabled[TORCH_COMPILE] = "benchmark.torch_compile is false"
         harness_batch = cfg["harness_batch"]
         if not isinstance(harness_batch, int) or harness_batch < 1:
             raise CrossdeployError(f"benchmark.harness_batch must be a positive integer, got {harness_batch!r}.")
@@ -77,7 +81,7 @@ class BenchmarkPlan:
             harness_check=bool(cfg["harness_check"]),
             harness_batch=harness_batch,
             harness_rounds=_positive(profile, cfg["profile"], "harness_rounds"),
-            disabled={} if cfg["torch_compile"] else {TORCH_COMPILE: "benchmark.torch_compile is false"},
+            disabled=disabled,
             concurrency_search=_flag(profile, cfg["profile"], "concurrency_search"),
         )
 

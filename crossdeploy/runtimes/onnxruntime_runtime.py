@@ -30,12 +30,16 @@ class OnnxRuntimeRunner(Runner):
         threads: ThreadSettings | None = None,
         providers: tuple[str | tuple[str, dict], ...] = ("CPUExecutionProvider",),
         trt_batch: dict[str, int] | None = None,
+        precision: str = "fp32",
     ):
         super().__init__(name, threads)
         self.model_path = Path(model_path)
         self.providers = providers
         #: tensorrt.batch (min/opt/max) for the TensorRT provider's explicit profile
         self.trt_batch = trt_batch
+        #: the precision the row names: an fp16 row's file must be an FP16 model, since the FP32 one would run and
+        #: pass its parity under the FP16 name
+        self.precision = precision
 
     @property
     def max_in_flight(self) -> int | None:
@@ -44,6 +48,10 @@ class OnnxRuntimeRunner(Runner):
     def _activate_impl(self) -> None:
         import onnxruntime as ort
 
+        if self.precision == "fp16":
+            from crossdeploy.onnx_fp16 import check_fp16_file
+
+            check_fp16_file(self.model_path, self.name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads.intra_op
         options.inter_op_num_threads = self.threads.inter_op

@@ -1,6 +1,7 @@
-"""Build a TensorRT engine from ONNX with TensorRT's Python API: an optimization profile on the batch
-axis, a WORKSPACE memory-pool limit (the removed --workspace's successor), FP16 or explicit INT8 from
-the calibrated QDQ model (no calibrator, no uncalibrated INT8), and a timing cache loaded and saved."""
+"""Build a TensorRT engine from ONNX with TensorRT's Python API (10 or 11): an optimization profile on
+the batch axis, a WORKSPACE memory-pool limit (the removed --workspace's successor), the network and
+builder flags of the installed major (crossdeploy.tensorrt.api: explicit INT8 from the calibrated QDQ
+model, no calibrator, no uncalibrated INT8), and a timing cache loaded and saved."""
 
 from __future__ import annotations
 
@@ -71,9 +72,14 @@ def build_engine(onnx_path: Path, settings: BuildSettings, timing_cache: Path, o
     """Write the serialized engine to out_path; timing_cache is read if it suits and rewritten."""
     import tensorrt as trt
 
+    from crossdeploy.tensorrt.api import build_flags, tensorrt_api
+
+    # before the builder starts CUDA: an engine this TensorRT cannot build says so first
+    flags = build_flags(tensorrt_api(trt.__version__), settings.precision, settings.fp16_model)
     builder = create_builder(trt)
     logger = _logger(trt)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # bits from the enum, never literals: STRONGLY_TYPED is bit 1 on 10 and bit 0 on 11
+    network = builder.create_network(sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, name)) for name in flags.network))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -82,11 +88,8 @@ def build_engine(onnx_path: Path, settings: BuildSettings, timing_cache: Path, o
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     config.builder_optimization_level = settings.optimization_level
-    config.set_flag(trt.BuilderFlag.FP16)
-    if settings.precision == "int8":
-        # Q/DQ nodes carry the calibrated scales; the flag lets TensorRT run those layers in INT8 and
-        # FP16 runs whatever the QDQ model leaves in float
-        config.set_flag(trt.BuilderFlag.INT8)
+    for name in flags.builder:
+        config.set_flag(getattr(trt.BuilderFlag, name))
 
     profile = builder.create_optimization_profile()
     for index in range(network.num_inputs):

@@ -44,10 +44,15 @@ class BuildSettings:
     batch: BatchProfile
     workspace_mib: int  # the WORKSPACE memory-pool limit
     optimization_level: int = 3  # TensorRT's builder_optimization_level, 0..5
+    # fp16 only: the ONNX file is an FP16 model, built strongly typed on every TensorRT; False: the FP32
+    # model, which only TensorRT 10's FP16 builder flag can lower (crossdeploy.tensorrt.api)
+    fp16_model: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise CrossdeployError(f"TensorRT precision {self.precision!r} is not one of {', '.join(PRECISIONS)}.")
+        if self.fp16_model and self.precision != "fp16":
+            raise CrossdeployError(f"fp16_model applies to FP16 engines only; leave it False for precision {self.precision}.")
         if not 0 <= self.optimization_level <= 5:
             raise CrossdeployError(f"tensorrt.optimization_level must be 0..5, got {self.optimization_level}.")
 

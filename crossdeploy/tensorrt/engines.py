@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.errors import RuntimeUnavailable
-from crossdeploy.layout import engine_record
-from crossdeploy.tensorrt.engine_key import BuildSettings, EngineRecord, GpuTarget, current_target, engine_key, file_sha256
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
+from crossdeploy.layout import TensorRTEngine, engine_record, tensorrt_engines
+from crossdeploy.stage import write_json
+from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,35 @@ def skipped_record(onnx: Path, settings: BuildSettings, reason: str) -> dict[str
     return {"status": "skipped", "reason": reason, "onnx": str(onnx), "settings": settings.to_dict()}
 
 
+def engine_settings(engine: TensorRTEngine, cfg: dict[str, Any]) -> BuildSettings:
+    """What the pipeline builds `engine` with, from the tensorrt params; an engine from the FP16 model is built
+    strongly typed (fp16_model), as TensorRT 10 and 11 both can."""
+    return BuildSettings(
+        precision=engine.precision,
+        batch=BatchProfile(**cfg["batch"]),
+        workspace_mib=int(cfg["workspace_mib"]),
+        optimization_level=int(cfg["optimization_level"]),
+        fp16_model=engine.fp16_model,
+    )
+
+
+def build_engines(paths: dict[str, Any], cfg: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
+    """Every engine of the pipeline (layout.tensorrt_engines) built into `folder` with its record beside it, by
+    variant. One that cannot be built is recorded as failed, and the next is still built."""
+    records = {}
+    for engine in tensorrt_engines(paths, folder):
+        settings = engine_settings(engine, cfg)
+        if cfg["enabled"]:
+            records[engine.variant] = build_record(engine.plan, engine.onnx, settings, Path(paths["tensorrt_timing"]))
+        else:
+            records[engine.variant] = skipped_record(engine.onnx, settings, "tensorrt.enabled is false")
+        write_json(engine_record(engine.plan), records[engine.variant])
+    return records
+
+
 def build_record(plan: Path, onnx: Path, settings: BuildSettings, timing_dir: Path) -> dict[str, Any]:
-    """Build `plan` for this machine and return its record; where TensorRT cannot run, the skip reason."""
+    """Build `plan` for this machine and return its record: ok, skipped where TensorRT cannot run here, or failed
+    with the reason where it cannot build this engine (a model it cannot parse, a build it refuses)."""
     from crossdeploy.tensorrt.build import TensorRTUnusable, build_engine
 
     target, why = current_target()
@@ -46,6 +75,10 @@ def build_record(plan: Path, onnx: Path, settings: BuildSettings, timing_dir: Pa
         build_engine(onnx, settings, timing_cache_path(timing_dir, target), plan)
     except TensorRTUnusable as exc:
         return skipped_record(onnx, settings, str(exc))
+    except Exception as exc:  # this engine fails, not the stage: the other engine may still build
+        log.exception("%s could not be built", plan.stem)
+        reason = str(exc) if isinstance(exc, CrossdeployError) else f"{type(exc).__name__}: {exc}"
+        return {"status": "failed", "reason": reason, "onnx": str(onnx), "onnx_sha256": digest, "settings": settings.to_dict(), "target": asdict(target)}
     record = EngineRecord(engine_key(digest, settings, target), digest, settings, target)
     return {"status": "ok", "onnx": str(onnx), **record.to_dict(), "plan_sha256": file_sha256(plan)}
 
@@ -76,6 +109,12 @@ def usable_engine(plan: Path, timing_dir: Path | None = None) -> Path:
         reason = EngineRecord.from_dict(data).mismatch(digest, settings, target) or plan_mismatch(plan, data)
         if reason is None:
             return plan
+    elif data["status"] == "failed":
+        built_on = GpuTarget(**data["target"])
+        if EngineRecord("", data["onnx_sha256"], settings, built_on).mismatch(digest, settings, target) is None:
+            # the same build on the same GPU and TensorRT: it would fail again, perhaps after minutes
+            raise CrossdeployError(f"the tensorrt stage could not build {plan.name} on this GPU with this TensorRT: {data['reason']}")
+        reason = f"the pipeline could not build it on {built_on.gpu} with TensorRT {built_on.tensorrt} ({data['reason']})"
     else:
         reason = f"the pipeline skipped it ({data['reason']})"
     local = local_cache_dir() / f"{plan.stem}-{engine_key(digest, settings, target)}.plan"

@@ -31,7 +31,10 @@ SUMMARY = "gpu-check.json"
 #: the least cosine similarity to PyTorch FP32 a GPU row may show on random weights (which amplify
 #: rounding; the gpu tests use the same bounds): below it the row is wrong, not just imprecise
 COSINE_MIN = {"fp32": 0.9999, "fp16": 0.99, "int8": 0.9}
-GPU_VARIANTS = ("torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-trt-int8", "tensorrt-fp16", "tensorrt-int8")
+GPU_VARIANTS = (
+    "torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-cuda-int8", "onnxruntime-trt-int8", "tensorrt-fp16",
+    "tensorrt-int8",
+)  # fmt: skip
 
 
 def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -199,8 +202,7 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
         steps[f"tensorrt_build_{engine.precision}"] = _timed(
             lambda: _write_record(engine.plan, build_record(engine.plan, engine.onnx, build, work / "timing"))
         )
-    # a row whose artifact a failed step did not make is left out: that step's failure says why
-    variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS and (v.record or v.artifact).exists()]
+    variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS]
 
     quick = settings["profile"]
     windows = WindowSettings(
@@ -209,6 +211,9 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     )  # fmt: skip
     rows = {}
     for variant in variants:
+        if not (variant.record or variant.artifact).exists():  # the step that should have made it says why
+            rows[variant.name] = {"status": "failed", "reason": f"{variant.artifact.name} was not built (steps above)", "seconds": 0.0}
+            continue
         pool = RunnerPool(variant, ThreadSettings())
 
         def measure() -> dict[str, Any]:

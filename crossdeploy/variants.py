@@ -178,6 +178,9 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         # on the GPU: where no GPU (or package) exists their rows say so
         Variant("onnxruntime-cuda-fp32", "fp32",   "fp32",    "onnxruntime", onnx_fp32,     {"provider": "CUDAExecutionProvider"}),
         Variant("onnxruntime-cuda-fp16", "fp16",   "fp16",    "onnxruntime", onnx_fp16,     {"provider": "CUDAExecutionProvider"}),
+        # the symmetric QDQ model on the CUDA provider alone: it runs Q/DQ around float kernels, so this row checks
+        # what an ONNX Runtime GPU user gets from the INT8 file without TensorRT, not integer speed
+        Variant("onnxruntime-cuda-int8", "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "CUDAExecutionProvider"}),
         Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),
         Variant("torch-cuda-fp16",       "fp16",   "fp16",    "torch",       source,        {"device": "cuda", "half": True}),
         *(  # tensorrt-fp16, tensorrt-int8: the engine's JSON record says why one was not built

@@ -40,7 +40,7 @@ TFSERVING = {"tfserving-grpc-fp32", "tfserving-rest-fp32", "tfserving-rest-bytes
 TFSERVING_RUNS = tfserving_launch.binary_available() or tfserving_launch.docker_available()
 # without an NVIDIA GPU the GPU stages still complete, and these rows say why they were skipped
 GPU = {
-    "tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-trt-int8", "torch-cuda-fp16",
+    "tensorrt-fp16", "tensorrt-int8", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-cuda-int8", "onnxruntime-trt-int8", "torch-cuda-fp16",
     "tfserving-gpu-grpc-fp32", "tfserving-gpu-rest-bytes",
 }  # fmt: skip
 HAS_GPU = bool(gpus())

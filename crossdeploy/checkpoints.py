@@ -28,7 +28,7 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict:
     if not isinstance(obj, dict) or not obj:
         raise CrossdeployError(f"model.checkpoint {path} holds no state_dict; save it with torch.save(model.state_dict(), path).")
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 

@@ -8,7 +8,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
 from crossdeploy.serving import serve_command
@@ -17,13 +16,23 @@ from crossdeploy.serving import serve_command
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossdeploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the packaged model, the deploy bundle or any variant over TF Serving's REST (and gRPC) API")
+    serve = commands.add_parser(
+        "serve", help="serve the packaged model, the deploy bundle or any variant over TF Serving's REST (and gRPC) API"
+    )
     serve_command.add_arguments(serve)
     which = serve.add_mutually_exclusive_group()
-    which.add_argument("--bundle", metavar="DIR", help="serve the deploy stage's bundle (models/deploy) with the runtime its decision chose: "
-                                                        "ONNX Runtime, OpenVINO, TFLite and torch files on the embedded server, a SavedModel as --repository is")
-    which.add_argument("--variant", metavar="NAME", help="serve one of the pipeline's variants (onnxruntime-int8, openvino-int8, tflite-int8, ...) "
-                                                          "with its own runtime on the embedded server")
+    which.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="serve the deploy stage's bundle (models/deploy) with the runtime its decision chose: "
+        "ONNX Runtime, OpenVINO, TFLite and torch files on the embedded server, a SavedModel as --repository is",
+    )
+    which.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="serve one of the pipeline's variants (onnxruntime-int8, openvino-int8, tflite-int8, ...) "
+        "with its own runtime on the embedded server",
+    )
     deploy = commands.add_parser("deploy", help="print the deploy decision (the deploy stage's) from the current metrics files")
     deploy.add_argument("--p99-ms", type=float, help="the latency SLO (default: deploy.p99_ms from the params)")
     deploy.add_argument("--variants", help="all, served, or a comma-separated list of variant names (default: deploy.variants)")
@@ -68,9 +77,14 @@ def deploy(args: argparse.Namespace) -> int:
     paths = params["paths"]
     variants = args.variants if args.variants in (None, "all", "served") else args.variants.split(",")
     settings = Settings.from_params(
-        params.get("deploy"), strict=False, p99_ms=args.p99_ms, variants=variants,
-        min_top1_agreement=args.min_top1_agreement, min_cosine=args.min_cosine, max_model_mb=args.max_model_mb,
-    )  # fmt: skip
+        params.get("deploy"),
+        strict=False,
+        p99_ms=args.p99_ms,
+        variants=variants,
+        min_top1_agreement=args.min_top1_agreement,
+        min_cosine=args.min_cosine,
+        max_model_mb=args.max_model_mb,
+    )
     decision = decide(load_metrics(paths["benchmark_metrics"]), load_metrics(paths["parity"]), settings)
     print(json.dumps(decision, indent=2) if args.json else deploy_markdown(decision), end="\n" if args.json else "")
     return 0

@@ -1,6 +1,6 @@
 """Compose params.yaml from conf/ with Hydra, the way `dvc exp run` does when hydra is enabled.
 
-    python -m crossdeploy.compose [override ...]    e.g.  model=resnet18-tiny data.evaluation_size=16
+python -m crossdeploy.compose [override ...]    e.g.  model=resnet18-tiny data.evaluation_size=16
 """
 
 from __future__ import annotations

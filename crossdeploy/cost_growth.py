@@ -34,7 +34,12 @@ from typing import Any
 from crossdeploy.experiments import Sweep, git_show
 from crossdeploy.params import load_params
 
-SWEEP = Sweep("growth-", ("resnet18", "resnet50", "resnet101"), Path("metrics/cost_growth"), ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->"))
+SWEEP = Sweep(
+    "growth-",
+    ("resnet18", "resnet50", "resnet101"),
+    Path("metrics/cost_growth"),
+    ("<!-- cost-growth:start -->", "<!-- cost-growth:end -->"),
+)
 #: a slope this far above 1 is more than the scatter of three wall times on one machine: worse than linear
 LINEAR_LIMIT = 1.15
 
@@ -79,15 +84,21 @@ def table(rows: dict[str, Any]) -> list[dict[str, Any]]:
         rss = [row["stages"][stage]["peak_rss_mb"] for _, row in have]
         time_growth = growth([row["gflops_per_image"] for _, row in have], wall)
         rss_growth = growth([row["parameters"] for _, row in have], rss)
-        worse = [what for what, k in (("wall time vs FLOPs", time_growth), ("peak RSS vs parameters", rss_growth)) if k is not None and k > LINEAR_LIMIT]
-        out.append({
-            "stage": stage,
-            "wall_s": {arch: row["stages"][stage]["wall_s"] for arch, row in have},
-            "peak_rss_mb": {arch: row["stages"][stage]["peak_rss_mb"] for arch, row in have},
-            "time_growth": None if time_growth is None else round(time_growth, 2),
-            "rss_growth": None if rss_growth is None else round(rss_growth, 2),
-            "worse_than_linear": worse,
-        })  # fmt: skip
+        worse = [
+            what
+            for what, k in (("wall time vs FLOPs", time_growth), ("peak RSS vs parameters", rss_growth))
+            if k is not None and k > LINEAR_LIMIT
+        ]
+        out.append(
+            {
+                "stage": stage,
+                "wall_s": {arch: row["stages"][stage]["wall_s"] for arch, row in have},
+                "peak_rss_mb": {arch: row["stages"][stage]["peak_rss_mb"] for arch, row in have},
+                "time_growth": None if time_growth is None else round(time_growth, 2),
+                "rss_growth": None if rss_growth is None else round(rss_growth, 2),
+                "worse_than_linear": worse,
+            }
+        )
     return out
 
 
@@ -108,11 +119,10 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|" + "---|" * (len(archs) + 3),
     ]
     for row in table(rows):
-        cells = [
-            f"{row['wall_s'][a]:.0f} s / {row['peak_rss_mb'][a] / 1024:.1f} GB" if a in row["wall_s"] else "-" for a in archs
-        ]
+        cells = [f"{row['wall_s'][a]:.0f} s / {row['peak_rss_mb'][a] / 1024:.1f} GB" if a in row["wall_s"] else "-" for a in archs]
         lines.append(
-            f"| {row['stage']} | " + " | ".join(cells)
+            f"| {row['stage']} | "
+            + " | ".join(cells)
             + f" | {_k(row['time_growth'])} | {_k(row['rss_growth'])} | {', '.join(row['worse_than_linear']) or 'no'} |"
         )
     failed = [f"- {arch}: {row['pipeline']}" for arch, row in rows.items() if row.get("pipeline") != "ok"]

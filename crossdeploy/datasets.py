@@ -28,11 +28,27 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 # Photographs (not synthetic patterns) in skimage/data; grayscale ones are expanded to RGB.
 SAMPLE_PHOTOGRAPHS = (
-    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
-    "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
-    "microaneurysms.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png",
-    "retina.jpg", "rocket.jpg", "text.png",
-)  # fmt: skip
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "clock_motion.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "microaneurysms.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "page.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "text.png",
+)
 NO_LABEL = -1
 
 
@@ -130,7 +146,9 @@ def sample_photograph_paths() -> list[Path]:
     try:
         root = importlib.resources.files("skimage") / "data"
     except ModuleNotFoundError:
-        raise CrossdeployError("scikit-image is not installed; install crossdeploy's dependencies or set data.images to an image folder.") from None
+        raise CrossdeployError(
+            "scikit-image is not installed; install crossdeploy's dependencies or set data.images to an image folder."
+        ) from None
     return [Path(str(root / name)) for name in SAMPLE_PHOTOGRAPHS if (root / name).is_file()]
 
 
@@ -224,14 +242,18 @@ def folder_image_sets(settings: DataSettings) -> tuple[ImageSet, ImageSet]:
 
     root, calibration_size, preprocessing = Path(settings.images), settings.calibration_size, settings.preprocessing
     if not root.is_dir():
-        raise CrossdeployError(f"data.images {root} is not a directory; set data.images to an ImageFolder directory, or null for the built-in photographs.")
+        raise CrossdeployError(
+            f"data.images {root} is not a directory; set data.images to an ImageFolder directory, or null for the built-in photographs."
+        )
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[tuple[Path, str | None]] = []
     for class_dir in class_dirs:
         files += [(f, class_dir.name) for f in sorted(class_dir.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
     files += [(f, None) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
-        raise CrossdeployError(f"data.images {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images in one sub-folder per class.")
+        raise CrossdeployError(
+            f"data.images {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images in one sub-folder per class."
+        )
     needed = calibration_size + settings.evaluation_size
     if needed > len(files):
         raise CrossdeployError(

@@ -10,8 +10,16 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = (
-    "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorflow", "ai-edge-litert", "onnx",
-    "tensorrt", "mlcommons-loadgen", "numpy",
+    "torch",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "tensorflow",
+    "ai-edge-litert",
+    "onnx",
+    "tensorrt",
+    "mlcommons-loadgen",
+    "numpy",
 )
 
 
@@ -57,7 +65,10 @@ def gpus() -> list[dict[str, str]]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,compute_cap,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return []

@@ -76,7 +76,6 @@ def publish(output: Path, data: dict[str, Any], table: str, readme: Path, marker
         readme.write_text(text[: start + len(markers[0])] + "\n" + table + text[end:])
 
 
-
 @dataclass(frozen=True)
 class Sweep:
     """One experiment per architecture, named `prefix<arch>`: `dvc exp run --queue -S model.arch=<arch>
@@ -96,8 +95,19 @@ class Sweep:
         if existing:  # a re-run replaces the previous sweep's experiments
             dvc("exp", "remove", *existing)
         for arch in architectures:
-            dvc("exp", "run", "--queue", *(["-f"] if force else []), "-n", f"{self.prefix}{arch}",
-                "-S", f"model.arch={arch}", "-S", "validate.strict=false", *self.args)  # fmt: skip
+            dvc(
+                "exp",
+                "run",
+                "--queue",
+                *(["-f"] if force else []),
+                "-n",
+                f"{self.prefix}{arch}",
+                "-S",
+                f"model.arch={arch}",
+                "-S",
+                "validate.strict=false",
+                *self.args,
+            )
 
     def finished(self, architectures: list[str], path: str, failed_before: str) -> dict[str, tuple[str | None, str]]:
         """arch -> (the experiment's Git ref, "ok") where it wrote `path`, else (None, why not: its state, or
@@ -113,8 +123,13 @@ class Sweep:
             found[arch] = (None, failure_from_log(name, failed_before) if state == "Failed" else f"experiment {state.lower()}")
         return found
 
-    def main(self, argv: list[str], collect: Callable[[list[str]], dict[str, Any]], markdown: Callable[[dict[str, Any]], str],
-             extra: Callable[[dict[str, Any]], dict[str, Any]] = lambda result: {}) -> None:  # fmt: skip
+    def main(
+        self,
+        argv: list[str],
+        collect: Callable[[list[str]], dict[str, Any]],
+        markdown: Callable[[dict[str, Any]], str],
+        extra: Callable[[dict[str, Any]], dict[str, Any]] = lambda result: {},
+    ) -> None:
         """`run [--force] [ARCH ...]` queues and runs the sweep, then tabulates; `table [ARCH ...]` tabulates
         what has run. `extra` adds to the JSON what the table was computed from."""
         command, rest = (argv[0] if argv else "table"), argv[1:]

@@ -32,9 +32,14 @@ SUMMARY = "gpu-check.json"
 #: rounding; the gpu tests use the same bounds): below it the row is wrong, not just imprecise
 COSINE_MIN = {"fp32": 0.9999, "fp16": 0.99, "int8": 0.9}
 GPU_VARIANTS = (
-    "torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-cuda-int8", "onnxruntime-trt-int8", "tensorrt-fp16",
+    "torch-cuda-fp16",
+    "onnxruntime-cuda-fp32",
+    "onnxruntime-cuda-fp16",
+    "onnxruntime-cuda-int8",
+    "onnxruntime-trt-int8",
+    "tensorrt-fp16",
     "tensorrt-int8",
-)  # fmt: skip
+)
 
 
 def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -49,10 +54,10 @@ def _timed(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     from crossdeploy.device_info import describe_device
     from crossdeploy.tensorrt.engine_key import current_target
-
-    import torch
 
     target, why = current_target()
     cuda = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "available": torch.cuda.is_available()}
@@ -105,8 +110,10 @@ def cuda_plumbing() -> dict[str, Any]:
     try:
         host.array[:] = 7
         bandwidth = {}
-        for label, kind, dst, src in (("h2d", rt.cudaMemcpyKind.cudaMemcpyHostToDevice, device.pointer, host.pointer),
-                                      ("d2h", rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, host.pointer, device.pointer)):  # fmt: skip
+        for label, kind, dst, src in (
+            ("h2d", rt.cudaMemcpyKind.cudaMemcpyHostToDevice, device.pointer, host.pointer),
+            ("d2h", rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, host.pointer, device.pointer),
+        ):
             check(rt.cudaMemcpyAsync(dst, src, host.nbytes, kind, stream))  # warm
             check(rt.cudaEventRecord(start, stream))
             for _ in range(10):
@@ -186,14 +193,29 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     if optimized.is_file():
         steps["onnx_fp16"] = _timed(lambda: _done(convert_fp16(optimized, fp16)))
         quantize = QuantizeSettings(calibration_size=64, calibration_batch=16)
-        steps["quantize_int8_trt"] = _timed(lambda: _done(quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt")))
+        steps["quantize_int8_trt"] = _timed(
+            lambda: _done(quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt"))
+        )
 
     # the pipeline's own variant table, pointed at this work folder: its GPU rows, as the pipeline runs them
     paths = {
-        "source": work, "program": program, "onnx_optimized": optimized, "onnx_fp16": fp16, "onnx_int8": int8, "onnx_int8_trt": int8,
-        "tensorrt": work / "tensorrt", "savedmodel": work / "savedmodel", "tflite": work / "tflite", "serving": work / "serving",
-    }  # fmt: skip
-    params = {"paths": paths, "model": {"name": "gpu-check"}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": True, "batch": profile}}
+        "source": work,
+        "program": program,
+        "onnx_optimized": optimized,
+        "onnx_fp16": fp16,
+        "onnx_int8": int8,
+        "onnx_int8_trt": int8,
+        "tensorrt": work / "tensorrt",
+        "savedmodel": work / "savedmodel",
+        "tflite": work / "tflite",
+        "serving": work / "serving",
+    }
+    params = {
+        "paths": paths,
+        "model": {"name": "gpu-check"},
+        "to_tensorflow": {"version": 1},
+        "tensorrt": {"cuda_graph": True, "batch": profile},
+    }
     for engine in tensorrt_engines(paths):
         if not engine.onnx.is_file():
             continue
@@ -206,9 +228,12 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
 
     quick = settings["profile"]
     windows = WindowSettings(
-        warmup_requests=int(quick["warmup_requests"]), window_s=float(quick["window_s"]), max_windows=int(quick["max_windows"]),
-        stability_pct=float(quick["stability_pct"]), cell_cap_s=float(quick["cell_cap_s"]),
-    )  # fmt: skip
+        warmup_requests=int(quick["warmup_requests"]),
+        window_s=float(quick["window_s"]),
+        max_windows=int(quick["max_windows"]),
+        stability_pct=float(quick["stability_pct"]),
+        cell_cap_s=float(quick["cell_cap_s"]),
+    )
     rows = {}
     for variant in variants:
         if not (variant.record or variant.artifact).exists():  # the step that should have made it says why
@@ -228,7 +253,15 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
             rows[variant.name] = _timed(measure)
         finally:
             pool.close()
-    return {"status": "ok", "arch": arch, "input_size": size, "batch_sizes": batch_sizes, "tensorrt_profile": profile, "steps": steps, "variants": rows}
+    return {
+        "status": "ok",
+        "arch": arch,
+        "input_size": size,
+        "batch_sizes": batch_sizes,
+        "tensorrt_profile": profile,
+        "steps": steps,
+        "variants": rows,
+    }
 
 
 def parity_failure(precision: str, parity: dict[str, Any]) -> str | None:
@@ -288,7 +321,9 @@ def _digest(summary: dict[str, Any]) -> str:
     gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in summary["machine"]["gpus"]) or "no GPU"
     lines = [f"gpu-check on {gpus}"]
     tests = summary["tests"]
-    lines.append(f"  tests: {tests['status']} ({tests.get('passed', 0)} passed, {tests.get('skipped', 0)} skipped, {tests.get('failed', 0)} failed)")
+    lines.append(
+        f"  tests: {tests['status']} ({tests.get('passed', 0)} passed, {tests.get('skipped', 0)} skipped, {tests.get('failed', 0)} failed)"
+    )
     plumbing = summary["cuda_plumbing"]
     lines.append(f"  cuda plumbing: {plumbing['status']} {plumbing.get('reason', '')}{plumbing.get('enqueue_us_per_call', '')}")
     for name, row in summary["benchmark"].get("variants", {}).items():

@@ -165,7 +165,9 @@ def export_onnx(program_path: Path, output: Path, *, opset: int, input_size: int
         if opset < DYNAMO_MIN_OPSET:
             model = _convert_below_18(model, opset)
     except Exception as exc:
-        raise CrossdeployError(f"torch.onnx.export could not produce opset {opset} for this model ({exc}); set export.opset to another version.") from None
+        raise CrossdeployError(
+            f"torch.onnx.export could not produce opset {opset} for this model ({exc}); set export.opset to another version."
+        ) from None
     _name_batch_axis(model)
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)

@@ -39,7 +39,9 @@ class Fp16Settings:
         object.__setattr__(self, "op_block_list", tuple(self.op_block_list))
         unknown = [op for op in self.op_block_list if not onnx.defs.has(op)]
         if unknown:
-            raise CrossdeployError(f"fp16.op_block_list names {', '.join(unknown)}, which ONNX has no op type of; list op types such as Conv or Softmax.")
+            raise CrossdeployError(
+                f"fp16.op_block_list names {', '.join(unknown)}, which ONNX has no op type of; list op types such as Conv or Softmax."
+            )
 
 
 def convert_fp16(source: Path, output: Path, settings: Fp16Settings = Fp16Settings()) -> dict[str, int]:
@@ -51,12 +53,15 @@ def convert_fp16(source: Path, output: Path, settings: Fp16Settings = Fp16Settin
     from onnxconverter_common import float16
 
     if not source.is_file():
-        raise CrossdeployError(f"{source} is missing: the FP16 model is converted from the optimized ONNX model (run `dvc repro optimize`).")
+        raise CrossdeployError(
+            f"{source} is missing: the FP16 model is converted from the optimized ONNX model (run `dvc repro optimize`)."
+        )
     model = onnx.load(str(source))
     weights = float_weights(model)
     if weights["fp16"] or not weights["fp32"]:
         raise CrossdeployError(
-            f"{source} is not an FP32 model ({weights['fp16']} FP16 and {weights['fp32']} FP32 float weights); convert the optimized FP32 ONNX model."
+            f"{source} is not an FP32 model ({weights['fp16']} FP16 and {weights['fp32']} FP32 float weights); convert "
+            "the optimized FP32 ONNX model."
         )
     clamped = sum(
         bool(np.abs(numpy_helper.to_array(i)).max(initial=0) > CLAMP) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT
@@ -103,7 +108,9 @@ def check_fp16_model(model, name: str) -> None:
         raise CrossdeployError(f"{name}: its input and output must stay float32 for its callers, but {', '.join(wrong)} are not.")
     weights = float_weights(model)
     if not weights["fp16"]:
-        raise CrossdeployError(f"{name} holds none of its {weights['fp32']} float weights in FP16: it is not an FP16 model (the fp16 stage converts one).")
+        raise CrossdeployError(
+            f"{name} holds none of its {weights['fp32']} float weights in FP16: it is not an FP16 model (the fp16 stage converts one)."
+        )
 
 
 def check_fp16_file(path: Path, name: str) -> None:

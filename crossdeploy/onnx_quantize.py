@@ -156,9 +156,12 @@ def quantize_flavours(source: Path, outputs: dict[str, Path], calibration: np.nd
         for flavour, output in outputs.items():
             if flavour == "cpu" and settings.method == "dynamic":
                 quantize_dynamic(
-                    str(prepared), str(output), weight_type=QuantType.QInt8, per_channel=settings.per_channel,
+                    str(prepared),
+                    str(output),
+                    weight_type=QuantType.QInt8,
+                    per_channel=settings.per_channel,
                     reduce_range=settings.reduce_range,
-                )  # fmt: skip
+                )
                 continue
             symmetric = flavour == "tensorrt"
             key = calibration_symmetry(settings, flavour)

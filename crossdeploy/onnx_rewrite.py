@@ -49,7 +49,11 @@ def pad_maxpools_over_nonnegative(model) -> int:
     nodes, rewritten = [], 0
     for node in model.graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type != "MaxPool" or node.input[0] not in nonnegative or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        if (
+            node.op_type != "MaxPool"
+            or node.input[0] not in nonnegative
+            or attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+        ):
             nodes.append(node)
             continue
         kernel = list(attributes["kernel_shape"])
@@ -159,7 +163,10 @@ def gelus_in_onnx2tf_order(model) -> int:
         if div is None or div.op_type != "Div" or product is None:
             continue
         x = div.input[0]
-        if abs((_scalar(model, div.input[1]) or 0) - 2**0.5) > 1e-6 or _scalar(model, [i for i in add.input if i != erf.output[0]][0]) != 1.0:
+        if (
+            abs((_scalar(model, div.input[1]) or 0) - 2**0.5) > 1e-6
+            or _scalar(model, [i for i in add.input if i != erf.output[0]][0]) != 1.0
+        ):
             continue
         halves = [i for i in scale.input if i != add.output[0]]
         if len(halves) != 1 or _scalar(model, halves[0]) != 0.5 or x not in product.input or scale.output[0] not in product.input:

@@ -57,7 +57,17 @@ GAIN_FORGIVEN = 0.25
 #: the per-image cosine percentile a verdict rests on, and its key in a parity row
 COSINE_PERCENTILE = 1
 COSINE_LOW = "cosine_p1"
-ROUNDED = ("top1_agreement", "top5_overlap", "cosine_min", COSINE_LOW, "input_spread", "output_scale", "gain", "noise_rel", "accuracy_ratio")
+ROUNDED = (
+    "top1_agreement",
+    "top5_overlap",
+    "cosine_min",
+    COSINE_LOW,
+    "input_spread",
+    "output_scale",
+    "gain",
+    "noise_rel",
+    "accuracy_ratio",
+)
 
 
 def input_dependence(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

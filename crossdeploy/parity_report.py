@@ -27,10 +27,7 @@ COLUMNS = (
 
 def weights_statement(card: ModelCard) -> str:
     if card.random_weights:
-        return (
-            f"**{card.arch} with seeded random weights — {RANDOM_WEIGHTS_NOTE}.** "
-            f"To measure a real model, {SWITCH_TO_REAL_WEIGHTS}."
-        )
+        return f"**{card.arch} with seeded random weights — {RANDOM_WEIGHTS_NOTE}.** To measure a real model, {SWITCH_TO_REAL_WEIGHTS}."
     origin = f"torchvision weights {card.weights}" if card.weights else f"checkpoint {card.checkpoint}"
     return f"**{card.arch}, {origin}.**"
 
@@ -40,9 +37,7 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def parity_markdown(
-    results: dict[str, dict[str, Any]], card: ModelCard, images: int, labelled: bool, judge_agreement: bool = True
-) -> str:
+def parity_markdown(results: dict[str, dict[str, Any]], card: ModelCard, images: int, labelled: bool, judge_agreement: bool = True) -> str:
     lines = [
         f"# Parity of every variant with PyTorch FP32 — {card.name}",
         "",

@@ -30,10 +30,13 @@ def settle_fingerprint(export_dir: Path) -> None:
     content = "/".join(
         str(value)
         for value in (
-            fingerprint.saved_model_checksum, fingerprint.graph_def_program_hash, fingerprint.signature_def_hash,
-            fingerprint.saved_object_graph_hash, fingerprint.checkpoint_hash,
+            fingerprint.saved_model_checksum,
+            fingerprint.graph_def_program_hash,
+            fingerprint.signature_def_hash,
+            fingerprint.saved_object_graph_hash,
+            fingerprint.checkpoint_hash,
         )
-    )  # fmt: skip
+    )
     # TensorFlow's own form: a 128-bit number in decimal
     fingerprint.uuid = str(int.from_bytes(hashlib.sha256(content.encode()).digest()[:16], "big"))
     path.write_bytes(fingerprint.SerializeToString(deterministic=True))

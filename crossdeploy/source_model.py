@@ -42,10 +42,18 @@ class SourceSpec:
     @classmethod
     def from_params(cls, cfg: dict[str, Any]) -> "SourceSpec":
         return cls(
-            name=cfg["name"], arch=cfg["arch"], num_classes=int(cfg["num_classes"]), weights=cfg.get("weights"),
-            checkpoint=cfg.get("checkpoint"), trust_checkpoint=bool(cfg.get("trust_checkpoint", False)), seed=int(cfg.get("seed", 0)),
-            input_size=cfg.get("input_size"), resize_size=cfg.get("resize_size"), mean=cfg.get("mean"), std=cfg.get("std"),
-        )  # fmt: skip
+            name=cfg["name"],
+            arch=cfg["arch"],
+            num_classes=int(cfg["num_classes"]),
+            weights=cfg.get("weights"),
+            checkpoint=cfg.get("checkpoint"),
+            trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
+            seed=int(cfg.get("seed", 0)),
+            input_size=cfg.get("input_size"),
+            resize_size=cfg.get("resize_size"),
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+        )
 
 
 def build_source_model(spec: SourceSpec):

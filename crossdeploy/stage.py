@@ -16,7 +16,6 @@ from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
 from crossdeploy.resources import TreePeak, stage_resources
 
-
 ONNXRUNTIME_MISSING = (
     "ONNX Runtime is not installed: install crossdeploy with the cpu extra (pip install -e '.[cpu]'), "
     "or on a GPU machine with the gpu extra (README, GPU)."

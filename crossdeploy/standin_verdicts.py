@@ -27,7 +27,12 @@ from crossdeploy.parity import COSINE_LOW, Floor, Thresholds, compare_logits
 
 OUTPUT = Path("metrics/standin_verdicts.json")
 #: the bounds whose margins are reported: (figure, threshold field, higher is better)
-BOUNDS = (("noise_rel", "noise_rel_max", False), (COSINE_LOW, COSINE_LOW, True), ("top1_agreement", "top1_agreement", True), ("accuracy_ratio", "accuracy_ratio_min", True))
+BOUNDS = (
+    ("noise_rel", "noise_rel_max", False),
+    (COSINE_LOW, COSINE_LOW, True),
+    ("top1_agreement", "top1_agreement", True),
+    ("accuracy_ratio", "accuracy_ratio_min", True),
+)
 
 
 def _onnx_logits(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
@@ -110,10 +115,18 @@ def margins(runs: list[dict[str, Any]], int8: Thresholds) -> dict[str, Any]:
     out = {}
     for figure, bound, higher in BOUNDS:
         limit = getattr(int8, bound)
-        passed = [v[figure] for run in runs for name, v in run["verdicts"].items() if not name.startswith("defect/") and v["verdict"] == "ok"]
-        defects = [v[figure] for run in runs for name, v in run["verdicts"].items() if name.startswith("defect/") and v.get(figure) is not None]
+        passed = [
+            v[figure] for run in runs for name, v in run["verdicts"].items() if not name.startswith("defect/") and v["verdict"] == "ok"
+        ]
+        defects = [
+            v[figure] for run in runs for name, v in run["verdicts"].items() if name.startswith("defect/") and v.get(figure) is not None
+        ]
         worst, best = (min, max) if higher else (max, min)
-        out[figure] = {"bound": limit, "worst_passing": worst(passed) if passed else None, "best_defect": best(defects) if defects else None}
+        out[figure] = {
+            "bound": limit,
+            "worst_passing": worst(passed) if passed else None,
+            "best_defect": best(defects) if defects else None,
+        }
     return out
 
 

@@ -24,12 +24,31 @@ from crossdeploy.params import load_params
 
 #: one classifier per torchvision family, the smallest that represents it; the large ones last
 ARCHITECTURES = (
-    "resnet50", "squeezenet1_1", "shufflenet_v2_x1_0", "mnasnet1_0", "mobilenet_v2", "mobilenet_v3_large",
-    "efficientnet_b0", "regnet_y_400mf", "googlenet", "densenet121", "inception_v3", "efficientnet_v2_s",
-    "convnext_tiny", "swin_t", "maxvit_t", "vit_b_16",
-)  # fmt: skip
+    "resnet50",
+    "squeezenet1_1",
+    "shufflenet_v2_x1_0",
+    "mnasnet1_0",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "googlenet",
+    "densenet121",
+    "inception_v3",
+    "efficientnet_v2_s",
+    "convnext_tiny",
+    "swin_t",
+    "maxvit_t",
+    "vit_b_16",
+)
 #: up to validate: the parity table is what it tabulates
-SWEEP = Sweep("matrix-", ARCHITECTURES, Path("metrics/support_matrix"), ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->"), ("validate",))
+SWEEP = Sweep(
+    "matrix-",
+    ARCHITECTURES,
+    Path("metrics/support_matrix"),
+    ("<!-- support-matrix:start -->", "<!-- support-matrix:end -->"),
+    ("validate",),
+)
 #: table column -> the parity rows it summarises
 COLUMNS = {
     "ONNX FP32": ("onnxruntime-fp32",),

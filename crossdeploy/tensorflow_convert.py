@@ -67,8 +67,9 @@ def onnx_to_keras(onnx_path: Path):
 
     MaxPool padding over non-negative tensors is made explicit first (see onnx_rewrite) so INT8 TFLite
     calibrates, spatial means become GlobalAveragePool, which onnx2tf converts right when the last map
-    is 1x1, and exact GELUs are put in the order onnx2tf turns into one GELU op. onnx2tf first converts the model with its dynamic batch axis; where it cannot
-    (ConvNeXt and ViT compute shapes from the batch size), it converts the model at a fixed batch of
+    is 1x1, and exact GELUs are put in the order onnx2tf turns into one GELU op. onnx2tf first converts
+    the model with its dynamic batch axis; where it cannot (ConvNeXt and ViT compute shapes from the
+    batch size), it converts the model at a fixed batch of
     1 (_at_fixed_batch), and save_serving_model restores the dynamic batch. Raises ConversionFailed
     with the first attempt's error when neither converts.
     """
@@ -114,9 +115,10 @@ def _serving_module(keras_model, input_size: int, batch: int | None):
                 return {OUTPUT_NAME: keras_model(images, training=False)}
             # a model converted at a fixed batch of 1 serves any batch one image at a time
             logits = tf.map_fn(
-                lambda image: keras_model(image[None], training=False)[0], images,
+                lambda image: keras_model(image[None], training=False)[0],
+                images,
                 fn_output_signature=tf.TensorSpec(keras_model.outputs[0].shape[1:], tf.float32),
-            )  # fmt: skip
+            )
             return {OUTPUT_NAME: logits}
 
     module = ServingModule()
@@ -172,7 +174,8 @@ def convert_to_tensorflow(
             save_serving_model(keras_model, version_dir, input_size)
         except Exception as exc:
             raise ConversionFailed(
-                f"TensorFlow could not save onnx2tf's model as a SavedModel ({error_summary(exc)}); the ONNX Runtime variants are unaffected"
+                f"TensorFlow could not save onnx2tf's model as a SavedModel ({error_summary(exc)}); the ONNX Runtime "
+                "variants are unaffected"
             ) from None
     except ConversionFailed as exc:
         return {SAVEDMODEL_VARIANT: str(exc), **{name: f"no SavedModel to convert: {exc}" for name in TFLITE_VARIANTS.values()}}

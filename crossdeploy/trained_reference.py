@@ -18,8 +18,8 @@ import numpy as np
 
 from crossdeploy.datasets import ImageSet
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.model_card import ModelCard
+from crossdeploy.preprocessing import Preprocessing
 
 NUM_CLASSES = 10
 # digits are single-channel strokes on black; centring on 0.5 keeps the inputs symmetric around zero
@@ -105,9 +105,13 @@ def digit_images(size: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
 
 def _image_set(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, files: list[bytes] | None = None) -> ImageSet:
     return ImageSet(
-        pixels=pixels[indices], labels=labels[indices], sources=[f"sklearn-digits/{i}" for i in indices], mean=MEAN, std=STD,
+        pixels=pixels[indices],
+        labels=labels[indices],
+        sources=[f"sklearn-digits/{i}" for i in indices],
+        mean=MEAN,
+        std=STD,
         encoded=[files[i] for i in indices] if files is not None else None,
-    )  # fmt: skip
+    )
 
 
 def _logits(output):
@@ -183,9 +187,18 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
 
 
 def convert_every_cpu_variant(
-    model, card: ModelCard, calibration: ImageSet, evaluation: ImageSet, paths: dict[str, str], *,
-    opset: int, fp16, quantize, package: dict[str, Any], version: int = 1,
-) -> None:  # fmt: skip
+    model,
+    card: ModelCard,
+    calibration: ImageSet,
+    evaluation: ImageSet,
+    paths: dict[str, str],
+    *,
+    opset: int,
+    fp16,
+    quantize,
+    package: dict[str, Any],
+    version: int = 1,
+) -> None:
     """The same conversions the pipeline's stages make, with the same functions: exported program,
     ONNX, optimized ONNX, the FP16 model, both INT8 flavours, SavedModel, the three TFLite models, and the TF Serving
     repository with the float and encoded-image signatures."""

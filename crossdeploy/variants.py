@@ -13,7 +13,15 @@ from typing import Any
 
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure
 from crossdeploy.layout import (
-    REFERENCE, SAVEDMODEL_VARIANT, SERVED, TFLITE_VARIANTS, engine_record, model_version_dir, saved_model_version_dir, tensorrt_engines, trained_paths,
+    REFERENCE,
+    SAVEDMODEL_VARIANT,
+    SERVED,
+    TFLITE_VARIANTS,
+    engine_record,
+    model_version_dir,
+    saved_model_version_dir,
+    tensorrt_engines,
+    trained_paths,
 )  # fmt: skip
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
@@ -170,9 +178,9 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         Variant("openvino-fp32",         "fp32",   "fp32",    "openvino",    onnx_fp32),
         Variant("openvino-bf16",         "bf16",   "bf16",    "openvino",    onnx_fp32),
         Variant("openvino-int8",         "int8",   "int8",    "openvino",    onnx_int8),
-        Variant(SAVEDMODEL_VARIANT,      "fp32",   "fp32",    "tensorflow",  savedmodel,    build_failures=Path(paths["savedmodel"]) / FAILURES_FILE),
+        Variant(SAVEDMODEL_VARIANT,      "fp32",   "fp32",    "tensorflow",  savedmodel,    build_failures=Path(paths["savedmodel"]) / FAILURES_FILE),  # noqa: E501  (the table reads across)
         *(  # tflite-fp32, tflite-fp16, tflite-int8
-            Variant(name,                precision, precision, "tflite",     tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)
+            Variant(name,                precision, precision, "tflite",     tflite / f"model.{precision}.tflite", build_failures=tflite / FAILURES_FILE)  # noqa: E501  (the table reads across)
             for precision, name in TFLITE_VARIANTS.items()
         ),
         # on the GPU: where no GPU (or package) exists their rows say so
@@ -181,7 +189,7 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         # the symmetric QDQ model on the CUDA provider alone: it runs Q/DQ around float kernels, so this row checks
         # what an ONNX Runtime GPU user gets from the INT8 file without TensorRT, not integer speed
         Variant("onnxruntime-cuda-int8", "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "CUDAExecutionProvider"}),
-        Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),
+        Variant("onnxruntime-trt-int8",  "int8",   "int8",    "onnxruntime", onnx_int8_trt, {"provider": "TensorrtExecutionProvider", "trt_batch": dict(params["tensorrt"]["batch"])}),  # noqa: E501  (the table reads across)
         Variant("torch-cuda-fp16",       "fp16",   "fp16",    "torch",       source,        {"device": "cuda", "half": True}),
         *(  # tensorrt-fp16, tensorrt-int8: the engine's JSON record says why one was not built
             Variant(engine.variant,      engine.precision, engine.precision, "tensorrt", engine.plan,

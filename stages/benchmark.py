@@ -11,9 +11,9 @@ from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
 from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import describe_device
+from crossdeploy.model_card import ModelCard
 from crossdeploy.onnx_graph import size_mb
 from crossdeploy.params import load_params
-from crossdeploy.model_card import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.variants import benchmark_variants
 

@@ -13,9 +13,9 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.deploy.bundle import Serving, write_bundle
 from crossdeploy.deploy.chart import plot_rows, write_chart
 from crossdeploy.deploy.decision import Settings, decide, load_metrics
-from crossdeploy.errors import CrossdeployError
 from crossdeploy.deploy.note import deploy_markdown
 from crossdeploy.deploy.served import check_served_met, served_deployment
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.variants import benchmark_variants
@@ -31,11 +31,20 @@ def main() -> None:
     preprocessing = read_json(paths["preprocessing"])
     table = {v.name: v for v in benchmark_variants(params)}
     if decision["choice"] and decision["choice"]["variant"] not in table:
-        raise CrossdeployError(f"benchmark.json chose {decision['choice']['variant']}, which this pipeline's variant table has not: re-run `dvc repro benchmark`.")
+        raise CrossdeployError(
+            f"benchmark.json chose {decision['choice']['variant']}, which this pipeline's variant table has not: re-run "
+            "`dvc repro benchmark`."
+        )
     serving = Serving(
-        paths, params["model"]["name"], int(params["to_tensorflow"]["version"]), int(package["batching"]["num_batch_threads"]),
-        int(package["batching"]["max_enqueued_batches"]), package["kserve"], int(params["tensorrt"]["batch"]["max"]), str(package["base_path"]),
-    )  # fmt: skip
+        paths,
+        params["model"]["name"],
+        int(params["to_tensorflow"]["version"]),
+        int(package["batching"]["num_batch_threads"]),
+        int(package["batching"]["max_enqueued_batches"]),
+        package["kserve"],
+        int(params["tensorrt"]["batch"]["max"]),
+        str(package["base_path"]),
+    )
     windows = BenchmarkPlan.from_params(params["benchmark"], list(table)).windows
     images = ImageSet.load(Path(paths["evaluation"]))
     with atomic_path(paths["deploy"], directory=True) as bundle:

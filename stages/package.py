@@ -2,7 +2,6 @@
 plus KServe InferenceService manifests beside it."""
 
 import shutil
-
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path

@@ -18,7 +18,10 @@ def main() -> None:
     with atomic_path(targets["cpu"]) as cpu, atomic_path(targets["tensorrt"]) as tensorrt:
         quantize_flavours(Path(paths["onnx_optimized"]), {"cpu": cpu, "tensorrt": tensorrt}, calibration, settings)
     for flavour, target in targets.items():
-        print(f"quantize: {flavour} flavour ({settings.method}, {settings.calibration_method}, {settings.calibration_size} images) -> {target}")
+        print(
+            f"quantize: {flavour} flavour ({settings.method}, {settings.calibration_method}, "
+            f"{settings.calibration_size} images) -> {target}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,17 @@ def main() -> None:
     model, card, calibration, evaluation, figures = train_classifier(settings)
     with atomic_path(params["paths"]["trained"], directory=True) as root:
         convert_every_cpu_variant(
-            model, card, calibration, evaluation, trained_paths(root),
-            opset=int(params["export"]["opset"]), fp16=Fp16Settings(**params["fp16"]), quantize=QuantizeSettings(**params["quantize"]),
+            model,
+            card,
+            calibration,
+            evaluation,
+            trained_paths(root),
+            opset=int(params["export"]["opset"]),
+            fp16=Fp16Settings(**params["fp16"]),
+            quantize=QuantizeSettings(**params["quantize"]),
             package=params["package"],
             version=int(params["to_tensorflow"]["version"]),
-        )  # fmt: skip
+        )
     print(
         f"trained: {settings.arch} at {settings.size} px on {figures['training_images']} digit images, "
         f"evaluation accuracy {figures['evaluation_accuracy']:.4f} -> {Path(params['paths']['trained'])}"

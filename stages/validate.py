@@ -7,14 +7,20 @@ from crossdeploy.datasets import ImageSet
 from crossdeploy.device_info import int8_kernels_saturate
 from crossdeploy.errors import ParityError
 from crossdeploy.layout import TRAINED_PREFIX, trained_paths
+from crossdeploy.model_card import ModelCard
 from crossdeploy.params import load_params
 from crossdeploy.parity import Floor, Thresholds
 from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.model_card import ModelCard
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.validation import (
-    describe_reference, judging_rules, required_variants, saturation_hint, standin_absent_reason, standin_verdicts, unmet_requirements,
+    describe_reference,
+    judging_rules,
+    required_variants,
+    saturation_hint,
+    standin_absent_reason,
+    standin_verdicts,
+    unmet_requirements,
     validate_variants,
 )
 from crossdeploy.variants import pipeline_variants, trained_variants

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +27,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
 TINY_ARCH = "resnet18"
 TINY_SIZE = 64
 
@@ -92,8 +98,14 @@ def served_repo(tiny_saved_model, tiny_source, tmp_path_factory):
     write_repository_files(repository, "tiny", "/models", BatchingParameters(SERVED_MAX_BATCH, 1000, 2, 10))
     export_with_bytes_signature(tiny_saved_model, repository / "tiny" / "1", tiny_source[1].preprocessing)
     params = {
-        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
-        "package": {"base_path": "/models", "batching": {"max_batch_size": SERVED_MAX_BATCH}, "kserve": {"tfserving_runtime_version": "2.21.0"}},
+        "model": {"name": "tiny"},
+        "to_tensorflow": {"version": 1},
+        "paths": {"serving": "models/serving"},
+        "package": {
+            "base_path": "/models",
+            "batching": {"max_batch_size": SERVED_MAX_BATCH},
+            "kserve": {"tfserving_runtime_version": "2.21.0"},
+        },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
@@ -136,3 +148,69 @@ def random_model_files(arch: str, root: Path, size: int):
     export_onnx(Path(paths["program"]), Path(paths["onnx"]), opset=17, input_size=size)
     optimize_onnx(Path(paths["onnx"]), Path(paths["onnx_optimized"]))
     return paths, calibration, evaluation
+
+
+#: the pipeline on a tiny model with short benchmark windows: what the end-to-end tests run
+TINY = [
+    "model=resnet18-tiny",
+    "data.calibration_size=16",
+    "data.evaluation_size=16",
+    "quantize.calibration_size=16",
+    "benchmark.profile=quick",
+    "benchmark.batch_sizes=[1,4]",
+    "benchmark.concurrency=[1,2]",
+    "benchmark.torch_compile=false",
+    "benchmark.mlperf.variants=[onnxruntime-int8]",
+    "benchmark.targets.int8_speedup_batch=4",
+    "benchmark.targets.served_batch=4",
+    "benchmark.targets.served_concurrency=2",
+    "trained.input_size=32",
+]
+
+
+def sh(cwd, *args, timeout=900):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def commit(repo, message):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty")
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """A throwaway copy of the repository (code and config, no artifacts) on the tiny params, committed: its
+    tests run the real `dvc repro` in it; one per test module."""
+    from crossdeploy.compose import compose
+
+    root = tmp_path_factory.mktemp("repo")
+    tracked = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").split()
+    for name in tracked:
+        if (ROOT / name).is_file() and not name.startswith(("metrics/", "models/")) and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(compose(TINY, config_dir=ROOT / "conf"), sort_keys=False))
+    sh(root, "git", "init", "-q")
+    commit(root, "tiny")
+    return root
+
+
+def module_imports(path: Path, root: Path) -> set[str]:
+    """Every module name an import statement anywhere in the file names (lazy imports included:
+    they run when the stage calls the function that holds them)."""
+    names: set[str] = set()
+    package = list(path.relative_to(root).with_suffix("").parts)
+    package = package[:-1]  # a module's own package; an __init__'s package is its folder
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package[: len(package) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names

@@ -32,8 +32,21 @@ def _variants(root: Path, name: str):
     from crossdeploy.layout import trained_paths
     from crossdeploy.variants import pipeline_variants
 
-    params = {"paths": trained_paths(root), "model": {"name": name}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}}}
-    cpu = {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "onnxruntime-int8-trt", SAVEDMODEL_VARIANT, *TFLITE_VARIANTS.values()}
+    params = {
+        "paths": trained_paths(root),
+        "model": {"name": name},
+        "to_tensorflow": {"version": 1},
+        "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}},
+    }
+    cpu = {
+        "torch-fp32",
+        "onnxruntime-fp32",
+        "onnxruntime-fp16",
+        "onnxruntime-int8",
+        "onnxruntime-int8-trt",
+        SAVEDMODEL_VARIANT,
+        *TFLITE_VARIANTS.values(),
+    }
     return [v for v in pipeline_variants(params) if v.name in cpu]
 
 
@@ -84,29 +97,39 @@ def _add_zero_term(path: Path, term: str, nodes: list, initializers: list) -> No
 
 def add_unconvertible_op(path: Path) -> None:
     """An op onnx2tf has no converter for: SoftmaxCrossEntropyLoss of the logits against their argmax."""
-    _add_zero_term(path, "no_loss", [
-        helper.make_node("ArgMax", ["logits_before"], ["predicted"], axis=1, keepdims=0, name="predicted"),
-        helper.make_node("SoftmaxCrossEntropyLoss", ["logits_before", "predicted"], ["loss"], name="self_loss"),
-        helper.make_node("Mul", ["loss", "loss_weight"], ["no_loss"], name="no_loss"),
-    ], [helper.make_tensor("loss_weight", TensorProto.FLOAT, [], [0.0])])  # fmt: skip
+    _add_zero_term(
+        path,
+        "no_loss",
+        [
+            helper.make_node("ArgMax", ["logits_before"], ["predicted"], axis=1, keepdims=0, name="predicted"),
+            helper.make_node("SoftmaxCrossEntropyLoss", ["logits_before", "predicted"], ["loss"], name="self_loss"),
+            helper.make_node("Mul", ["loss", "loss_weight"], ["no_loss"], name="no_loss"),
+        ],
+        [helper.make_tensor("loss_weight", TensorProto.FLOAT, [], [0.0])],
+    )
 
 
 def add_batch_range(path: Path) -> None:
     """ConvNeXt's pattern: a Range whose limit is the batch size (Shape -> Squeeze -> Cast). onnx2tf
     cannot follow it with a dynamic batch; folded at a fixed batch it converts."""
     images = onnx.load(str(path)).graph.input[0].name
-    _add_zero_term(path, "zeros", [
-        helper.make_node("Shape", [images], ["batch_shape"], start=0, end=1, name="batch_shape"),
-        helper.make_node("Squeeze", ["batch_shape"], ["batch"], name="batch"),
-        helper.make_node("Cast", ["batch"], ["batch_float"], to=TensorProto.FLOAT, name="batch_float"),
-        helper.make_node("Range", ["range_start", "batch_float", "range_delta"], ["rows"], name="batch_range"),
-        helper.make_node("Unsqueeze", ["rows", "range_axis"], ["row_column"], name="row_column"),
-        helper.make_node("Mul", ["row_column", "range_start"], ["zeros"], name="zeros"),
-    ], [
-        helper.make_tensor("range_start", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("range_delta", TensorProto.FLOAT, [], [1.0]),
-        helper.make_tensor("range_axis", TensorProto.INT64, [1], [1]),
-    ])  # fmt: skip
+    _add_zero_term(
+        path,
+        "zeros",
+        [
+            helper.make_node("Shape", [images], ["batch_shape"], start=0, end=1, name="batch_shape"),
+            helper.make_node("Squeeze", ["batch_shape"], ["batch"], name="batch"),
+            helper.make_node("Cast", ["batch"], ["batch_float"], to=TensorProto.FLOAT, name="batch_float"),
+            helper.make_node("Range", ["range_start", "batch_float", "range_delta"], ["rows"], name="batch_range"),
+            helper.make_node("Unsqueeze", ["rows", "range_axis"], ["row_column"], name="row_column"),
+            helper.make_node("Mul", ["row_column", "range_start"], ["zeros"], name="zeros"),
+        ],
+        [
+            helper.make_tensor("range_start", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("range_delta", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("range_axis", TensorProto.INT64, [1], [1]),
+        ],
+    )
 
 
 def test_a_batch_sized_range_converts_at_a_fixed_batch_and_serves_any(tiny_optimized, tiny_images, tmp_path):
@@ -144,10 +167,17 @@ def test_a_converter_failure_fails_its_variants_and_every_other_variant_still_ru
     failure and exit 0, validate runs every other variant and fails at the end with the table,
     the benchmark measures what exists; one sentence, no traceback."""
     overrides = [
-        "model=resnet18-tiny", "data.calibration_size=8", "data.evaluation_size=8", "quantize.calibration_size=8",
-        "validate.batch_size=8", "benchmark.profile=quick", "benchmark.batch_sizes=[1]", "benchmark.concurrency=[1]",
-        "benchmark.mlperf.enabled=false", "benchmark.harness_check=false",
-    ]  # fmt: skip
+        "model=resnet18-tiny",
+        "data.calibration_size=8",
+        "data.evaluation_size=8",
+        "quantize.calibration_size=8",
+        "validate.batch_size=8",
+        "benchmark.profile=quick",
+        "benchmark.batch_sizes=[1]",
+        "benchmark.concurrency=[1]",
+        "benchmark.mlperf.enabled=false",
+        "benchmark.harness_check=false",
+    ]
     params = compose(overrides, config_dir=ROOT / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("model", "data", "export", "optimize", "fp16", "quantize"):
@@ -172,7 +202,11 @@ def test_a_converter_failure_fails_its_variants_and_every_other_variant_still_ru
     assert sentence.startswith("onnx2tf has no converter for the ONNX op SoftmaxCrossEntropyLoss (node self_loss); ")
     assert "\n" not in sentence and "Traceback" not in sentence
     for name in TFLITE_VARIANTS.values():
-        assert parity[name] == {"status": "failed", "reason": f"no SavedModel to convert: {sentence}", "precision": parity[name]["precision"]}
+        assert parity[name] == {
+            "status": "failed",
+            "reason": f"no SavedModel to convert: {sentence}",
+            "precision": parity[name]["precision"],
+        }
     for name in SERVED:
         assert parity[name]["status"] == "failed" and parity[name]["reason"] == f"no SavedModel to package: {sentence}"
     # every other CPU variant was still run and judged
@@ -236,4 +270,6 @@ def test_an_error_in_the_converting_process_is_not_mistaken_for_a_converter_limi
     from crossdeploy.tensorflow_convert import convert_to_tensorflow_isolated
 
     with pytest.raises(RuntimeError, match=r"conversion process failed \(exit code 1\)"):
-        convert_to_tensorflow_isolated(tmp_path / "absent.onnx", tmp_path / "sm" / "1", tmp_path / "tflite", 64, np.zeros((1, 64, 64, 3), np.float32))
+        convert_to_tensorflow_isolated(
+            tmp_path / "absent.onnx", tmp_path / "sm" / "1", tmp_path / "tflite", 64, np.zeros((1, 64, 64, 3), np.float32)
+        )

@@ -8,13 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from crossdeploy.benchmark.charts import plot_data, write_chart
 from crossdeploy.benchmark.checks import Targets, check_targets, gpu_checks
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop
 from crossdeploy.benchmark.mlperf import MlperfSettings, _server, run_mlperf
-from crossdeploy.benchmark.charts import plot_data, write_chart
-from crossdeploy.benchmark.report import benchmark_markdown, key_figures
 from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
-from crossdeploy.benchmark.report import summary_rows
+from crossdeploy.benchmark.report import benchmark_markdown, key_figures, summary_rows
 from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.device_info import no_gpu_reason
 from crossdeploy.errors import CrossdeployError
@@ -64,7 +63,11 @@ def benchmark_run(tiny_source, tiny_optimized, tiny_tflite, tiny_saved_model, se
         Variant("tflite-fp32", "fp32", "fp32", "tflite", tiny_tflite),
         Variant("tf-savedmodel-fp32", "fp32", "fp32", "tensorflow", tiny_saved_model),
         Variant(
-            "kserve-rest-bytes", "fp32", "encoded", "served", served_repo / "models" / "serving" / "tiny" / "1",
+            "kserve-rest-bytes",
+            "fp32",
+            "encoded",
+            "served",
+            served_repo / "models" / "serving" / "tiny" / "1",
             {"engine": "kserve", "protocol": "rest", "encoded": True, "repository": served_repo / "models" / "serving", "model": "tiny"},
         ),
         Variant("onnxruntime-cuda-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0], {"provider": "CUDAExecutionProvider"}),
@@ -161,7 +164,13 @@ def test_harness_overhead_and_checks_are_recorded(benchmark_run):
     assert harness["rounds"] == 2  # the plan's harness_rounds
     assert "checks" not in results  # judged by the report stage, never inside the measurement
     checks = check_targets(results, {}, TINY_TARGETS)
-    assert set(checks) == {"int8_over_fp32", "harness_overhead", "kserve_bytes_over_in_process", "tfserving_bytes_over_in_process", "peaks_plausible"}
+    assert set(checks) == {
+        "int8_over_fp32",
+        "harness_overhead",
+        "kserve_bytes_over_in_process",
+        "tfserving_bytes_over_in_process",
+        "peaks_plausible",
+    }
     assert checks["peaks_plausible"]["met"] is None  # run_benchmark alone measures no peaks: the check says so, not "met"
     assert checks["harness_overhead"]["overhead_pct"] == harness["overhead_pct"]
     served = checks["kserve_bytes_over_in_process"]
@@ -221,7 +230,9 @@ class SleepingRunner(Runner):
 
 def test_mlperf_server_without_a_rate_within_the_bound_is_null_with_the_reason(tmp_path):
     samples = np.zeros((8, 3, 4, 4), np.float32)
-    settings = MlperfSettings(min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 8, "server": 8}, server_latency_ms=1.0, offline_batch=4)
+    settings = MlperfSettings(
+        min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 8, "server": 8}, server_latency_ms=1.0, offline_batch=4
+    )
     with SleepingRunner(0.003) as runner:
         # one query alone is over the bound: no Server run can meet it
         row = run_mlperf([runner], samples, settings, tmp_path / "alone", expected_latency_ms=3, expected_ips=300)
@@ -239,13 +250,19 @@ def test_mlperf_server_fixed_rates_bracket_the_peak(tmp_path):
     bound, then bisects: the figure is a rate that met the bound, and the note says which missed."""
     samples = np.zeros((8, 3, 4, 4), np.float32)
     settings = MlperfSettings(
-        min_duration_ms=300, min_query_count={"singlestream": 4, "offline": 8, "server": 32},
-        server_latency_ms=40.0, offline_batch=4, server_max_batch=1, server_runs=3,
+        min_duration_ms=300,
+        min_query_count={"singlestream": 4, "offline": 8, "server": 32},
+        server_latency_ms=40.0,
+        offline_batch=4,
+        server_max_batch=1,
+        server_runs=3,
     )
     with SleepingRunner(0.01) as runner:
         row = _server([runner], samples, settings, tmp_path, singlestream_p90_ms=10.0)
         # a planted start the runner cannot hold: every run misses, the figure stays null with the reason
-        missed = _server([runner], samples, replace(settings, server_latency_ms=1.0, server_runs=2), tmp_path / "missed", singlestream_p90_ms=0.5)
+        missed = _server(
+            [runner], samples, replace(settings, server_latency_ms=1.0, server_runs=2), tmp_path / "missed", singlestream_p90_ms=0.5
+        )
     assert 40 <= row["server_ips"] <= 80 and row["server_p99_ms"] <= 40
     assert "3 fixed-rate runs" in row["server_note"] and "met the 40 ms bound" in row["server_note"] and "missed it" in row["server_note"]
     assert len(list(tmp_path.glob("run*/mlperf_log_detail.txt"))) == 3  # each run's LoadGen log is kept
@@ -255,8 +272,13 @@ def test_mlperf_server_fixed_rates_bracket_the_peak(tmp_path):
 def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     results, _ = benchmark_run
     results = {**results, "device": {"cpu": "test cpu", "usable_cores": 2, "gpus": []}}
-    results["setup"] = {"profile": "quick", "threads": {"intra_op": 0, "inter_op": 0}, "stability_pct": 50,
-                        "mlperf_min_duration_ms": 200, "server_latency_ms": 15}
+    results["setup"] = {
+        "profile": "quick",
+        "threads": {"intra_op": 0, "inter_op": 0},
+        "stability_pct": 50,
+        "mlperf_min_duration_ms": 200,
+        "server_latency_ms": 15,
+    }
     parity = {"torch-fp32": {"status": "ok", "precision": "fp32", "size_mb": 1.0}}
     checks = check_targets(results, parity, TINY_TARGETS)
     text = benchmark_markdown(results, parity, checks, tiny_source[1], "benchmark.png")
@@ -265,7 +287,11 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
     assert "| never-built |" in text and "was not built" in text
     data = plot_data(results)
     assert {r["variant"] for r in data["latency_vs_batch.json"]} == {
-        "torch-fp32", "onnxruntime-fp32", "tflite-fp32", "tf-savedmodel-fp32", "kserve-rest-bytes",
+        "torch-fp32",
+        "onnxruntime-fp32",
+        "tflite-fp32",
+        "tf-savedmodel-fp32",
+        "kserve-rest-bytes",
     }
     assert "kserve-rest-bytes over tf-savedmodel-fp32 in process (batch 4, 2 clients)" in text
     assert "- tfserving-rest-bytes over tf-savedmodel-fp32 in process (batch 4, 2 clients): target >= 60%: not measured: " in text
@@ -319,7 +345,10 @@ def test_a_parity_only_row_is_measured_only_where_benchmark_variants_names_it():
     params = compose([], config_dir=ROOT / "conf")
     known = [v.name for v in benchmark_variants(params)]
     plan = BenchmarkPlan.from_params(params["benchmark"], known)
-    assert plan.disabled["onnxruntime-fp16"].startswith("a check of the FP16 file, not a deployment") and params["benchmark"]["variants"] == "all"
+    assert (
+        plan.disabled["onnxruntime-fp16"].startswith("a check of the FP16 file, not a deployment")
+        and params["benchmark"]["variants"] == "all"
+    )
     named = BenchmarkPlan.from_params({**params["benchmark"], "variants": ["onnxruntime-fp16", "onnxruntime-fp32"]}, known)
     assert "onnxruntime-fp16" not in named.disabled
 
@@ -352,8 +381,14 @@ def test_gpu_targets_set_only_the_hardware_knobs(target):
 
 
 def test_gpu_checks_judge_only_on_the_card_they_are_for():
-    gpu = {"variant": "tensorrt-int8", "card": "A100", "offline_reference_ips": 42379, "offline_min_fraction": 0.9,
-           "singlestream_p90_max_ms": 0.6, "int8_top1_agreement_min": 0.99}  # fmt: skip
+    gpu = {
+        "variant": "tensorrt-int8",
+        "card": "A100",
+        "offline_reference_ips": 42379,
+        "offline_min_fraction": 0.9,
+        "singlestream_p90_max_ms": 0.6,
+        "int8_top1_agreement_min": 0.99,
+    }
     results = {"mlperf": {"tensorrt-int8": {"status": "ok", "offline_ips": 40000.0, "singlestream_p90_ms": 0.5}}}
     parity = {"tensorrt-int8": {"top1_agreement": 0.995}}
     checks = gpu_checks(results, parity, gpu, ["NVIDIA A100-SXM4-40GB"])
@@ -363,7 +398,11 @@ def test_gpu_checks_judge_only_on_the_card_they_are_for():
     assert elsewhere["offline"]["met"] is None and "the reference is for an A100" in elsewhere["offline"]["note"]
     assert elsewhere["singlestream_p90"]["met"] is None and elsewhere["int8_top1_agreement"]["met"]
     no_bound = gpu_checks(results, parity, {**gpu, "singlestream_p90_max_ms": None}, ["NVIDIA A100-SXM4-40GB"])
-    assert no_bound["singlestream_p90"] == {"target_max_ms": None, "met": None, "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null"}
+    assert no_bound["singlestream_p90"] == {
+        "target_max_ms": None,
+        "met": None,
+        "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null",
+    }
     assert "gpu_target" not in check_targets(results, parity, Targets())  # a CPU target has no GPU checks
 
 
@@ -375,4 +414,3 @@ def test_the_report_says_how_the_server_rate_was_found():
     assert "highest of 2 fixed Poisson rates" in fixed and "lower bound on the peak" in fixed and "peak search found" not in fixed
     single = _server_method({"server_latency_ms": 100, "mlperf_server_runs": 1})
     assert "one fixed Poisson rate, half what one worker sustains alone" in single and "highest of" not in single
-

@@ -61,11 +61,15 @@ def _variant(name: str, **defect) -> PlantedVariant:
 
 
 PLAN = BenchmarkPlan(
-    batch_sizes=[1, 4], concurrencies=[1], threads=ThreadSettings(),
+    batch_sizes=[1, 4],
+    concurrencies=[1],
+    threads=ThreadSettings(),
     windows=WindowSettings(warmup_requests=1, window_s=0.02, max_windows=3, stability_pct=50, cell_cap_s=0.2),
     mlperf=MlperfSettings(min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 4, "server": 4}),
-    mlperf_variants=None, harness_check=False, harness_variant="",
-)  # fmt: skip
+    mlperf_variants=None,
+    harness_check=False,
+    harness_variant="",
+)
 
 
 def test_a_variant_whose_process_dies_fails_its_own_rows_and_the_next_is_measured(tmp_path):

@@ -122,12 +122,20 @@ def test_the_server_search_is_costed_by_its_runs():
 
 def test_the_plan_lists_each_variants_cells_loadgen_and_harness(tmp_path):
     plan = BenchmarkPlan(
-        batch_sizes=[8, 1], concurrencies=[1], threads=ThreadSettings(), windows=DEFAULT,
-        mlperf=None, mlperf_variants=None, harness_check=True, harness_variant="onnxruntime-fp32",
+        batch_sizes=[8, 1],
+        concurrencies=[1],
+        threads=ThreadSettings(),
+        windows=DEFAULT,
+        mlperf=None,
+        mlperf_variants=None,
+        harness_check=True,
+        harness_variant="onnxruntime-fp32",
     )
     variants = [Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tmp_path / "m.onnx")]
     assert planned_work(variants, plan) == [
-        Work("onnxruntime-fp32", "cell", 1, 1), Work("onnxruntime-fp32", "cell", 8, 1), Work("onnxruntime-fp32", "harness"),
+        Work("onnxruntime-fp32", "cell", 1, 1),
+        Work("onnxruntime-fp32", "cell", 8, 1),
+        Work("onnxruntime-fp32", "harness"),
     ]
 
 
@@ -157,4 +165,3 @@ def test_a_server_run_lasts_its_queries_at_half_the_rate_one_query_alone_allows(
     assert model.single_s == {"fp32": 0.05}  # the batch-8 cell is not one query alone
     # SingleStream and Offline at the saturated speed, two Server runs of 32 queries 0.1 s apart
     assert model.cost_s(Work("fp32", "mlperf")) == pytest.approx(max(1, 32 * 0.04) + max(1, 64 * 0.04) + 2 * 32 * 0.1)
-

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from crossdeploy.benchmark.cells import NOT_MEASURED
 from crossdeploy.benchmark.closed_loop import WindowSettings, warmup_repeats_the_first_window
 from crossdeploy.benchmark.runner_pool import QueuedRunner, RunnerPool
-from crossdeploy.benchmark.cells import NOT_MEASURED
 from crossdeploy.benchmark.search import CONFIRMATIONS, ConcurrencySearch
 from crossdeploy.benchmark.sweep import sweep_variant
 from crossdeploy.runtimes.base import Runner, ThreadSettings
@@ -150,7 +150,12 @@ def test_the_sweep_reports_the_whole_grid_and_what_it_left_out():
     done = []
     try:
         cells = sweep_variant(
-            pool, Images(), [4, 1, 2], [4, 1], WINDOWS, search=ConcurrencySearch(WINDOWS.stability_pct),
+            pool,
+            Images(),
+            [4, 1, 2],
+            [4, 1],
+            WINDOWS,
+            search=ConcurrencySearch(WINDOWS.stability_pct),
             on_done=lambda b, c, row: done.append((b, c, row["status"])),
         )
     finally:
@@ -231,8 +236,10 @@ def test_plots_and_checks_skip_the_cells_left_out_and_say_why():
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
     assert served["met"] is None and "kserve-rest-bytes" in served["note"]  # not in the run at all
     # a cell the search left out: both sides at the same batch with the most clients both measured ...
-    results["kserve-rest-bytes"] = {"b32_c1": {**results["tf-savedmodel-fp32"]["b32_c1"], "throughput_ips": 18.0},
-                                    "b32_c8": dict(results["tf-savedmodel-fp32"]["b32_c8"])}  # fmt: skip
+    results["kserve-rest-bytes"] = {
+        "b32_c1": {**results["tf-savedmodel-fp32"]["b32_c1"], "throughput_ips": 18.0},
+        "b32_c8": dict(results["tf-savedmodel-fp32"]["b32_c8"]),
+    }
     served = check_targets(results, {}, Targets())["kserve_bytes_over_in_process"]
     assert served["fraction"] == 0.75 and served["cell"] == "b32_c1"
     # ... a failed one is not stood in for: a failure never reads as a figure
@@ -283,8 +290,10 @@ def test_deploy_chooses_among_measured_cells_only():
     from crossdeploy.deploy.decision import Settings, decide
 
     results = _with_left_out()
-    parity = {v: {"status": "ok", "reason": "", "precision": "fp32", "top1_agreement": 1.0, "cosine_min": 1.0, "max_abs_err_rel": 0.0}
-              for v in ("onnxruntime-fp32", "onnxruntime-int8", "tf-savedmodel-fp32")}  # fmt: skip
+    parity = {
+        v: {"status": "ok", "reason": "", "precision": "fp32", "top1_agreement": 1.0, "cosine_min": 1.0, "max_abs_err_rel": 0.0}
+        for v in ("onnxruntime-fp32", "onnxruntime-int8", "tf-savedmodel-fp32")
+    }
     decision = decide(results, parity, Settings(p99_ms=10_000))
     assert decision["met"] is True and decision["choice"]["cell"] == "b32_c1"
     plotted = {(row["variant"], row["batch"], row["concurrency"]) for row in plot_rows(results)}

@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from crossdeploy.errors import CrossdeployError
 from crossdeploy import onnx_quantize
+from crossdeploy.errors import CrossdeployError
 from crossdeploy.onnx_quantize import CALIBRATION_METHODS, FLAVOURS, QuantizeSettings, quantize_flavours, quantize_onnx
 from tests.conftest import ROOT, run_onnx
 
@@ -46,7 +46,9 @@ def quantized(tiny_optimized, tiny_images, tmp_path_factory):
     paths = {}
     for flavour, method in itertools.product(FLAVOURS, CALIBRATION_METHODS):
         paths[flavour, method] = out / f"{flavour}-{method}.onnx"
-        quantize_onnx(tiny_optimized[0], paths[flavour, method], calibration, QuantizeSettings(calibration_method=method, **CALIBRATION), flavour)
+        quantize_onnx(
+            tiny_optimized[0], paths[flavour, method], calibration, QuantizeSettings(calibration_method=method, **CALIBRATION), flavour
+        )
     return paths
 
 
@@ -84,7 +86,10 @@ def test_entropy_gives_the_same_bytes_in_a_fresh_process(quantized, tiny_optimiz
     )
     run = subprocess.run(
         [sys.executable, "-c", script, str(tiny_optimized[0]), str(again), str(tmp_path / "calibration.npy")],
-        cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "12345"}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert again.read_bytes() == quantized["tensorrt", "entropy"].read_bytes()
@@ -109,7 +114,9 @@ def _both_flavours(tiny_optimized, tiny_images, out, method) -> dict[str, bytes]
 
 # entropy is left out for time (a KL search per calibration); its calibrator has no symmetric form
 @pytest.mark.parametrize("method, shared_calls", [("minmax", [False]), ("percentile", [False, True])])
-def test_one_calibration_for_both_flavours_writes_what_a_calibration_each_writes(tiny_optimized, tiny_images, tmp_path, monkeypatch, method, shared_calls):
+def test_one_calibration_for_both_flavours_writes_what_a_calibration_each_writes(
+    tiny_optimized, tiny_images, tmp_path, monkeypatch, method, shared_calls
+):
     calls = []
     real = onnx_quantize.calibrate
     monkeypatch.setattr(onnx_quantize, "calibrate", lambda *args: calls.append(args[3]) or real(*args))

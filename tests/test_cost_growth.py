@@ -76,7 +76,9 @@ def test_publish_replaces_only_what_lies_between_the_markers(tmp_path):
     readme.write_text(f"intro\n{markers[0]}\nold table\n{markers[1]}\noutro\n")
     publish(tmp_path / "metrics" / "t", {"a": 1}, "| new |\n", readme, markers)
     assert readme.read_text() == f"intro\n{markers[0]}\n| new |\n{markers[1]}\noutro\n"
-    assert (tmp_path / "metrics" / "t.json").read_text() == '{\n  "a": 1\n}\n' and (tmp_path / "metrics" / "t.md").read_text() == "| new |\n"
+    assert (tmp_path / "metrics" / "t.json").read_text() == '{\n  "a": 1\n}\n' and (
+        tmp_path / "metrics" / "t.md"
+    ).read_text() == "| new |\n"
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers\n")
     publish(tmp_path / "t2", {}, "| x |\n", bare, markers)

@@ -32,7 +32,11 @@ class CopyWorkload:
 
     def _copy(self, n: int):
         def enqueue(stream):
-            self.check(self.rt.cudaMemcpyAsync(self.dev_out.pointer, self.dev_in.pointer, n * ROW * 4, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+            self.check(
+                self.rt.cudaMemcpyAsync(
+                    self.dev_out.pointer, self.dev_in.pointer, n * ROW * 4, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream
+                )
+            )
 
         return enqueue
 
@@ -41,8 +45,16 @@ class CopyWorkload:
         self.host_in.array[:n] = batch
         # the whole output is reset each call, so a copy of the wrong size shows past row n
         self.host_out.array[:] = SENTINEL
-        check(rt.cudaMemcpyAsync(self.dev_out.pointer, self.host_out.pointer, self.host_out.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
-        check(rt.cudaMemcpyAsync(self.dev_in.pointer, self.host_in.pointer, self.host_in.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+        check(
+            rt.cudaMemcpyAsync(
+                self.dev_out.pointer, self.host_out.pointer, self.host_out.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            )
+        )
+        check(
+            rt.cudaMemcpyAsync(
+                self.dev_in.pointer, self.host_in.pointer, self.host_in.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            )
+        )
         check(rt.cudaEventRecord(self.start, self.stream))
         if enqueue is not None:
             enqueue(self.stream)
@@ -51,7 +63,11 @@ class CopyWorkload:
         else:
             self.replay.run(n, self._copy(n))
         check(rt.cudaEventRecord(self.end, self.stream))
-        check(rt.cudaMemcpyAsync(self.host_out.pointer, self.dev_out.pointer, self.host_out.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+        check(
+            rt.cudaMemcpyAsync(
+                self.host_out.pointer, self.dev_out.pointer, self.host_out.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream
+            )
+        )
         check(rt.cudaStreamSynchronize(self.stream))
         self.device_ms.append(float(check(rt.cudaEventElapsedTime(self.start, self.end))))
         return np.array(self.host_out.array)

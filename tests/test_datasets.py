@@ -57,7 +57,9 @@ def make_folder(root, classes, per_class):
 def test_image_folder_with_category_names_is_labelled(tmp_path):
     make_folder(tmp_path, ["tench", "goldfish", "great_white_shark"], 4)
     categories = ["tench", "goldfish", "great white shark", "tiger shark"]
-    settings = DataSettings(images=str(tmp_path), calibration_size=6, evaluation_size=6, preprocessing=P, categories=tuple(categories), num_classes=4)
+    settings = DataSettings(
+        images=str(tmp_path), calibration_size=6, evaluation_size=6, preprocessing=P, categories=tuple(categories), num_classes=4
+    )
     calibration, evaluation = make_image_sets(settings)
     assert evaluation.has_labels
     assert set(np.concatenate([calibration.labels, evaluation.labels])) == {0, 1, 2}
@@ -96,7 +98,9 @@ def test_an_empty_class_folder_keeps_its_index(tmp_path):
     (tmp_path / "b").mkdir()
     settings = DataSettings(images=str(tmp_path), calibration_size=3, evaluation_size=3, preprocessing=P, num_classes=3)
     calibration, evaluation = make_image_sets(settings)
-    labels = {s.split("/")[0]: int(label) for image_set in (calibration, evaluation) for s, label in zip(image_set.sources, image_set.labels)}
+    labels = {
+        s.split("/")[0]: int(label) for image_set in (calibration, evaluation) for s, label in zip(image_set.sources, image_set.labels)
+    }
     assert labels == {"a": 0, "c": 2}
 
 

@@ -50,36 +50,47 @@ def chosen(d):
 
 def test_the_best_throughput_within_the_slo_is_chosen_with_its_margin_and_runner_up():
     d = decision(
-        {"onnxruntime-fp32": {"b1_c1": cell(20, 45), "b8_c1": cell(30, 300)}, "onnxruntime-int8": {"b1_c1": cell(60, 20), "b8_c1": cell(90, 60)}},
+        {
+            "onnxruntime-fp32": {"b1_c1": cell(20, 45), "b8_c1": cell(30, 300)},
+            "onnxruntime-int8": {"b1_c1": cell(60, 20), "b8_c1": cell(90, 60)},
+        },
         {"onnxruntime-fp32": ok(), "onnxruntime-int8": ok("int8", 0.99, 0.99)},
-    )  # fmt: skip
+    )
     assert d["met"] is True and chosen(d) == ("onnxruntime-int8", "b1_c1")  # b8_c1's 90 img/s misses the SLO (p99 60 ms)
     choice = d["choice"]
     assert (choice["batch"], choice["concurrency"], choice["throughput_ips"], choice["p99_ms"]) == (1, 1, 60, 20)
     assert choice["margin_ms"] == 30 and choice["margin_pct"] == 60.0
-    assert choice["fidelity"] == {"row": "onnxruntime-int8", "judged_by": "its own file", "top1_agreement": 0.99, "cosine_min": 0.99, "max_abs_err_rel": 0.0}
+    assert choice["fidelity"] == {
+        "row": "onnxruntime-int8",
+        "judged_by": "its own file",
+        "top1_agreement": 0.99,
+        "cosine_min": 0.99,
+        "max_abs_err_rel": 0.0,
+    }
     runner = d["runner_up"]
     assert (runner["variant"], runner["cell"]) == ("onnxruntime-fp32", "b1_c1")
     assert runner["why_not"] == "20 img/s, 66.7 % below the best that meets the SLO"
     assert d["params"]["p99_ms"] == 50 and d["tie_pct"] == STABILITY_PCT
     assert "**Deploy `onnxruntime-int8` at batch 1 x 1 client**: 60 img/s, p50" in deploy_markdown(d)  # no peak measured: none quoted
-    with_peak = decision(
-        {"onnxruntime-int8": {"b1_c1": {**cell(60, 20), "peak_pct": 81.5}}}, {"onnxruntime-int8": ok("int8", 0.99, 0.99)}
-    )  # fmt: skip
+    with_peak = decision({"onnxruntime-int8": {"b1_c1": {**cell(60, 20), "peak_pct": 81.5}}}, {"onnxruntime-int8": ok("int8", 0.99, 0.99)})
     assert with_peak["choice"]["peak_pct"] == 81.5
     assert "60 img/s (81.5 % of this machine's GEMM peak in its precision), p50" in deploy_markdown(with_peak)
 
 
 def test_when_nothing_meets_the_slo_the_closest_cell_and_its_miss_are_named():
-    d = decision({"torch-fp32": {"b1_c1": cell(10, 80), "b8_c1": cell(15, 400)}, "tflite-fp32": {"b1_c1": cell(12, 65)}},
-                 {"torch-fp32": ok(), "tflite-fp32": ok()})  # fmt: skip
+    d = decision(
+        {"torch-fp32": {"b1_c1": cell(10, 80), "b8_c1": cell(15, 400)}, "tflite-fp32": {"b1_c1": cell(12, 65)}},
+        {"torch-fp32": ok(), "tflite-fp32": ok()},
+    )
     assert d["met"] is False and d["choice"] is None and d["runner_up"] is None
     assert (d["closest"]["variant"], d["closest"]["cell"], d["closest"]["miss_ms"]) == ("tflite-fp32", "b1_c1", 15)
     assert "**SLO not met** (p99 <= 50 ms). Closest: `tflite-fp32` at batch 1 x 1 client, p99 65 ms, 15 ms over" in deploy_markdown(d)
 
 
 def test_strict_fails_with_one_sentence_naming_the_closest_cell():
-    with pytest.raises(SloNotMet, match=r"^no stable cell meets p99 <= 50 ms; the closest, tflite-fp32 at batch 1 x 1 client, has p99 65 ms, 15 ms over\.$"):
+    with pytest.raises(
+        SloNotMet, match=r"^no stable cell meets p99 <= 50 ms; the closest, tflite-fp32 at batch 1 x 1 client, has p99 65 ms, 15 ms over\.$"
+    ):
         decision({"tflite-fp32": {"b1_c1": cell(12, 65)}}, {"tflite-fp32": ok()}, strict=True)
     # met, strict changes nothing
     assert decision({"tflite-fp32": {"b1_c1": cell(12, 45)}}, {"tflite-fp32": ok()}, strict=True)["met"] is True
@@ -117,9 +128,11 @@ def test_failed_skipped_and_parity_failed_variants_are_excluded_with_their_reaso
         "torch-compile-fp32": {"b1_c1": cell(400, 5)},  # no parity row
     }
     parity = {
-        "onnxruntime-fp32": ok(), "tensorrt-int8": {"status": "skipped", "reason": "no NVIDIA GPU here"}, "tflite-fp16": ok("fp16"),
+        "onnxruntime-fp32": ok(),
+        "tensorrt-int8": {"status": "skipped", "reason": "no NVIDIA GPU here"},
+        "tflite-fp16": ok("fp16"),
         "tflite-int8": {"status": "failed", "reason": "top1_agreement 0.5 < 0.98"},
-    }  # fmt: skip
+    }
     d = decision(variants, parity)
     assert chosen(d) == ("onnxruntime-fp32", "b1_c1")
     assert d["excluded"] == {
@@ -139,7 +152,14 @@ def references(arch="resnet50", standin_arch="resnet50", random_weights=True):
 
 
 def test_an_unjudged_row_is_eligible_only_when_its_trained_row_is_ok():
-    unjudged = {"status": "unjudged", "reason": "random weights", "precision": "int8", "top1_agreement": 0.7, "cosine_min": 0.5, "floor": "passed"}
+    unjudged = {
+        "status": "unjudged",
+        "reason": "random weights",
+        "precision": "int8",
+        "top1_agreement": 0.7,
+        "cosine_min": 0.5,
+        "floor": "passed",
+    }
     variants = {"onnxruntime-int8": {"b1_c1": cell(90, 10)}, "onnxruntime-fp32": {"b1_c1": cell(20, 40)}}
     parity = {**references(), "onnxruntime-int8": unjudged, "onnxruntime-fp32": ok(), "trained/onnxruntime-int8": ok("int8", 0.995, 0.999)}
     d = decision(variants, parity)
@@ -164,7 +184,10 @@ def test_an_unjudged_row_is_eligible_only_when_its_trained_row_is_ok():
     "plant,words",
     [
         # the issue's case: the main INT8 file answered every image alike, and the stand-in's ok row stood in for it
-        ({"onnxruntime-int8": {"status": "failed", "reason": "every image gets the same logits", "floor": "failed"}}, "parity failed: every image gets the same logits"),
+        (
+            {"onnxruntime-int8": {"status": "failed", "reason": "every image gets the same logits", "floor": "failed"}},
+            "parity failed: every image gets the same logits",
+        ),
         # a parity.json from before the floor: its own file was never checked
         ({"onnxruntime-int8": {"status": "unjudged", "reason": "random weights", "precision": "int8"}}, "never checked against the floor"),
         # a ResNet18 stand-in's verdict for a ResNet50 file
@@ -194,7 +217,11 @@ def test_on_random_weights_the_decision_says_it_is_a_demonstration():
 
 def test_the_fidelity_floor_is_each_precisions_verdict_and_a_stricter_floor_applies_to_every_precision():
     # INT8 at 98.5 % top-1 passed its own thresholds (int8: 98 %), FP32 at 100 % its own: both verdicts ok
-    variants = {"onnxruntime-int8": {"b1_c1": cell(90, 10)}, "tflite-fp16": {"b1_c1": cell(40, 10)}, "onnxruntime-fp32": {"b1_c1": cell(20, 10)}}
+    variants = {
+        "onnxruntime-int8": {"b1_c1": cell(90, 10)},
+        "tflite-fp16": {"b1_c1": cell(40, 10)},
+        "onnxruntime-fp32": {"b1_c1": cell(20, 10)},
+    }
     parity = {"onnxruntime-int8": ok("int8", 0.985, 0.99), "tflite-fp16": ok("fp16", 0.995, 0.9995), "onnxruntime-fp32": ok()}
     assert chosen(decision(variants, parity)) == ("onnxruntime-int8", "b1_c1")
     d = decision(variants, parity, min_top1_agreement=0.99)
@@ -205,7 +232,11 @@ def test_the_fidelity_floor_is_each_precisions_verdict_and_a_stricter_floor_appl
 
 
 def test_eligible_variants_and_the_size_cap():
-    variants = {"onnxruntime-int8": {"b1_c1": cell(90, 10)}, "kserve-rest-fp32": {"b1_c1": cell(20, 30)}, "onnxruntime-fp32": {"b1_c1": cell(25, 30)}}
+    variants = {
+        "onnxruntime-int8": {"b1_c1": cell(90, 10)},
+        "kserve-rest-fp32": {"b1_c1": cell(20, 30)},
+        "onnxruntime-fp32": {"b1_c1": cell(25, 30)},
+    }
     parity = {name: ok() for name in variants}
     d = decision(variants, parity, variants="served")
     assert chosen(d) == ("kserve-rest-fp32", "b1_c1") and d["excluded"]["onnxruntime-int8"] == "not in deploy.variants"
@@ -222,19 +253,46 @@ def test_eligible_variants_and_the_size_cap():
 
 # --- the bundle ----------------------------------------------------------------------------------------------
 
+
 def choice_of(variant, batch=8, concurrency=1, margin_ms=10.0):
-    return {"variant": variant, "cell": f"b{batch}_c{concurrency}", "batch": batch, "concurrency": concurrency, "served": False,
-            "throughput_ips": 100.0, "p50_ms": 20.0, "p99_ms": 40.0, "margin_ms": margin_ms, "margin_pct": 20.0, "stable": True,
-            "size_mb": 1.0, "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0}}  # fmt: skip
+    return {
+        "variant": variant,
+        "cell": f"b{batch}_c{concurrency}",
+        "batch": batch,
+        "concurrency": concurrency,
+        "served": False,
+        "throughput_ips": 100.0,
+        "p50_ms": 20.0,
+        "p99_ms": 40.0,
+        "margin_ms": margin_ms,
+        "margin_pct": 20.0,
+        "stable": True,
+        "size_mb": 1.0,
+        "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0},
+    }
 
 
 def bundle_decision(choice):
-    return {"met": choice is not None, "p99_slo_ms": 50.0, "tie_pct": 10.0, "choice": choice, "runner_up": None,
-            "closest": None, "unstable": [], "excluded": {}, "params": {"p99_ms": 50.0}}  # fmt: skip
+    return {
+        "met": choice is not None,
+        "p99_slo_ms": 50.0,
+        "tie_pct": 10.0,
+        "choice": choice,
+        "runner_up": None,
+        "closest": None,
+        "unstable": [],
+        "excluded": {},
+        "params": {"p99_ms": 50.0},
+    }
 
 
-KSERVE = {"storage_uri": "s3://bucket/serving/tiny", "tfserving_runtime_version": "2.21.0", "resources": {"cpu": "2", "memory": "4Gi"},
-          "triton_storage_uri": "s3://bucket/triton", "triton_runtime_version": "25.10-py3"}  # fmt: skip
+KSERVE = {
+    "storage_uri": "s3://bucket/serving/tiny",
+    "tfserving_runtime_version": "2.21.0",
+    "resources": {"cpu": "2", "memory": "4Gi"},
+    "triton_storage_uri": "s3://bucket/triton",
+    "triton_runtime_version": "25.10-py3",
+}
 PREPROCESSING = {"preprocessing": {"resize_size": 73, "crop_size": TINY_SIZE, "mean": [0.5] * 3, "std": [0.2] * 3}, "num_classes": 10}
 
 
@@ -250,18 +308,27 @@ def artifacts(tmp_path, served_repo, tiny_optimized, tiny_source):
     (tensorrt / "tensorrt-fp16.plan").write_bytes(b"plan bytes")
     (tensorrt / "tensorrt-fp16.json").write_text(json.dumps({"status": "built", "gpu": "NVIDIA H100"}))
     paths = {
-        "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]), "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "onnx_fp16": str(tmp_path / "model.fp16.onnx"),
-        "tflite": str(tflite), "tensorrt": str(tensorrt),
+        "serving": str(served_repo / "models" / "serving"),
+        "program": str(tiny_source[0]),
+        "onnx_optimized": str(tiny_optimized[0]),
+        "onnx_int8": str(tiny_optimized[0]),
+        "onnx_int8_trt": str(tiny_optimized[0]),
+        "onnx_fp16": str(tmp_path / "model.fp16.onnx"),
+        "tflite": str(tflite),
+        "tensorrt": str(tensorrt),
         "savedmodel": str(tmp_path / "savedmodel"),  # the bundle ships the packaged repository entry instead
-    }  # fmt: skip
+    }
     return Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=KSERVE, tensorrt_max_batch=32)
 
 
 def build(tmp_path, serving, choice, name="bundle"):
     """The bundle for `choice`, from the variant table over the tiny artifacts (the stage's table, its paths)."""
-    params = {"paths": serving.paths, "model": {"name": "tiny"}, "to_tensorflow": {"version": 1},
-              "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}}}  # fmt: skip
+    params = {
+        "paths": serving.paths,
+        "model": {"name": "tiny"},
+        "to_tensorflow": {"version": 1},
+        "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}},
+    }
     dest = tmp_path / "bundles" / name
     dest.mkdir(parents=True)
     write_bundle(dest, bundle_decision(choice), results({}), serving, PREPROCESSING, {v.name: v for v in benchmark_variants(params)})
@@ -289,7 +356,9 @@ def test_a_savedmodel_choice_bundles_the_tf_serving_repository_and_its_manifest(
     assert set(tf.saved_model.load(str(dest / "tiny" / "1")).signatures) == {"serving_default", "serving_bytes"}
     readme = (dest / "README.md").read_text()
     assert "Measured behind the embedded server" in readme and "tensorflow/serving:2.21.0 " in readme
-    assert "batch_timeout_micros 5000: half the 10 ms margin to the SLO" in readme and "Measured on Test CPU, 2 usable cores, no GPU" in readme
+    assert (
+        "batch_timeout_micros 5000: half the 10 ms margin to the SLO" in readme and "Measured on Test CPU, 2 usable cores, no GPU" in readme
+    )
     assert json.loads((dest / "decision.json").read_text())["choice"]["variant"] == "kserve-rest-bytes"
     # TF Serving's GPU rows were measured on the -gpu image with TF32 off: the command says so
     readme = (build(tmp_path, artifacts, choice_of("tfserving-gpu-rest-bytes", batch=1), "gpu") / "README.md").read_text()
@@ -379,7 +448,9 @@ def test_a_metrics_file_that_is_not_json_is_one_sentence(tmp_path):
 
 
 def test_unstable_cells_under_the_slo_are_never_named_as_the_closest_miss():
-    data = results({"onnxruntime-int8": {"b1_c1": {**cell(50.0, 10.0), "stable": False}, "b8_c1": {**cell(60.0, 120.0), "stable": "false"}}})
+    data = results(
+        {"onnxruntime-int8": {"b1_c1": {**cell(50.0, 10.0), "stable": False}, "b8_c1": {**cell(60.0, 120.0), "stable": "false"}}}
+    )
     decision = decide(data, {"onnxruntime-int8": {"status": "ok"}}, Settings(p99_ms=100.0))
     assert decision["met"] is False and decision["unstable"] == ["onnxruntime-int8 b1_c1"]
     assert decision["closest"]["cell"] == "b8_c1" and decision["closest"]["miss_ms"] == 20.0  # "false" is not stable
@@ -434,7 +505,9 @@ def test_onnxruntime_tflite_and_torch_choices_bundle_the_model_file_and_how_to_r
     assert 'InferenceSession("model.optimized.onnx", providers=["CPUExecutionProvider"])' in (dest / "README.md").read_text()
     assert json.loads((dest / "preprocessing.json").read_text()) == PREPROCESSING
     dest = build(tmp_path, artifacts, choice_of("tflite-int8", batch=1), "tflite")
-    assert (dest / "model.int8.tflite").read_bytes() == b"TFL3 tiny" and "Interpreter(\"model.int8.tflite\"" in (dest / "README.md").read_text()
+    assert (dest / "model.int8.tflite").read_bytes() == b"TFL3 tiny" and 'Interpreter("model.int8.tflite"' in (
+        dest / "README.md"
+    ).read_text()
     dest = build(tmp_path, artifacts, choice_of("torch-fp32", batch=1), "torch")
     assert (dest / "model.pt2").is_file()
 
@@ -445,7 +518,9 @@ def test_an_unmet_slo_bundles_only_the_decision_and_a_readme_and_the_bundle_is_d
     assert "Nothing to deploy: no variant met the SLO." in (dest / "README.md").read_text()
 
     def digest(folder):
-        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+        }
 
     one = build(tmp_path, artifacts, choice_of("tf-savedmodel-fp32"), "one")
     two = build(tmp_path, artifacts, choice_of("tf-savedmodel-fp32"), "two")
@@ -462,8 +537,10 @@ def test_crossdeploy_deploy_prints_the_decision_for_a_given_slo(tmp_path, capsys
     variants = {"onnxruntime-int8": {"b1_c1": cell(60, 20), "b8_c1": cell(90, 60)}, "onnxruntime-fp32": {"b1_c1": cell(20, 45)}}
     (tmp_path / "benchmark.json").write_text(json.dumps(results(variants)))
     (tmp_path / "parity.json").write_text(json.dumps({"onnxruntime-int8": ok("int8"), "onnxruntime-fp32": ok()}))
-    params = {"paths": {"benchmark_metrics": str(tmp_path / "benchmark.json"), "parity": str(tmp_path / "parity.json")},
-              "deploy": {"p99_ms": 10, "variants": "all", "min_top1_agreement": None, "min_cosine": None, "max_model_mb": None, "strict": True}}  # fmt: skip
+    params = {
+        "paths": {"benchmark_metrics": str(tmp_path / "benchmark.json"), "parity": str(tmp_path / "parity.json")},
+        "deploy": {"p99_ms": 10, "variants": "all", "min_top1_agreement": None, "min_cosine": None, "max_model_mb": None, "strict": True},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert main(["deploy", "--p99-ms", "30", "--params", str(tmp_path / "params.yaml")]) == 0
     assert "**Deploy `onnxruntime-int8` at batch 1 x 1 client**: 60 img/s" in capsys.readouterr().out
@@ -486,10 +563,16 @@ def test_the_pareto_front_keeps_only_cells_nothing_beats_on_both_counts_and_the_
     }
     rows = plot_rows(results(variants))
     assert [(r["variant"], r["batch"], r["concurrency"], r["stable"]) for r in rows] == [
-        ("onnxruntime-int8", 1, 1, True), ("onnxruntime-int8", 8, 1, True), ("onnxruntime-int8", 8, 8, False), ("onnxruntime-fp32", 1, 1, True),
-    ]  # fmt: skip
+        ("onnxruntime-int8", 1, 1, True),
+        ("onnxruntime-int8", 8, 1, True),
+        ("onnxruntime-int8", 8, 8, False),
+        ("onnxruntime-fp32", 1, 1, True),
+    ]
     # fp32 b1 (20 img/s at 45 ms) is beaten by int8 b1 (60 at 20); int8 b8_c8 by int8 b8_c1
-    assert [(r["variant"], r["batch"], r["concurrency"]) for r in pareto_front(rows)] == [("onnxruntime-int8", 1, 1), ("onnxruntime-int8", 8, 1)]
+    assert [(r["variant"], r["batch"], r["concurrency"]) for r in pareto_front(rows)] == [
+        ("onnxruntime-int8", 1, 1),
+        ("onnxruntime-int8", 8, 1),
+    ]
     d = decision(variants, {"onnxruntime-int8": ok("int8"), "onnxruntime-fp32": ok()})
     write_chart(results(variants), d, tmp_path / "deploy.png")
     assert (tmp_path / "deploy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,9 @@ from crossdeploy.experiments import Sweep
 
 
 def _git(repo, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.fixture
@@ -51,10 +53,16 @@ def test_a_sweep_tabulates_into_its_files_and_the_readme(repo, capsys):
     sweep = Sweep("matrix-", ("resnet18",), repo / "metrics" / "table", ("<!-- t:start -->", "<!-- t:end -->"))
 
     def collect(architectures):
-        return {arch: {"pipeline": status} for arch, (_, status) in sweep.finished(architectures, "metrics/parity.json", "validate").items()}
+        return {
+            arch: {"pipeline": status} for arch, (_, status) in sweep.finished(architectures, "metrics/parity.json", "validate").items()
+        }
 
-    sweep.main(["table"], collect, lambda result: f"| arch | pipeline |\n| resnet18 | {result['rows']['resnet18']['pipeline']} |\n",
-               lambda result: {"extra": 1})  # fmt: skip
+    sweep.main(
+        ["table"],
+        collect,
+        lambda result: f"| arch | pipeline |\n| resnet18 | {result['rows']['resnet18']['pipeline']} |\n",
+        lambda result: {"extra": 1},
+    )
     data = json.loads((repo / "metrics" / "table.json").read_text())
     assert data["rows"] == {"resnet18": {"pipeline": "ok"}} and data["extra"] == 1 and "cores" in data["machine"]
     assert "| resnet18 | ok |" in (repo / "README.md").read_text() and "old" not in (repo / "README.md").read_text()

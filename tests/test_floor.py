@@ -39,7 +39,12 @@ def _rows(root: Path, name: str, evaluation, cfg) -> dict:
     from crossdeploy.validation import judging_rules, validate_variants
     from crossdeploy.variants import pipeline_variants
 
-    params = {"paths": trained_paths(root), "model": {"name": name}, "to_tensorflow": {"version": 1}, "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}}}
+    params = {
+        "paths": trained_paths(root),
+        "model": {"name": name},
+        "to_tensorflow": {"version": 1},
+        "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 4, "max": 8}},
+    }
     variants = [v for v in pipeline_variants(params) if v.name in ("torch-fp32", "onnxruntime-fp32", "onnxruntime-int8")]
     thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
     return validate_variants(
@@ -57,7 +62,9 @@ def random_family(request, tmp_path_factory):
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
     paths, calibration, evaluation = random_model_files(arch, root, SIZE)
-    quantize_onnx(Path(paths["onnx_optimized"]), Path(paths["onnx_int8"]), calibration.tensors("NCHW"), QuantizeSettings(calibration_size=16), "cpu")
+    quantize_onnx(
+        Path(paths["onnx_optimized"]), Path(paths["onnx_int8"]), calibration.tensors("NCHW"), QuantizeSettings(calibration_size=16), "cpu"
+    )
     return arch, root, paths, evaluation
 
 

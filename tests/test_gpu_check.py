@@ -31,7 +31,15 @@ def test_without_a_gpu_every_check_says_what_is_missing(tmp_path):
     assert summary["tests"]["failed"] == 0 and summary["tests"]["passed"] == 0 and summary["tests"]["skipped"] > 0
     assert summary["cuda_plumbing"]["status"] == "skipped" and summary["cuda_plumbing"]["reason"]
     rows = summary["benchmark"]["variants"]
-    assert set(rows) == {"torch-cuda-fp16", "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-cuda-int8", "onnxruntime-trt-int8", "tensorrt-fp16", "tensorrt-int8"}
+    assert set(rows) == {
+        "torch-cuda-fp16",
+        "onnxruntime-cuda-fp32",
+        "onnxruntime-cuda-fp16",
+        "onnxruntime-cuda-int8",
+        "onnxruntime-trt-int8",
+        "tensorrt-fp16",
+        "tensorrt-int8",
+    }
     assert summary["benchmark"]["steps"]["onnx_fp16"]["status"] == "ok"
     for name, row in rows.items():
         assert row["status"] == "skipped" and row["reason"], name

@@ -9,8 +9,8 @@ import types
 import pytest
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.device_info import driver_too_old
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner, provider_fallback_reason, tensorrt_profile_options
 from crossdeploy.tensorrt.engine_key import file_sha256
 from crossdeploy.tensorrt.engines import local_cache_dir, plan_mismatch
@@ -88,7 +88,14 @@ def test_the_tensorrt_provider_variant_carries_profile_and_caches_outside_the_pr
 
 @pytest.mark.parametrize(
     "cuda,driver,too_old",
-    [(13, "550.54.15", True), (13, "580.159.04", False), (12, "535.183.01", False), (12, "470.256.02", True), (13, "n/a", False), (None, "550.54.15", False)],
+    [
+        (13, "550.54.15", True),
+        (13, "580.159.04", False),
+        (12, "535.183.01", False),
+        (12, "470.256.02", True),
+        (13, "n/a", False),
+        (None, "550.54.15", False),
+    ],
 )
 def test_a_driver_too_old_for_the_librarys_cuda_is_named(cuda, driver, too_old):
     reason = driver_too_old(cuda, "TensorRT 10.16.0", driver)
@@ -118,7 +125,10 @@ def test_a_builder_tensorrt_cannot_create_is_a_reason_not_a_crash():
     def nullptr(logger):
         raise TypeError("pybind11::init(): factory function returned nullptr")
 
-    with pytest.raises(TensorRTUnusable, match=r"TensorRT 10.16.0 cannot create a builder on this machine \(pybind11::init\(\): factory function returned nullptr\)"):
+    with pytest.raises(
+        TensorRTUnusable,
+        match=r"TensorRT 10.16.0 cannot create a builder on this machine \(pybind11::init\(\): factory function returned nullptr\)",
+    ):
         create_builder(_bindings(nullptr))
     with pytest.raises(TensorRTUnusable, match="trt.Builder returned None"):
         create_builder(_bindings(lambda logger: None))

@@ -106,8 +106,11 @@ def test_a_long_image_is_refused_before_it_is_decoded_or_resized(limited, tmp_pa
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(limited[0]), str(limited[1]), str(wide)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert "image is 2000 x 1 pixels (width x height): its aspect ratio 2000.0 exceeds package.image_limits.max_aspect_ratio (4)" in (
@@ -154,7 +157,7 @@ def test_one_image_over_a_limit_refuses_the_request(bytes_signatures):
         ("header cut in IHDR", 20, "image_bytes holds 20 bytes that are not a JPEG or PNG image"),
         ("body cut", 100, "Invalid PNG"),  # the header passes; libpng refuses the rest
     ],
-)  # fmt: skip
+)
 def test_empty_and_truncated_images_are_refused_clearly(bytes_signatures, name, cut, message):
     limited, _ = bytes_signatures
     complete = encode(photograph((120, 90)))
@@ -190,7 +193,7 @@ def test_grey_alpha_and_palette_pngs_are_read_as_pil_converts_them_to_rgb(bytes_
         ({"max_aspect_ratio": 0.5}, "package.image_limits.max_aspect_ratio must be a number of at least 1, got 0.5"),
         ({"max_aspect_ratio": "20"}, "package.image_limits.max_aspect_ratio must be a number of at least 1, got '20'"),
     ],
-)  # fmt: skip
+)
 def test_bad_limits_name_the_param(limits, message):
     with pytest.raises(CrossdeployError, match=re.escape(message)):
         ImageLimits(**limits)

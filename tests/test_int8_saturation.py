@@ -33,9 +33,12 @@ def _saturating_conv(path: Path) -> Path:
         helper.make_node("Flatten", ["pooled"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "saturating", [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["batch", 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", CHANNELS])], [numpy_helper.from_array(weights, "w")],
-    )  # fmt: skip
+        nodes,
+        "saturating",
+        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", CHANNELS])],
+        [numpy_helper.from_array(weights, "w")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

@@ -10,24 +10,54 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import ROOT
-from tests.test_stage_code import _imports
+from tests.conftest import ROOT, module_imports
 
 #: The layers, lowest first. A module may import from its own layer and the layers below it, never from
 #: one above. A name is a module of crossdeploy/ or one of its subpackages (whose modules import each
 #: other freely), or a top-level folder of scripts; "crossdeploy" is the package's own __init__.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the exceptions every layer raises or catches
-    ("crossdeploy", "atomic", "layout", "params", "compose", "experiments", "resources", "stage", "build_failures", "device_info", "tensorflow_env", "saved_model"),
+    (
+        "crossdeploy",
+        "atomic",
+        "layout",
+        "params",
+        "compose",
+        "experiments",
+        "resources",
+        "stage",
+        "build_failures",
+        "device_info",
+        "tensorflow_env",
+        "saved_model",
+    ),
     # data, conversions and comparisons: each works on files and arrays, not on runtimes
-    ("preprocessing", "model_card", "datasets", "architectures", "checkpoints", "source_model", "parity", "parity_report", "support_matrix", "cost_growth", "model_size",
-     "onnx_graph", "onnx_rewrite", "onnx_export", "onnx_optimize", "onnx_fp16", "onnx_quantize", "tensorflow_convert"),
+    (
+        "preprocessing",
+        "model_card",
+        "datasets",
+        "architectures",
+        "checkpoints",
+        "source_model",
+        "parity",
+        "parity_report",
+        "support_matrix",
+        "cost_growth",
+        "model_size",
+        "onnx_graph",
+        "onnx_rewrite",
+        "onnx_export",
+        "onnx_optimize",
+        "onnx_fp16",
+        "onnx_quantize",
+        "tensorflow_convert",
+    ),
     ("tensorrt", "serving"),  # engines and servers: runtimes/ drives them
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime
     ("validation", "benchmark", "trained_reference", "deploy"),  # what the stages run
     ("cli", "gpu_check", "standin_verdicts", "stages", "hydra_plugins"),  # entry points: nothing imports them
-)  # fmt: skip
+)
 
 _LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
 _SOURCE_FOLDERS = ("crossdeploy", "stages", "hydra_plugins")
@@ -62,7 +92,7 @@ def upward_imports(root: Path) -> list[str]:
     for path, unit in _sources(root).items():
         if unit not in _LAYER:
             continue  # unplaced() reports it
-        for name in sorted(_imports(path, root)):
+        for name in sorted(module_imports(path, root)):
             target = _unit(name)
             if target in _LAYER and _LAYER[target] > _LAYER[unit]:
                 found.append(f"{path.relative_to(root)} ({unit}, layer {_LAYER[unit]}) imports {name} ({target}, layer {_LAYER[target]})")

@@ -63,5 +63,9 @@ def test_dvc_yaml_takes_every_artifact_path_from_params():
 
 
 def test_a_file_name_written_in_dvc_yaml_is_caught():
-    planted = {"stages": {"report": {"deps": ["stages/report.py", "${paths.metrics}/parity.json"], "outs": [{"${paths.summary}": {"cache": False}}]}}}
+    planted = {
+        "stages": {
+            "report": {"deps": ["stages/report.py", "${paths.metrics}/parity.json"], "outs": [{"${paths.summary}": {"cache": False}}]}
+        }
+    }
     assert literal_paths(planted) == ["report: ${paths.metrics}/parity.json"]

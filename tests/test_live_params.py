@@ -11,52 +11,79 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_pipeline import TINY, commit, repo, sh  # noqa: F401  (repo is the tiny repository fixture)
+from tests.conftest import ROOT, commit, sh
 
 A100 = yaml.safe_load((ROOT / "conf" / "target" / "a100.yaml").read_text())
 
 #: stage -> param -> a new value; re-running the stage with it must change at least one of its outputs
 LIVE = {
     "model": {
-        "model.name": "other", "model.arch": "resnet34", "model.num_classes": 10, "model.seed": 1, "model.input_size": 72,
-        "model.resize_size": 96, "model.mean": [0.4, 0.4, 0.4], "model.std": [0.2, 0.2, 0.2],
+        "model.name": "other",
+        "model.arch": "resnet34",
+        "model.num_classes": 10,
+        "model.seed": 1,
+        "model.input_size": 72,
+        "model.resize_size": 96,
+        "model.mean": [0.4, 0.4, 0.4],
+        "model.std": [0.2, 0.2, 0.2],
     },
     "data": {"data.calibration_size": 12, "data.evaluation_size": 12, "data.seed": 1},
     "export": {"export.opset": 18},
     "fp16": {"fp16.op_block_list": ["Conv"]},  # the convolutions kept in FP32
     "quantize": {
-        "quantize.method": "dynamic", "quantize.calibration_method": "entropy", "quantize.calibration_size": 8,
-        "quantize.per_channel": False, "quantize.reduce_range": False,
+        "quantize.method": "dynamic",
+        "quantize.calibration_method": "entropy",
+        "quantize.calibration_size": 8,
+        "quantize.per_channel": False,
+        "quantize.reduce_range": False,
     },
     "to_tensorflow": {"model.name": "other", "quantize.calibration_size": 8, "to_tensorflow.version": 2},
     "package": {
-        "model.name": "other", "to_tensorflow.version": 2, "package.base_path": "/srv/models",
-        "package.kserve.storage_uri": "gs://bucket/model", "package.kserve.tfserving_runtime_version": "2.20.0",
-        "package.kserve.resources.cpu": "4", "package.kserve.resources.memory": "8Gi",
-        "package.kserve.triton_storage_uri": "gs://bucket/triton", "package.kserve.triton_runtime_version": "25.09-py3",
-        "package.batching.max_batch_size": 16, "package.batching.batch_timeout_micros": 500,
-        "package.batching.num_batch_threads": 4, "package.batching.max_enqueued_batches": 10,
-        "package.image_limits.max_pixels": 1000000, "package.image_limits.max_aspect_ratio": 10,
+        "model.name": "other",
+        "to_tensorflow.version": 2,
+        "package.base_path": "/srv/models",
+        "package.kserve.storage_uri": "gs://bucket/model",
+        "package.kserve.tfserving_runtime_version": "2.20.0",
+        "package.kserve.resources.cpu": "4",
+        "package.kserve.resources.memory": "8Gi",
+        "package.kserve.triton_storage_uri": "gs://bucket/triton",
+        "package.kserve.triton_runtime_version": "25.09-py3",
+        "package.batching.max_batch_size": 16,
+        "package.batching.batch_timeout_micros": 500,
+        "package.batching.num_batch_threads": 4,
+        "package.batching.max_enqueued_batches": 10,
+        "package.image_limits.max_pixels": 1000000,
+        "package.image_limits.max_aspect_ratio": 10,
     },
     "trained": {"trained.enabled": False},  # no stand-in: an empty folder
     "tensorrt": {
-        "tensorrt.enabled": False, "tensorrt.batch.min": 2, "tensorrt.batch.opt": 8, "tensorrt.batch.max": 64,
-        "tensorrt.workspace_mib": 1024, "tensorrt.optimization_level": 5,
+        "tensorrt.enabled": False,
+        "tensorrt.batch.min": 2,
+        "tensorrt.batch.opt": 8,
+        "tensorrt.batch.max": 64,
+        "tensorrt.workspace_mib": 1024,
+        "tensorrt.optimization_level": 5,
     },
     "report": {
-        "benchmark.baseline": "HEAD", "benchmark.targets.int8_speedup_batch": 1, "benchmark.targets.int8_speedup_min": 100.0,
-        "benchmark.targets.harness_overhead_max_pct": 0.001, "benchmark.targets.served_batch": 1,
-        "benchmark.targets.served_concurrency": 1, "benchmark.targets.served_min_fraction": 100.0,
+        "benchmark.baseline": "HEAD",
+        "benchmark.targets.int8_speedup_batch": 1,
+        "benchmark.targets.int8_speedup_min": 100.0,
+        "benchmark.targets.harness_overhead_max_pct": 0.001,
+        "benchmark.targets.served_batch": 1,
+        "benchmark.targets.served_concurrency": 1,
+        "benchmark.targets.served_min_fraction": 100.0,
         "benchmark.targets.gpu": A100["benchmark"]["targets"]["gpu"],
     },
     # each changes the decision itself, not only the params deploy.json echoes: nothing meets 1 us, no served
     # variant is the in-process choice, no variant agrees more than 100 % or weighs 1 kB
     "deploy": {
-        "deploy.p99_ms": 0.001, "deploy.variants": "served", "deploy.min_top1_agreement": 1.01, "deploy.min_cosine": 1.01,
+        "deploy.p99_ms": 0.001,
+        "deploy.variants": "served",
+        "deploy.min_top1_agreement": 1.01,
+        "deploy.min_cosine": 1.01,
         "deploy.max_model_mb": 0.001,
     },
-}  # fmt: skip
+}
 
 NAMES = "a folder name the stage reads artifacts from; the artifacts, and so the figures, are the same"
 VERDICT = "a verdict threshold: the output changes only when a row crosses it (tests/test_negative_controls, test_validation)"
@@ -64,27 +91,59 @@ RUN_ONLY = "how the variants are run, not what they compute: the figures agree t
 MEASURED = "measurements differ on every run, so a changed output proves nothing: test_benchmark_params_reach_the_plan"
 TRAINED = "the trained model's own knob: live-tested on train_classifier in tests/test_trained_reference"
 SHARED = "the same call as the stage that owns the param, where it is live-tested"
-SERVING_BUNDLE = "read only when the choice is served by TF Serving or Triton (a CPU run of the tiny model chooses an in-process variant): tests/test_deploy writes those bundles"
+SERVING_BUNDLE = (
+    "read only when the choice is served by TF Serving or Triton (a CPU run of the tiny model chooses an in-process variant): "
+    "tests/test_deploy writes those bundles"
+)
 
 #: "stage:param" -> why a change need not show in that stage's outputs, or where it is shown live instead
 EXPLAINED = {
     "model:model.weights": "torchvision weights come from the torch hub cache or the network, neither here; "
     "tests/test_source_model checks the param's errors",
     "model:model.checkpoint": "the user's file: tests/test_pipeline overwrites it and the model stage re-runs",
-    "model:model.trust_checkpoint": "read only for a whole pickled or TorchScript model: tests/test_source_model loads each with it and refuses each without",
+    "model:model.trust_checkpoint": "read only for a whole pickled or TorchScript model: tests/test_source_model loads "
+    "each with it and refuses each without",
     "data:data.images": "the user's folder: tests/test_pipeline adds an image and the data stage re-runs",
-    "quantize:quantize.calibration_batch": "images per calibration pass: memory and speed only; tests/test_calibration checks the ranges are equal",
-    "quantize:quantize.percentile": "read by calibration_method percentile only: tests/test_calibration shows two percentiles give two models",
-    **{f"trained:{key}": TRAINED for key in (
-        "trained.name", "trained.arch", "trained.input_size", "trained.epochs", "trained.batch_size", "trained.learning_rate",
-        "trained.calibration_size", "trained.evaluation_size", "trained.seed",
-    )},  # fmt: skip
-    **{f"trained:{key}": SHARED for key in (
-        "export.opset", "fp16.op_block_list", "quantize.method", "quantize.calibration_method", "quantize.calibration_size",
-        "quantize.calibration_batch", "quantize.per_channel", "quantize.percentile", "quantize.reduce_range", "to_tensorflow.version", "package.base_path",
-        "package.batching.max_batch_size", "package.batching.batch_timeout_micros", "package.batching.num_batch_threads",
-        "package.batching.max_enqueued_batches", "package.image_limits.max_pixels", "package.image_limits.max_aspect_ratio",
-    )},  # fmt: skip
+    "quantize:quantize.calibration_batch": "images per calibration pass: memory and speed only; tests/test_calibration "
+    "checks the ranges are equal",
+    "quantize:quantize.percentile": "read by calibration_method percentile only: tests/test_calibration shows two "
+    "percentiles give two models",
+    **{
+        f"trained:{key}": TRAINED
+        for key in (
+            "trained.name",
+            "trained.arch",
+            "trained.input_size",
+            "trained.epochs",
+            "trained.batch_size",
+            "trained.learning_rate",
+            "trained.calibration_size",
+            "trained.evaluation_size",
+            "trained.seed",
+        )
+    },
+    **{
+        f"trained:{key}": SHARED
+        for key in (
+            "export.opset",
+            "fp16.op_block_list",
+            "quantize.method",
+            "quantize.calibration_method",
+            "quantize.calibration_size",
+            "quantize.calibration_batch",
+            "quantize.per_channel",
+            "quantize.percentile",
+            "quantize.reduce_range",
+            "to_tensorflow.version",
+            "package.base_path",
+            "package.batching.max_batch_size",
+            "package.batching.batch_timeout_micros",
+            "package.batching.num_batch_threads",
+            "package.batching.max_enqueued_batches",
+            "package.image_limits.max_pixels",
+            "package.image_limits.max_aspect_ratio",
+        )
+    },
     "validate:model.name": NAMES,
     "validate:trained.name": NAMES,
     "validate:to_tensorflow.version": NAMES,
@@ -103,20 +162,32 @@ EXPLAINED = {
     "validate:validate.random_weights.unjudged": "which rows of a random model get no verdict: their status, not their figures "
     "(tests/test_pipeline finds the random model's INT8 rows unjudged)",
     "benchmark:model.name": NAMES,
-    **{f"benchmark:serve.{key}": "the embedded server's limits, which the served rows are measured through (measurements differ on every "
-       "run, so a changed output proves nothing): tests/test_serve_hardening sends each limit its request"
-       for key in ("max_body_mib", "max_in_flight", "max_queued", "request_timeout_s")},  # fmt: skip
+    **{
+        f"benchmark:serve.{key}": "the embedded server's limits, which the served rows are measured through (measurements differ on every "
+        "run, so a changed output proves nothing): tests/test_serve_hardening sends each limit its request"
+        for key in ("max_body_mib", "max_in_flight", "max_queued", "request_timeout_s")
+    },
     "benchmark:to_tensorflow.version": NAMES,
     "deploy:deploy.strict": "whether an unmet SLO fails the stage; what it writes when it succeeds is the same (tests/test_deploy)",
     "deploy:deploy.served_check": "whether the choice is measured served: deploy.json's `served` says skipped, a measured output "
     "(tests/test_serve_bundle)",
     "deploy:model.name": NAMES,
     "deploy:to_tensorflow.version": NAMES,
-    **{f"deploy:{key}": SERVING_BUNDLE for key in (
-        "tensorrt.batch.max", "package.base_path", "package.batching.num_batch_threads", "package.batching.max_enqueued_batches",
-        "package.kserve.storage_uri", "package.kserve.tfserving_runtime_version", "package.kserve.resources.cpu",
-        "package.kserve.resources.memory", "package.kserve.triton_storage_uri", "package.kserve.triton_runtime_version",
-    )},  # fmt: skip
+    **{
+        f"deploy:{key}": SERVING_BUNDLE
+        for key in (
+            "tensorrt.batch.max",
+            "package.base_path",
+            "package.batching.num_batch_threads",
+            "package.batching.max_enqueued_batches",
+            "package.kserve.storage_uri",
+            "package.kserve.tfserving_runtime_version",
+            "package.kserve.resources.cpu",
+            "package.kserve.resources.memory",
+            "package.kserve.triton_storage_uri",
+            "package.kserve.triton_runtime_version",
+        )
+    },
 }
 
 
@@ -175,17 +246,17 @@ def test_every_tracked_param_is_live_or_explained():
     assert not stale, "entries for params the stage does not track: " + ", ".join(stale)
 
 
-def stage_outputs(repo, stage: str) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+def stage_outputs(tiny_repo, stage: str) -> dict[str, str]:
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"][stage]
     return {out["path"]: out.get("md5") for out in lock.get("outs", []) if not out["path"].startswith(MEASURED_OUTPUTS)}
 
 
 @pytest.fixture(scope="module")
-def baseline(repo):  # noqa: F811
-    sh(repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(repo, "dvc", "repro")
-    commit(repo, "live params baseline")
-    return repo
+def baseline(tiny_repo):  # noqa: F811
+    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
+    sh(tiny_repo, "dvc", "repro")
+    commit(tiny_repo, "live params baseline")
+    return tiny_repo
 
 
 @pytest.mark.slow

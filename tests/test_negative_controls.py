@@ -49,9 +49,12 @@ def trained(tmp_path_factory):
     export_onnx(folder / "model.pt2", folder / "model.onnx", opset=17, input_size=settings.size)
     optimize_onnx(folder / "model.onnx", folder / "model.optimized.onnx")
     quantize_onnx(
-        folder / "model.optimized.onnx", folder / "model.int8.onnx", calibration.tensors("NCHW"),
-        QuantizeSettings(calibration_size=64), "cpu",
-    )  # fmt: skip
+        folder / "model.optimized.onnx",
+        folder / "model.int8.onnx",
+        calibration.tensors("NCHW"),
+        QuantizeSettings(calibration_size=64),
+        "cpu",
+    )
     inputs = evaluation.tensors("NCHW")
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs)).numpy()

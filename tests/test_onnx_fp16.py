@@ -45,7 +45,9 @@ def test_the_fp16_model_keeps_float32_input_and_output_and_holds_fp16_weights(ti
     path, counts = tiny_fp16
     model = onnx.load(str(path))
     assert [v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)] == [TensorProto.FLOAT] * 2
-    assert {i.data_type for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)} == {TensorProto.FLOAT16}
+    assert {i.data_type for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)} == {
+        TensorProto.FLOAT16
+    }
     floats = [i for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
     assert counts == {"fp16": len(floats), "fp32": 0, "clamped_tensors": 0}
     assert [i.name for i in model.graph.input] == ["images"] and model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"

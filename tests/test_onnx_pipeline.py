@@ -22,9 +22,9 @@ def test_export_produces_requested_opset_with_dynamic_batch(tiny_source, tmp_pat
 
 
 def test_exported_onnx_matches_torch_at_any_batch(tiny_onnx, tiny_source):
-    from crossdeploy.source_model import load_program
-
     import torch
+
+    from crossdeploy.source_model import load_program
 
     module = load_program(tiny_source[0])
     for batch in (1, 5):
@@ -106,7 +106,9 @@ def test_bad_quantize_params(tiny_optimized, tiny_images, tmp_path):
     with pytest.raises(CrossdeployError, match=r"quantize\.calibration_size 50 .*between 1 and 12"):
         quantize_onnx(tiny_optimized[0], tmp_path / "q.onnx", calibration, QuantizeSettings(calibration_size=50), "cpu")
     with pytest.raises(CrossdeployError, match=r"quantize\.calibration_method 'kl'"):
-        quantize_onnx(tiny_optimized[0], tmp_path / "q.onnx", calibration, QuantizeSettings(calibration_method="kl", calibration_size=4), "cpu")
+        quantize_onnx(
+            tiny_optimized[0], tmp_path / "q.onnx", calibration, QuantizeSettings(calibration_method="kl", calibration_size=4), "cpu"
+        )
 
 
 def test_histogram_calibration_with_uneven_count(tiny_optimized, tiny_images, tmp_path):

@@ -44,7 +44,13 @@ VARIANTS = [
     Variant("tensorrt-int8", "int8", "int8", "tensorrt", Path("m.plan")),
 ]
 PEAKS = {
-    "cpu": {"device": "cpu", "sizes": [2048], "threads": 2, "fp32": {"gops": 100.0, "seconds": 1.0}, "int8": {"gops": 400.0, "seconds": 1.0}},
+    "cpu": {
+        "device": "cpu",
+        "sizes": [2048],
+        "threads": 2,
+        "fp32": {"gops": 100.0, "seconds": 1.0},
+        "int8": {"gops": 400.0, "seconds": 1.0},
+    },
     "gpu": {"status": "skipped", "reason": "no NVIDIA GPU here"},
 }
 

@@ -67,7 +67,7 @@ def onnxruntime_builds(requirements, extras, requires=installed_requires) -> dic
 
 def declared() -> tuple[str, ...]:
     requirements = installed_requires("crossdeploy")
-    assert requirements is not None, "crossdeploy is not installed: pip install -e \".[cpu,test]\""
+    assert requirements is not None, 'crossdeploy is not installed: pip install -e ".[cpu,test]"'
     return requirements
 
 

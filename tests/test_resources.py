@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 
-
 from crossdeploy.stage import stage_name
 from tests.conftest import ROOT
 

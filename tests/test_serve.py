@@ -18,12 +18,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SERVED_MAX_BATCH as MAX_BATCH
-from crossdeploy.serving.serve_command import choose_engine
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.clients import RestClient, predict_request
+from crossdeploy.serving.serve_command import choose_engine
 from crossdeploy.serving.server_process import ServerProcess
+from tests.conftest import SERVED_MAX_BATCH as MAX_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +118,27 @@ def test_a_port_in_use_is_one_clear_error(served_repo):
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", "kserve", "--rest-port", str(port)],
-            cwd=served_repo, capture_output=True, text=True, timeout=120,
+            cwd=served_repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --rest-port or --host."
+    assert (
+        result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --rest-port or --host."
+    )
 
 
 def test_missing_repository_says_to_run_the_pipeline(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "model": {"name": "m"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "models/serving"},
-    }))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "m"},
+                "to_tensorflow": {"version": 1},
+                "paths": {"serving": "models/serving"},
+            }
+        )
+    )
     result = subprocess.run([sys.executable, "-m", "crossdeploy.cli", "serve"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "run `dvc repro`" in result.stderr and "Traceback" not in result.stderr
 

@@ -19,21 +19,42 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SERVED_MAX_BATCH, TINY_SIZE
 from crossdeploy.cli import main as crossdeploy_main
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
+from tests.conftest import SERVED_MAX_BATCH, TINY_SIZE
 
 #: the CPU runtimes a decision can choose and the file each bundle ships
 RUNTIMES = ["onnxruntime-fp32", "openvino-fp32", "tflite-fp32", "torch-fp32"]
 
 
 def _decision(variant: str) -> dict:
-    choice = {"variant": variant, "cell": "b8_c1", "batch": 8, "concurrency": 1, "served": False, "throughput_ips": 100.0,
-              "p50_ms": 20.0, "p99_ms": 40.0, "margin_ms": 10.0, "margin_pct": 20.0, "stable": True, "size_mb": 1.0,
-              "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0}}  # fmt: skip
-    return {"met": True, "p99_slo_ms": 50.0, "tie_pct": 10.0, "choice": choice, "runner_up": None, "closest": None,
-            "unstable": [], "excluded": {}, "params": {"p99_ms": 50.0, "variants": "all"}}  # fmt: skip
+    choice = {
+        "variant": variant,
+        "cell": "b8_c1",
+        "batch": 8,
+        "concurrency": 1,
+        "served": False,
+        "throughput_ips": 100.0,
+        "p50_ms": 20.0,
+        "p99_ms": 40.0,
+        "margin_ms": 10.0,
+        "margin_pct": 20.0,
+        "stable": True,
+        "size_mb": 1.0,
+        "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0},
+    }
+    return {
+        "met": True,
+        "p99_slo_ms": 50.0,
+        "tie_pct": 10.0,
+        "choice": choice,
+        "runner_up": None,
+        "closest": None,
+        "unstable": [],
+        "excluded": {},
+        "params": {"p99_ms": 50.0, "variants": "all"},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +72,37 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
     preprocessing = {"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}
     (root / "preprocessing.json").write_text(json.dumps(preprocessing))
     paths = {
-        "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]), "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]), "onnx_fp16": str(root / "model.fp16.onnx"), "tflite": str(tflite),
-        "tensorrt": str(root / "tensorrt"), "savedmodel": str(tiny_saved_model.parent.parent), "preprocessing": str(root / "preprocessing.json"),
-    }  # fmt: skip
-    kserve = {"storage_uri": "s3://bucket/tiny", "tfserving_runtime_version": "2.21.0", "resources": {"cpu": "2", "memory": "4Gi"},
-              "triton_storage_uri": "s3://bucket/triton", "triton_runtime_version": "25.10-py3"}  # fmt: skip
+        "serving": str(served_repo / "models" / "serving"),
+        "program": str(tiny_source[0]),
+        "onnx_optimized": str(tiny_optimized[0]),
+        "onnx_int8": str(tiny_optimized[0]),
+        "onnx_int8_trt": str(tiny_optimized[0]),
+        "onnx_fp16": str(root / "model.fp16.onnx"),
+        "tflite": str(tflite),
+        "tensorrt": str(root / "tensorrt"),
+        "savedmodel": str(tiny_saved_model.parent.parent),
+        "preprocessing": str(root / "preprocessing.json"),
+    }
+    kserve = {
+        "storage_uri": "s3://bucket/tiny",
+        "tfserving_runtime_version": "2.21.0",
+        "resources": {"cpu": "2", "memory": "4Gi"},
+        "triton_storage_uri": "s3://bucket/triton",
+        "triton_runtime_version": "25.10-py3",
+    }
     params = {
-        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": paths,
+        "model": {"name": "tiny"},
+        "to_tensorflow": {"version": 1},
+        "paths": paths,
         "tensorrt": {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}},
-        "package": {"base_path": "/models", "batching": {"max_batch_size": SERVED_MAX_BATCH}, "kserve": kserve,
-                    "image_limits": {"max_pixels": 50_000_000, "max_aspect_ratio": 20}},
+        "package": {
+            "base_path": "/models",
+            "batching": {"max_batch_size": SERVED_MAX_BATCH},
+            "kserve": kserve,
+            "image_limits": {"max_pixels": 50_000_000, "max_aspect_ratio": 20},
+        },
         "serve": {"max_in_flight": 2, "max_queued": 4, "request_timeout_s": 30},
-    }  # fmt: skip
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     serving = Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=kserve, tensorrt_max_batch=32)
     table = {v.name: v for v in benchmark_variants(params)}
@@ -76,7 +115,9 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
 
 
 def _post(base: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{base}/v1/models/tiny:predict", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/v1/models/tiny:predict", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -112,7 +153,9 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
         decoder = ImageDecoder(_prep(root), ImageLimits())
         pixels = np.stack([decoder.pixels(p) for p in photos])
         expected_bytes = runner.infer(normalize(pixels, decoder.preprocessing.mean, decoder.preprocessing.std, runner.layout))
-    with ServerProcess("kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / variant)), whole_command=True) as served:
+    with ServerProcess(
+        "kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / variant)), whole_command=True
+    ) as served:
         base = f"http://127.0.0.1:{served.endpoint.rest_port}"
         assert f"engine: kserve ({table[variant].framework} running" in served.output()
         status, answer = _post(base, {"instances": x.tolist()})
@@ -127,7 +170,9 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
         # the guards answer as the SavedModel's server does
         status, answer = _post(base, {"instances": x[:1].tolist() * (SERVED_MAX_BATCH + 1)})
         assert status == 400 and f"at most {SERVED_MAX_BATCH} per request" in answer["error"]
-        status, answer = _post(base, {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]})
+        status, answer = _post(
+            base, {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
+        )
         assert status == 400 and "not a JPEG or PNG image" in answer["error"]
         status, answer = _post(base, {"instances": [[[[float("nan")] * 3] * TINY_SIZE] * TINY_SIZE]})
         assert status == 400, answer
@@ -138,8 +183,10 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
         # TF Serving's gRPC PredictionService, with its own stubs: floats and image bytes
         with grpc.insecure_channel(f"127.0.0.1:{served.endpoint.grpc_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            for signature, key, values, expected in [("serving_default", "images", x, expected_floats),
-                                                     ("serving_bytes", "image_bytes", np.array(photos, dtype=object), expected_bytes)]:  # fmt: skip
+            for signature, key, values, expected in [
+                ("serving_default", "images", x, expected_floats),
+                ("serving_bytes", "image_bytes", np.array(photos, dtype=object), expected_bytes),
+            ]:
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name, request.model_spec.signature_name = "tiny", signature
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
@@ -154,7 +201,9 @@ def test_a_savedmodel_bundle_is_served_from_the_bundle_itself(project, tiny_imag
     x = tiny_images[1].tensors("NHWC")[:2]
     with table["tf-savedmodel-fp32"].runner(ThreadSettings()) as runner:
         expected = runner.infer(x)
-    with ServerProcess("kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / "tf-savedmodel-fp32")), whole_command=True) as served:
+    with ServerProcess(
+        "kserve", root / "params.yaml", extra_args=("--bundle", str(root / "bundles" / "tf-savedmodel-fp32")), whole_command=True
+    ) as served:
         status, answer = _post(f"http://127.0.0.1:{served.endpoint.rest_port}", {"instances": x.tolist()})
         assert status == 200 and np.allclose(np.array(answer["predictions"]), expected, rtol=1e-4, atol=1e-4), answer
 
@@ -164,7 +213,11 @@ async def _kserve_client(base: str, x: np.ndarray):
 
     client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
     try:
-        return await client.is_server_live(base), await client.is_model_ready(base, "tiny"), await client.infer(base, {"instances": x.tolist()}, model_name="tiny")
+        return (
+            await client.is_server_live(base),
+            await client.is_model_ready(base, "tiny"),
+            await client.infer(base, {"instances": x.tolist()}, model_name="tiny"),
+        )
     finally:
         await client.close()
 
@@ -241,8 +294,16 @@ def test_the_decision_is_measured_served_from_its_bundle_over_each_protocol(proj
 
     root, table = project
     decision = {**_decision("onnxruntime-fp32"), "p99_slo_ms": 5000.0}  # every call of a tiny model, on a busy machine too
-    served = served_deployment(root / "bundles" / "onnxruntime-fp32", decision, table, _params(root), tiny_images[1], _quick(),
-                               "crossdeploy serve --bundle b", root / "params.yaml")  # fmt: skip
+    served = served_deployment(
+        root / "bundles" / "onnxruntime-fp32",
+        decision,
+        table,
+        _params(root),
+        tiny_images[1],
+        _quick(),
+        "crossdeploy serve --bundle b",
+        root / "params.yaml",
+    )
     assert served["status"] == "measured" and (served["batch"], served["concurrency"]) == (8, 1)
     rows = served["protocols"]
     assert list(rows) == [IN_PROCESS, *PROTOCOLS]
@@ -272,7 +333,9 @@ def test_a_bundle_whose_server_cannot_start_fails_its_served_rows_with_the_reaso
     bundle = tmp_path / "bundle"
     shutil.copytree(root / "bundles" / "onnxruntime-fp32", bundle)
     (bundle / table["onnxruntime-fp32"].artifact.name).write_bytes(b"not an ONNX model")  # planted: a corrupt file ships
-    served = served_deployment(bundle, _decision("onnxruntime-fp32"), table, _params(root), tiny_images[1], _quick(), "serve", root / "params.yaml")
+    served = served_deployment(
+        bundle, _decision("onnxruntime-fp32"), table, _params(root), tiny_images[1], _quick(), "serve", root / "params.yaml"
+    )
     for name in PROTOCOLS:
         assert served["protocols"][name]["status"] == "failed" and "did not become ready" in served["protocols"][name]["reason"]
     assert not served["met"]
@@ -286,10 +349,17 @@ def test_what_the_embedded_server_does_not_run_is_skipped_with_the_reason(projec
     root, table = project
     args = (table, _params(root), tiny_images[1], _quick(), "serve", root / "params.yaml")
     assert "Triton serves on its GPU" in served_deployment(root / "bundles" / "tensorrt-fp16", _decision("tensorrt-fp16"), *args)["reason"]
-    assert "TF Serving serves this bundle" in served_deployment(root / "bundles" / "tf-savedmodel-fp32", _decision("tfserving-grpc-fp32"), *args)["reason"]
+    assert (
+        "TF Serving serves this bundle"
+        in served_deployment(root / "bundles" / "tf-savedmodel-fp32", _decision("tfserving-grpc-fp32"), *args)["reason"]
+    )
     off = (table, _params(root, served_check=False), *args[2:])
     assert served_deployment(root / "bundles" / "onnxruntime-fp32", _decision("onnxruntime-fp32"), *off) == {
-        "status": "skipped", "reason": "deploy.served_check is false"}  # fmt: skip
+        "status": "skipped",
+        "reason": "deploy.served_check is false",
+    }
     with pytest.raises(Exception, match="deploy.served_check must be true or false, got 'yes'"):
-        served_deployment(root / "bundles" / "onnxruntime-fp32", _decision("onnxruntime-fp32"), table, _params(root, served_check="yes"), *args[2:])
+        served_deployment(
+            root / "bundles" / "onnxruntime-fp32", _decision("onnxruntime-fp32"), table, _params(root, served_check="yes"), *args[2:]
+        )
     assert served_deployment(root / "bundles" / "onnxruntime-fp32", {**_decision("onnxruntime-fp32"), "choice": None}, *args) is None

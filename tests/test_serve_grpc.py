@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SERVED_MAX_BATCH, TINY_SIZE
 from crossdeploy.serving.server_process import ServerProcess
+from tests.conftest import SERVED_MAX_BATCH, TINY_SIZE
 
 
 @pytest.fixture(scope="module")
 def server(served_repo, tmp_path_factory):
     root = tmp_path_factory.mktemp("grpc")
     params = yaml.safe_load((served_repo / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": {"max_body_mib": 4, "max_in_flight": 2, "max_queued": 2, "request_timeout_s": 30}}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**params, "serve": {"max_body_mib": 4, "max_in_flight": 2, "max_queued": 2, "request_timeout_s": 30}})
+    )
     with ServerProcess("kserve", root / "params.yaml", repository=served_repo / "models" / "serving") as served:
         channel = grpc.insecure_channel(f"127.0.0.1:{served.endpoint.grpc_port}", options=[("grpc.max_send_message_length", 64 << 20)])
         yield served, channel, f"http://127.0.0.1:{served.endpoint.rest_port}"
@@ -64,7 +66,11 @@ def test_tf_servings_stubs_predict_with_the_rest_logits(server, tiny_images):
     body = json.dumps({"instances": x.tolist()}).encode()
     with urllib.request.urlopen(urllib.request.Request(f"{base}/v1/models/tiny:predict", data=body), timeout=60) as rest:
         np.testing.assert_allclose(logits, np.array(json.loads(rest.read())["predictions"]), rtol=1e-5, atol=1e-5)
-    assert (response.model_spec.name, response.model_spec.version.value, response.model_spec.signature_name) == ("tiny", 1, "serving_default")
+    assert (response.model_spec.name, response.model_spec.version.value, response.model_spec.signature_name) == (
+        "tiny",
+        1,
+        "serving_default",
+    )
     # the bytes signature over gRPC: JPEG/PNG files as a DT_STRING tensor
     encoded = np.array(tiny_images[1].encoded[:2], dtype=object)
     response = predict.Predict(_predict_request(encoded, signature="serving_bytes", key="image_bytes"), timeout=60)
@@ -94,7 +100,12 @@ def test_metadata_and_status_have_tf_servings_shapes_over_grpc_and_rest(server):
         status, answer = _get(base + path)
         assert status == 200 and (answer["model_spec"]["name"], answer["model_spec"]["version"]) == ("tiny", "1"), answer
         inputs = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["images"]
-        assert inputs["dtype"] == "DT_FLOAT" and [d["size"] for d in inputs["tensor_shape"]["dim"]] == ["-1", str(TINY_SIZE), str(TINY_SIZE), "3"]
+        assert inputs["dtype"] == "DT_FLOAT" and [d["size"] for d in inputs["tensor_shape"]["dim"]] == [
+            "-1",
+            str(TINY_SIZE),
+            str(TINY_SIZE),
+            "3",
+        ]
     # a label this server does not define: TF Serving's 400, on every route that takes one
     for path in ("/v1/models/tiny/labels/stable", "/v1/models/tiny/labels/stable/metadata"):
         status, answer = _get(base + path)
@@ -108,7 +119,11 @@ def test_metadata_and_status_have_tf_servings_shapes_over_grpc_and_rest(server):
         (lambda r: r.model_spec.version.__setattr__("value", 7), "NOT_FOUND", "Specific(tiny, 7)"),
         (lambda r: setattr(r.model_spec, "version_label", "canary"), "INVALID_ARGUMENT", "Unrecognized servable version label: canary"),
         (lambda r: setattr(r.model_spec, "signature_name", "nope"), "INVALID_ARGUMENT", 'Serving signature name: "nope" not found'),
-        (lambda r: r.output_filter.append("probabilities"), "INVALID_ARGUMENT", "output tensor alias not found in signature: probabilities"),
+        (
+            lambda r: r.output_filter.append("probabilities"),
+            "INVALID_ARGUMENT",
+            "output tensor alias not found in signature: probabilities",
+        ),
     ],
 )
 def test_a_wrong_model_spec_gets_tf_servings_status(server, tiny_images, change, code, phrase):
@@ -125,7 +140,10 @@ def test_a_wrong_model_spec_gets_tf_servings_status(server, tiny_images, change,
     "x,phrase",
     [
         (np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.float64), "expects a DT_FLOAT tensor, got DT_DOUBLE"),
-        (np.zeros((1, 3, TINY_SIZE, TINY_SIZE), np.float32), f"expected a tensor of shape [batch, {TINY_SIZE}, {TINY_SIZE}, 3], got [1, 3, {TINY_SIZE}, {TINY_SIZE}]"),
+        (
+            np.zeros((1, 3, TINY_SIZE, TINY_SIZE), np.float32),
+            f"expected a tensor of shape [batch, {TINY_SIZE}, {TINY_SIZE}, 3], got [1, 3, {TINY_SIZE}, {TINY_SIZE}]",
+        ),
         (np.zeros((SERVED_MAX_BATCH + 1, TINY_SIZE, TINY_SIZE, 3), np.float32), f"at most {SERVED_MAX_BATCH} per request"),
         (np.full((1, TINY_SIZE, TINY_SIZE, 3), np.nan, np.float32), "finite number"),
     ],
@@ -158,5 +176,7 @@ def test_an_image_over_the_limits_over_grpc_is_invalid_argument_naming_the_param
     buffer = io.BytesIO()
     Image.new("RGB", (4000, 100)).save(buffer, format="PNG")  # 40:1 against max_aspect_ratio 20
     with pytest.raises(grpc.RpcError) as refused:
-        predict.Predict(_predict_request(np.array([buffer.getvalue()], dtype=object), signature="serving_bytes", key="image_bytes"), timeout=30)
+        predict.Predict(
+            _predict_request(np.array([buffer.getvalue()], dtype=object), signature="serving_bytes", key="image_bytes"), timeout=30
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "package.image_limits.max_aspect_ratio" in refused.value.details()

@@ -17,15 +17,15 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import SERVED_MAX_BATCH as MAX_BATCH
 from conftest import TINY_SIZE
+from PIL import Image
+
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
 
 BODY_LIMIT_MIB = 1.0
-LEAKS = ("Traceback", "{{node", ".py", "File \"", "site-packages", "/tmp/")
+LEAKS = ("Traceback", "{{node", ".py", 'File "', "site-packages", "/tmp/")
 
 
 def _serve(served_repo, tmp_path_factory, serve_cfg, *extra_args):
@@ -48,12 +48,18 @@ def guarded(request, served_repo, tiny_source, tiny_optimized, tmp_path_factory)
         params = yaml.safe_load((served_repo / "params.yaml").read_text())
         (root / "preprocessing.json").write_text(json.dumps({"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}))
         params["paths"] = {
-            **params["paths"], "serving": str(served_repo / "models" / "serving"), "program": str(tiny_source[0]),
-            "onnx_optimized": str(tiny_optimized[0]), "onnx_int8": str(tiny_optimized[0]), "onnx_int8_trt": str(tiny_optimized[0]),
+            **params["paths"],
+            "serving": str(served_repo / "models" / "serving"),
+            "program": str(tiny_source[0]),
+            "onnx_optimized": str(tiny_optimized[0]),
+            "onnx_int8": str(tiny_optimized[0]),
+            "onnx_int8_trt": str(tiny_optimized[0]),
             "onnx_fp16": str(root / "model.fp16.onnx"),
-            "tflite": str(root / "tflite"), "tensorrt": str(root / "tensorrt"), "savedmodel": str(root / "savedmodel"),
+            "tflite": str(root / "tflite"),
+            "tensorrt": str(root / "tensorrt"),
+            "savedmodel": str(root / "savedmodel"),
             "preprocessing": str(root / "preprocessing.json"),
-        }  # fmt: skip
+        }
         params["package"]["image_limits"] = {"max_pixels": 50_000_000, "max_aspect_ratio": 20}
         params["tensorrt"] = {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}}
         (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": limits}))
@@ -141,7 +147,9 @@ def test_a_chunked_body_over_the_limit_gets_413(guarded):
     _, base = guarded
     port = int(base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n")
+        conn.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+        )
         chunk = b" " * 65536
         try:
             for _ in range(int(BODY_LIMIT_MIB * 16) + 4):
@@ -169,7 +177,9 @@ def test_requests_over_the_in_flight_bound_get_503_at_once(guarded):
     try:
         for _ in range(2):  # two slow clients that never finish their body hold both slots
             conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-            conn.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            conn.sendall(
+                b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
             held.append(conn)
         time.sleep(0.5)
         start = time.perf_counter()
@@ -449,7 +459,13 @@ def test_float_inputs_that_are_not_finite_numbers_get_400(guarded, case, token, 
 @pytest.mark.parametrize(
     "case,path,body,expected,phrase",
     [
-        ("signature_name_not_a_string", "tiny:predict", {"signature_name": ["serving_default"], "instances": [1]}, 400, '"signature_name" must be a string'),
+        (
+            "signature_name_not_a_string",
+            "tiny:predict",
+            {"signature_name": ["serving_default"], "instances": [1]},
+            400,
+            '"signature_name" must be a string',
+        ),
         ("unknown_signature", "tiny:predict", {"signature_name": "nope", "instances": [1]}, 400, "unknown signature_name"),
         ("unknown_model", "other:predict", {"instances": [1]}, 404, "other"),
         ("unknown_version", "tiny/versions/7:predict", {"instances": [1]}, 404, "version 1"),
@@ -530,7 +546,11 @@ def test_v2_endpoints_only_with_the_flag(served_repo, tmp_path_factory):
         with urllib.request.urlopen(f"{base}/v2/models/tiny/ready", timeout=10) as response:
             assert response.status == 200
         # V2 inference would skip every guard: refused, cleanly
-        v2 = {"inputs": [{"name": "images", "shape": [1, TINY_SIZE, TINY_SIZE, 3], "datatype": "FP32", "data": [0.0] * (TINY_SIZE * TINY_SIZE * 3)}]}
+        v2 = {
+            "inputs": [
+                {"name": "images", "shape": [1, TINY_SIZE, TINY_SIZE, 3], "datatype": "FP32", "data": [0.0] * (TINY_SIZE * TINY_SIZE * 3)}
+            ]
+        }
         status, answer = send(f"{base}/v2/models/tiny/infer", v2)
         assert_clean_4xx(status, answer, 400, "V2 inference is not served")
 
@@ -562,8 +582,12 @@ def test_generated_bodies_get_2xx_or_4xx_and_memory_stays_bounded(guarded):
     def png_of(width, height):
         return encode(Image.new("RGB", (width, height), (10, 200, 30)))
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
-    json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=20)
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)
+    )
+    json_values = st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=20
+    )
     b64_values = st.one_of(
         st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
         st.text(max_size=40),

@@ -14,9 +14,8 @@ import time
 import pytest
 import yaml
 
-from crossdeploy.serving import serve_command
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.serving import tfserving_launch
+from crossdeploy.serving import serve_command, tfserving_launch
 from crossdeploy.serving.server_process import ServerProcess, free_port
 from crossdeploy.serving.tfserving_launch import Endpoint
 from tests.conftest import ROOT
@@ -64,7 +63,9 @@ def test_the_docker_container_gets_a_name_of_its_own_and_publishes_on_host_only(
     container = serve_command.container_name("tiny")
     assert re.fullmatch(r"crossdeploy-tiny-[0-9a-f]{12}", container) and serve_command.container_name("tiny") != container
     assert DOCKER_NAME.match(serve_command.container_name("my model/v2"))
-    command = serve_command.tfserving_command(tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), IMAGE, "cpu", tmp_path, "/models", container)
+    command = serve_command.tfserving_command(
+        tmp_path, "tiny", Endpoint("127.0.0.1", 9001, 9000), IMAGE, "cpu", tmp_path, "/models", container
+    )
     assert command[:2] == ["docker", "run"] and command[command.index("--name") + 1] == container
     assert [command[i + 1] for i, arg in enumerate(command) if arg == "-p"] == ["127.0.0.1:9001:8501", "127.0.0.1:9000:8500"]
 
@@ -101,9 +102,14 @@ def test_stopping_stops_the_container_by_name_then_the_process(tmp_path, monkeyp
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period():
     stubborn = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert stubborn.stdout.readline().strip() == "ready"
     started = time.monotonic()
     serve_command.stop_server(stubborn, None, grace_s=1)
@@ -130,17 +136,38 @@ def test_sigterm_to_serve_stops_its_docker_container_and_client(tmp_path):
     env, log = _stand_in_docker(tmp_path)
     (tmp_path / "serving" / "tiny" / "1").mkdir(parents=True)
     (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").write_bytes(b"")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "model": {"name": "tiny"}, "to_tensorflow": {"version": 1}, "paths": {"serving": "serving"},
-        "package": {"base_path": "/srv/models", "kserve": {"tfserving_runtime_version": "2.20.0"}},
-    }))  # fmt: skip
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "tiny"},
+                "to_tensorflow": {"version": 1},
+                "paths": {"serving": "serving"},
+                "package": {"base_path": "/srv/models", "kserve": {"tfserving_runtime_version": "2.20.0"}},
+            }
+        )
+    )
     rest, grpc = free_port(), free_port()
     serve = subprocess.Popen(
-        [sys.executable, "-m", "crossdeploy.cli", "serve", "--engine", "tfserving", "--device", "cpu",
-         "--rest-port", str(rest), "--grpc-port", str(grpc)],
-        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "crossdeploy.cli",
+            "serve",
+            "--engine",
+            "tfserving",
+            "--device",
+            "cpu",
+            "--rest-port",
+            str(rest),
+            "--grpc-port",
+            str(grpc),
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "run.pid").is_file() and serve.poll() is None and time.monotonic() < deadline:

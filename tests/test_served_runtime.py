@@ -175,7 +175,11 @@ def test_a_shared_scope_serves_another_model_from_another_server(served_repo, tm
         with served_runner(served_repo, "kserve-rest-fp32") as runner:
             first = runner._server
         with ServedRunner(
-            "kserve-rest-fp32", **SERVED["kserve-rest-fp32"]._asdict(), repository=served_repo / "models" / "serving", model="tiny", params_file=other
+            "kserve-rest-fp32",
+            **SERVED["kserve-rest-fp32"]._asdict(),
+            repository=served_repo / "models" / "serving",
+            model="tiny",
+            params_file=other,
         ) as runner:
             assert runner._server is not first
             assert not first.running(), "the idle server of another identity is stopped before the next starts"

@@ -79,4 +79,4 @@ def test_bad_packaging_params_name_the_param(tmp_path):
         write_repository_files(tmp_path, "resnet50", "models", BATCHING)
     with pytest.raises(CrossdeployError, match="package.batching.max_batch_size must be a positive integer"):
         BatchingParameters(max_batch_size=0, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1)
-    assert "base_path: \"/srv/models/m\"" in models_config("m", "/srv/models")
+    assert 'base_path: "/srv/models/m"' in models_config("m", "/srv/models")

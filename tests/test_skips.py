@@ -121,11 +121,15 @@ def test_validate_fails_a_broken_variant_and_skips_a_missing_optional_one(defect
 
 def test_benchmark_fails_a_broken_variant_and_skips_a_missing_optional_one(defective_variants, tiny_images, tmp_path):
     plan = BenchmarkPlan(
-        batch_sizes=[1], concurrencies=[1], threads=ThreadSettings(),
+        batch_sizes=[1],
+        concurrencies=[1],
+        threads=ThreadSettings(),
         windows=WindowSettings(warmup_requests=1, window_s=0.05, max_windows=2, stability_pct=50, cell_cap_s=0.2),
         mlperf=MlperfSettings(min_duration_ms=100, min_query_count={"singlestream": 4, "offline": 4, "server": 4}),
-        mlperf_variants=None, harness_check=True, harness_variant="broken-import",
-    )  # fmt: skip
+        mlperf_variants=None,
+        harness_check=True,
+        harness_variant="broken-import",
+    )
     results = run_benchmark(defective_variants, tiny_images[1], plan, tmp_path)
     broken, optional = results["broken-import"]["b1_c1"], results["no-tensorrt"]["b1_c1"]
     assert broken["status"] == "failed" and "crossdeploy.no_such_runtime" in broken["reason"]
@@ -168,9 +172,7 @@ def run_validate_stage(tmp_path, tiny_source, tiny_images, **validate):
     tiny_images[1].save(data / "evaluation.npz")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "stages.validate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "stages.validate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_required_variant_skipped_fails_the_stage(tmp_path, tiny_source, tiny_images):
@@ -196,18 +198,28 @@ def test_a_target_whose_variant_was_skipped_is_not_measured():
         "mlperf": {},
         "device": {"gpus": []},
     }
-    gpu = {"variant": "tensorrt-int8", "card": "A100", "offline_reference_ips": 42379, "offline_min_fraction": 0.9,
-           "singlestream_p90_max_ms": 0.6, "int8_top1_agreement_min": 0.99}  # fmt: skip
+    gpu = {
+        "variant": "tensorrt-int8",
+        "card": "A100",
+        "offline_reference_ips": 42379,
+        "offline_min_fraction": 0.9,
+        "singlestream_p90_max_ms": 0.6,
+        "int8_top1_agreement_min": 0.99,
+    }
     parity = {"tensorrt-int8": {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}}
     checks = check_targets(results, parity, Targets(gpu=gpu))
     assert checks["int8_over_fp32"] == {
-        "batch": 32, "target": 3.0, "met": None,
+        "batch": 32,
+        "target": 3.0,
+        "met": None,
         "note": "not measured: onnxruntime-int8 skipped: ONNX Runtime here has no CUDAExecutionProvider",
-    }  # fmt: skip
+    }
     assert checks["harness_overhead"]["met"] is None and "benchmark.harness_check is false" in checks["harness_overhead"]["note"]
     assert checks["kserve_bytes_over_in_process"]["note"] == "not measured: kserve-rest-bytes failed: ConnectionError: refused"
     assert checks["tfserving_bytes_over_in_process"]["note"] == "not measured: tfserving-rest-bytes is not in benchmark.variants"
     target = checks["gpu_target"]
     assert target["offline"]["met"] is None and "the reference is for an A100; this run had no GPU" in target["offline"]["note"]
     assert target["int8_top1_agreement"]["note"] == "not measured: tensorrt-int8 skipped: no NVIDIA GPU here (nvidia-smi finds none)"
-    assert all(c["met"] is None for c in [*(v for k, v in checks.items() if k != "gpu_target"), target["offline"], target["singlestream_p90"]])
+    assert all(
+        c["met"] is None for c in [*(v for k, v in checks.items() if k != "gpu_target"), target["offline"], target["singlestream_p90"]]
+    )

@@ -99,8 +99,11 @@ def test_torchscript_archive_needs_explicit_trust(tmp_path, how):
     """torch.jit.load runs the archive's code (CVE-2025-32434): like a pickled model, only when trusted."""
     reference = reference_model()
     path = _torchscript(reference, tmp_path / f"{how}.pt", how)
-    with pytest.raises(CrossdeployError, match=r"is a TorchScript archive, and loading one runs code it carries; "
-                                                r"set model\.trust_checkpoint: true if you trust its source"):
+    with pytest.raises(
+        CrossdeployError,
+        match=r"is a TorchScript archive, and loading one runs code it carries; "
+        r"set model\.trust_checkpoint: true if you trust its source",
+    ):
         build(checkpoint=str(path))
     model, card = build(checkpoint=str(path), trust_checkpoint=True)
     assert torch.equal(model.fc.weight, reference.fc.weight) and card.source == "checkpoint"
@@ -122,28 +125,39 @@ def test_trusted_pickled_model_with_other_class_count_names_both(tmp_path):
         build(checkpoint=str(path), trust_checkpoint=True)
 
 
-@pytest.mark.parametrize("saved, configured, expected_class", [("resnet18", "mobilenet_v2", "MobileNetV2"), ("resnet50", "resnet18", "ResNet")])
+@pytest.mark.parametrize(
+    "saved, configured, expected_class", [("resnet18", "mobilenet_v2", "MobileNetV2"), ("resnet50", "resnet18", "ResNet")]
+)
 def test_trusted_pickled_model_of_another_architecture_names_both(tmp_path, saved, configured, expected_class):
     """resnet18 and resnet50 share the class ResNet: their layers tell them apart."""
     path = tmp_path / "whole.pt"
     torch.save(reference_model(arch=saved), path)
-    with pytest.raises(CrossdeployError, match=rf"holds a {saved} \(ResNet, 10 classes\) but model\.arch is {configured} "
-                                                rf"\(a {expected_class}\); set model\.arch: {saved}\.$"):
+    with pytest.raises(
+        CrossdeployError,
+        match=rf"holds a {saved} \(ResNet, 10 classes\) but model\.arch is {configured} "
+        rf"\(a {expected_class}\); set model\.arch: {saved}\.$",
+    ):
         build(checkpoint=str(path), trust_checkpoint=True, arch=configured)
 
 
 def test_trusted_model_of_another_architecture_and_class_count_names_both_fixes(tmp_path):
     path = _torchscript(reference_model(num_classes=7), tmp_path / "seven.pt", "trace")
-    with pytest.raises(CrossdeployError, match=r"holds a resnet18 \(ResNet, 7 classes\) but model\.arch is mobilenet_v2 .*"
-                                                r"set model\.arch: resnet18 and model\.num_classes: 7\.$"):
+    with pytest.raises(
+        CrossdeployError,
+        match=r"holds a resnet18 \(ResNet, 7 classes\) but model\.arch is mobilenet_v2 .*"
+        r"set model\.arch: resnet18 and model\.num_classes: 7\.$",
+    ):
         build(checkpoint=str(path), trust_checkpoint=True, arch="mobilenet_v2")
 
 
 def test_trusted_model_of_no_torchvision_architecture(tmp_path):
     path = tmp_path / "custom.pt"
     torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 10)), path)
-    with pytest.raises(CrossdeployError, match=r"holds a Sequential \(122,890 parameters, 10 classes\) that is no torchvision "
-                                                r"classification architecture, and model\.arch resnet18 is a ResNet"):
+    with pytest.raises(
+        CrossdeployError,
+        match=r"holds a Sequential \(122,890 parameters, 10 classes\) that is no torchvision "
+        r"classification architecture, and model\.arch resnet18 is a ResNet",
+    ):
         build(checkpoint=str(path), trust_checkpoint=True)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, module_imports
 
 PACKAGE = "crossdeploy"
 LOCAL_TOP_LEVEL = {PACKAGE, "stages", "tests"}
@@ -34,25 +34,6 @@ def stage_script(cmd: str, root: Path = ROOT) -> tuple[Path, Path]:
     return script, script.parent
 
 
-def _imports(path: Path, root: Path) -> set[str]:
-    """Every module name an import statement anywhere in the file names (lazy imports included:
-    they run when the stage calls the function that holds them)."""
-    names: set[str] = set()
-    package = list(path.relative_to(root).with_suffix("").parts)
-    package = package[:-1]  # a module's own package; an __init__'s package is its folder
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package[: len(package) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}
-    return names
-
-
 def _module_file(name: str, root: Path) -> Path | None:
     path = root / Path(*name.split("."))
     for candidate in (path / "__init__.py", path.with_suffix(".py")):
@@ -70,7 +51,7 @@ def code_closure(script: Path, root: Path = ROOT) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        for name in _imports(path, root):
+        for name in module_imports(path, root):
             parts = name.split(".")
             if parts[0] not in LOCAL_TOP_LEVEL:
                 continue
@@ -173,7 +154,9 @@ def test_the_apart_check_catches_a_planted_import(tmp_path):
     benchmark = {"cmd": "python -m stages.benchmark", "deps": ["stages/benchmark.py", "crossdeploy/benchmark/run.py"]}
     report = {"cmd": "python -m stages.report", "deps": ["stages/report.py", "crossdeploy/benchmark/report.py"]}
     assert crossed_benchmark_code(benchmark, report, tmp_path) == []  # sharing the results' shape is fine
-    (tmp_path / "stages" / "report.py").write_text("from crossdeploy.benchmark.report import cell_name\nfrom crossdeploy.benchmark import run\n")
+    (tmp_path / "stages" / "report.py").write_text(
+        "from crossdeploy.benchmark.report import cell_name\nfrom crossdeploy.benchmark import run\n"
+    )
     assert crossed_benchmark_code(benchmark, report, tmp_path) == ["crossdeploy/benchmark/run.py"]
     (tmp_path / "stages" / "report.py").write_text("from crossdeploy.benchmark.report import cell_name\n")
     benchmark["deps"].append("crossdeploy/benchmark")
@@ -184,7 +167,7 @@ def third_party_imports(root: Path = ROOT) -> set[str]:
     """Top-level names of the non-stdlib packages the project's code imports."""
     names: set[str] = set()
     for path in [*(root / PACKAGE).rglob("*.py"), *(root / "stages").glob("*.py")]:
-        for name in _imports(path, root):
+        for name in module_imports(path, root):
             top = name.split(".")[0]
             if top and top not in LOCAL_TOP_LEVEL and top not in sys.stdlib_module_names:
                 names.add(top)

@@ -86,7 +86,7 @@ def test_saved_model_has_a_named_nhwc_serving_signature(tiny_saved_model):
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(tiny_saved_model)).signatures["serving_default"]
-    (name, spec), = signature.structured_input_signature[1].items()
+    ((name, spec),) = signature.structured_input_signature[1].items()
     assert name == "images" and spec.shape.as_list() == [None, TINY_SIZE, TINY_SIZE, 3]
     assert list(signature.structured_outputs) == ["logits"]
 
@@ -142,9 +142,14 @@ def test_exact_gelu_reaches_tflite_as_one_op_and_runs_in_int8(tmp_path):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Conv2d(8, 8, 1), torch.nn.GELU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5),
-    ).eval()  # fmt: skip
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.GELU(),
+        torch.nn.Conv2d(8, 8, 1),
+        torch.nn.GELU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+    ).eval()
     torch.export.save(export_program(model, 16), tmp_path / "m.pt2")
     export_onnx(tmp_path / "m.pt2", tmp_path / "m.onnx", opset=17, input_size=16)
     rewritten = onnx.load(str(tmp_path / "m.onnx"))
@@ -207,7 +212,9 @@ def test_the_same_model_saved_twice_gives_the_same_files(tiny_optimized, tiny_sa
 
     prep = json.dumps(dataclasses.asdict(tiny_source[1].preprocessing))
     for run in ("a", "b"):
-        subprocess.run([sys.executable, "-c", _SAVE_BOTH, str(tiny_optimized[0]), str(tmp_path / run), prep], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", _SAVE_BOTH, str(tiny_optimized[0]), str(tmp_path / run), prep], check=True, capture_output=True
+        )
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     tf = import_tensorflow()
     for run in ("plain-a", "plain-b"):

@@ -15,10 +15,10 @@ import pytest
 from crossdeploy.atomic import atomic_path
 from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
+from crossdeploy.layout import engine_record, tensorrt_engines
 from crossdeploy.parity import compare_logits
 from crossdeploy.tensorrt.api import APIS, ENUMS, IGNORED, BuildFlags, TensorRTApi, build_flags, tensorrt_api
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
-from crossdeploy.layout import engine_record, tensorrt_engines
 from crossdeploy.tensorrt.engines import build_record, engine_settings, usable_engine
 from crossdeploy.variants import Variant
 
@@ -93,11 +93,19 @@ def test_an_engine_never_built_says_which_stage_builds_it(tmp_path):
 REMOVED_IN_11 = {"FP16", "INT8", "BF16", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}
 #: attributes TensorRT 11 removed (the same reference), all present in every 10.x
 REMOVED_ATTRIBUTES_IN_11 = {
-    "IBuilderConfig": {"int8_calibrator", "set_calibration_profile", "get_calibration_profile", "quantization_flags",
-                       "set_quantization_flag", "get_quantization_flag", "clear_quantization_flag", "algorithm_selector"},
+    "IBuilderConfig": {
+        "int8_calibrator",
+        "set_calibration_profile",
+        "get_calibration_profile",
+        "quantization_flags",
+        "set_quantization_flag",
+        "get_quantization_flag",
+        "clear_quantization_flag",
+        "algorithm_selector",
+    },
     "ICudaEngine": {"device_memory_size", "get_device_memory_size_for_profile", "create_execution_context_without_device_memory"},
     "Builder": {"platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32"},
-}  # fmt: skip
+}
 #: their replacements, which came in 10.1: 10.0, the pin's floor, lacks them
 SINCE_10_1 = {"ICudaEngine": {"device_memory_size_v2", "get_device_memory_size_for_profile_v2"}}
 COMBINATIONS = [("fp16", True), ("fp16", False), ("int8", False)]
@@ -136,7 +144,9 @@ def test_each_major_builds_each_precision_as_decided():
     assert build_flags(eleven, "int8", False) == build_flags(eleven, "fp16", True) == BuildFlags(network=(), builder=())
     # the FP32 model: 10 lowers it with its FP16 flag; 11 has none and says what to change
     assert build_flags(ten, "fp16", False) == BuildFlags(network=(), builder=("FP16",))
-    with pytest.raises(CrossdeployError, match=r"TensorRT 11 builds an FP16 engine only from an FP16 ONNX model .*BuildSettings.fp16_model"):
+    with pytest.raises(
+        CrossdeployError, match=r"TensorRT 11 builds an FP16 engine only from an FP16 ONNX model .*BuildSettings.fp16_model"
+    ):
         build_flags(eleven, "fp16", False)
 
 
@@ -158,7 +168,10 @@ def test_the_table_follows_the_installed_major():
     assert tensorrt_api("10.0.1") is APIS[10] and tensorrt_api("10.16.1.11") is APIS[10]
     assert tensorrt_api("11.4.0.106") is APIS[11]
     for version in ("9.3.0.1", "12.0.0"):
-        with pytest.raises(CrossdeployError, match=rf"TensorRT {re.escape(version)} is not a major this project builds with \(10 or 11\); install tensorrt>=10.0,<12"):
+        with pytest.raises(
+            CrossdeployError,
+            match=rf"TensorRT {re.escape(version)} is not a major this project builds with \(10 or 11\); install tensorrt>=10.0,<12",
+        ):
             tensorrt_api(version)
 
 
@@ -167,7 +180,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def names_missing_somewhere(source: str) -> list[str]:
     """Flags and attributes `source` names directly that some supported TensorRT lacks."""
-    found = [f"BuilderFlag.{n}" for n in re.findall(r"BuilderFlag\.(\w+)", source) if n not in ENUMS[10]["BuilderFlag"] & ENUMS[11]["BuilderFlag"]]
+    found = [
+        f"BuilderFlag.{n}"
+        for n in re.findall(r"BuilderFlag\.(\w+)", source)
+        if n not in ENUMS[10]["BuilderFlag"] & ENUMS[11]["BuilderFlag"]
+    ]
     attributes = set().union(*REMOVED_ATTRIBUTES_IN_11.values(), *SINCE_10_1.values())
     return found + [f".{n}" for n in re.findall(r"\.(\w+)\b", source) if n in attributes]
 
@@ -176,13 +193,20 @@ def test_no_code_names_a_tensorrt_api_some_supported_release_lacks():
     # api.py names flags by the table's strings, which the tests above check
     sources = [p for d in ("crossdeploy", "stages") for p in (ROOT / d).rglob("*.py") if p.name != "api.py"]
     assert len(sources) > 20
-    assert {str(p.relative_to(ROOT)): names_missing_somewhere(p.read_text()) for p in sources if names_missing_somewhere(p.read_text())} == {}
+    assert {
+        str(p.relative_to(ROOT)): names_missing_somewhere(p.read_text()) for p in sources if names_missing_somewhere(p.read_text())
+    } == {}
     # planted: the builder as it was before TensorRT 11, and a device-memory read on 10.0
-    assert names_missing_somewhere("config.set_flag(trt.BuilderFlag.FP16)\nconfig.set_flag(trt.BuilderFlag.INT8)") == ["BuilderFlag.FP16", "BuilderFlag.INT8"]
+    assert names_missing_somewhere("config.set_flag(trt.BuilderFlag.FP16)\nconfig.set_flag(trt.BuilderFlag.INT8)") == [
+        "BuilderFlag.FP16",
+        "BuilderFlag.INT8",
+    ]
     assert names_missing_somewhere("size = engine.device_memory_size_v2") == [".device_memory_size_v2"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="the tensorrt package is not installed here (pip install -e '.[gpu]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None, reason="the tensorrt package is not installed here (pip install -e '.[gpu]')"
+)
 def test_the_recorded_api_is_the_installed_tensorrts():
     import tensorrt as trt
 
@@ -226,7 +250,11 @@ def test_an_engine_that_cannot_be_built_is_recorded_and_the_other_is_built(gpu_h
     from crossdeploy.tensorrt import build
     from crossdeploy.tensorrt.engines import build_engines
 
-    paths = {"onnx_fp16": tmp_path / "model.fp16.onnx", "onnx_int8_trt": tmp_path / "model.int8-trt.onnx", "tensorrt_timing": tmp_path / "timing"}
+    paths = {
+        "onnx_fp16": tmp_path / "model.fp16.onnx",
+        "onnx_int8_trt": tmp_path / "model.int8-trt.onnx",
+        "tensorrt_timing": tmp_path / "timing",
+    }
     for source in ("onnx_fp16", "onnx_int8_trt"):
         shutil.copy(tiny_optimized[0], paths[source])  # bytes to hash: the build itself is planted
     built = []
@@ -244,7 +272,10 @@ def test_an_engine_that_cannot_be_built_is_recorded_and_the_other_is_built(gpu_h
     assert records["tensorrt-fp16"]["reason"] == f"TensorRT cannot parse {paths['onnx_fp16']}: an op it has no FP16 kernel for"
     assert json.loads((tmp_path / "tensorrt" / "tensorrt-fp16.json").read_text()) == records["tensorrt-fp16"]
     assert (tmp_path / "tensorrt" / "tensorrt-int8.plan").read_bytes() == b"an INT8 plan"
-    with pytest.raises(CrossdeployError, match="the tensorrt stage could not build tensorrt-fp16.plan on this GPU with this TensorRT: TensorRT cannot parse"):
+    with pytest.raises(
+        CrossdeployError,
+        match="the tensorrt stage could not build tensorrt-fp16.plan on this GPU with this TensorRT: TensorRT cannot parse",
+    ):
         usable_engine(tmp_path / "tensorrt" / "tensorrt-fp16.plan")
     assert built == ["fp16", "int8"]
 
@@ -254,8 +285,14 @@ def test_an_engine_that_failed_elsewhere_is_tried_here(gpu_here, tiny_optimized,
 
     plan = tmp_path / "tensorrt-fp16.plan"
     settings = BuildSettings("fp16", BatchProfile(1, 2, 4), workspace_mib=512, fp16_model=True)
-    failed = {"status": "failed", "reason": "out of memory", "onnx": str(tiny_optimized[0]), "onnx_sha256": engines.file_sha256(tiny_optimized[0]),
-              "settings": settings.to_dict(), "target": asdict(replace(A100, gpu="a smaller GPU", compute_capability="7.5"))}  # fmt: skip
+    failed = {
+        "status": "failed",
+        "reason": "out of memory",
+        "onnx": str(tiny_optimized[0]),
+        "onnx_sha256": engines.file_sha256(tiny_optimized[0]),
+        "settings": settings.to_dict(),
+        "target": asdict(replace(A100, gpu="a smaller GPU", compute_capability="7.5")),
+    }
     engine_record(plan).write_text(json.dumps(failed))
 
     def build_engine(onnx, settings, timing_cache, out):
@@ -275,7 +312,9 @@ def test_an_engine_built_with_tensorrt_10_is_rebuilt_not_loaded_under_11(tiny_op
     settings = BuildSettings("int8", BatchProfile(1, 2, 4), workspace_mib=512)
     digest = engines.file_sha256(tiny_optimized[0])
     ten = EngineRecord(engine_key(digest, settings, A100), digest, settings, A100)
-    engine_record(plan).write_text(json.dumps({"status": "ok", "onnx": str(tiny_optimized[0]), **ten.to_dict(), "plan_sha256": engines.file_sha256(plan)}))
+    engine_record(plan).write_text(
+        json.dumps({"status": "ok", "onnx": str(tiny_optimized[0]), **ten.to_dict(), "plan_sha256": engines.file_sha256(plan)})
+    )
     eleven = replace(A100, tensorrt="11.4.0.106")
     monkeypatch.setattr(engines, "current_target", lambda: (eleven, ""))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -307,13 +346,14 @@ def needs_provider(provider: str):
     )
 
 
-
 @pytest.fixture(scope="module")
 def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
     from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
 
     path = tmp_path_factory.mktemp("qdq") / "tensorrt.onnx"
-    quantize_onnx(tiny_optimized[0], path, tiny_images[0].tensors("NCHW"), QuantizeSettings(calibration_size=12, calibration_batch=4), "tensorrt")
+    quantize_onnx(
+        tiny_optimized[0], path, tiny_images[0].tensors("NCHW"), QuantizeSettings(calibration_size=12, calibration_batch=4), "tensorrt"
+    )
     return path
 
 
@@ -332,7 +372,9 @@ def fp16_onnx(tiny_optimized, tmp_path_factory):
 @needs_tensorrt
 @pytest.mark.parametrize("precision,cosine", [("fp16", 0.995), ("int8", 0.9)])
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_engine_builds_runs_and_matches_torch(precision, cosine, cuda_graph, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference, tmp_path):
+def test_engine_builds_runs_and_matches_torch(
+    precision, cosine, cuda_graph, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference, tmp_path
+):
     from crossdeploy.runtimes.tensorrt_runtime import TensorRTRunner
 
     # as the pipeline builds them (engine_settings): FP16 strongly typed from the FP16 model, on TensorRT 10 and 11
@@ -429,7 +471,9 @@ def test_a_mismatched_shared_engine_is_rebuilt_locally(trt_int8_onnx, tmp_path, 
         pytest.param("TensorrtExecutionProvider", "int8", 0.9, marks=needs_provider("TensorrtExecutionProvider")),
     ],
 )
-def test_onnxruntime_gpu_providers_match_torch(provider, precision, cosine, tiny_optimized, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference):
+def test_onnxruntime_gpu_providers_match_torch(
+    provider, precision, cosine, tiny_optimized, fp16_onnx, trt_int8_onnx, tiny_images, tiny_reference
+):
     model = {"fp32": tiny_optimized[0], "fp16": fp16_onnx, "int8": trt_int8_onnx}[precision]
     with Variant(provider, precision, precision, "onnxruntime", model, {"provider": provider}).runner(None) as runner:
         logits = runner.infer_all(tiny_images[1].tensors("NCHW"), 4)

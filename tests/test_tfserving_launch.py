@@ -4,8 +4,7 @@ import pytest
 from google.protobuf import text_format
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.serving import serve_command
-from crossdeploy.serving import tfserving_launch
+from crossdeploy.serving import serve_command, tfserving_launch
 from crossdeploy.serving.repository import BatchingParameters, write_repository_files
 from crossdeploy.serving.tfserving_launch import Endpoint, binary_command, docker_command, host_models_config
 
@@ -56,7 +55,9 @@ def test_serving_on_the_gpu_where_none_is_names_what_is_missing(tmp_path):
     reason = tfserving_launch.gpu_unavailable_reason()
     if reason is None:
         pytest.skip("this machine has an NVIDIA GPU and a Docker engine")
-    with pytest.raises(CrossdeployError, match="--device gpu: TF Serving on the GPU runs the official tensorflow/serving -gpu image") as raised:
+    with pytest.raises(
+        CrossdeployError, match="--device gpu: TF Serving on the GPU runs the official tensorflow/serving -gpu image"
+    ) as raised:
         serve_command.tfserving_command(tmp_path, "tiny", Endpoint(), IMAGE, "gpu", tmp_path, "/models")
     assert "missing here: " in str(raised.value)
 

@@ -38,9 +38,16 @@ def test_the_same_settings_train_the_same_model(baseline):
 
 
 CHANGES = {
-    "name": "digits-other", "arch": "resnet34", "input_size": 40, "epochs": 2, "batch_size": 64,
-    "learning_rate": 3e-3, "calibration_size": 16, "evaluation_size": 120, "seed": 1,
-}  # fmt: skip
+    "name": "digits-other",
+    "arch": "resnet34",
+    "input_size": 40,
+    "epochs": 2,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "calibration_size": 16,
+    "evaluation_size": 120,
+    "seed": 1,
+}
 
 
 @pytest.mark.parametrize("field", sorted(CHANGES))
@@ -56,7 +63,11 @@ def test_it_learns_the_digits():
 
 @pytest.mark.parametrize(
     "change,message",
-    [({"input_size": 16}, "trained.input_size"), ({"evaluation_size": 1790}, "trained.calibration_size"), ({"arch": "resnet-18"}, "trained.arch")],
+    [
+        ({"input_size": 16}, "trained.input_size"),
+        ({"evaluation_size": 1790}, "trained.calibration_size"),
+        ({"arch": "resnet-18"}, "trained.arch"),
+    ],
 )
 def test_bad_settings_name_the_param(change, message):
     with pytest.raises(CrossdeployError, match=message.replace(".", r"\.")):
@@ -90,7 +101,11 @@ def test_a_weak_standin_keeps_its_int8_rows_unjudged_and_its_floor_verdicts():
     }
     judged = standin_verdicts(rows, 0.9)
     assert {k: v["status"] for k, v in judged.items()} == {
-        "torch-fp32": "ok", "onnxruntime-fp32": "ok", "onnxruntime-int8": "unjudged", "tflite-int8": "unjudged", "onnxruntime-int8-trt": "failed",
-    }  # fmt: skip
+        "torch-fp32": "ok",
+        "onnxruntime-fp32": "ok",
+        "onnxruntime-int8": "unjudged",
+        "tflite-int8": "unjudged",
+        "onnxruntime-int8-trt": "failed",
+    }
     assert judged["onnxruntime-int8"]["reason"].startswith("the stand-in reached accuracy 0.6200 < validate.standin_accuracy_min 0.9")
     assert standin_verdicts(rows, 0.6) == rows

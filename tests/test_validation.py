@@ -40,7 +40,9 @@ def test_damaged_variant_fails_and_missing_one_is_skipped(tiny_source, tiny_opti
     assert results["onnxruntime-damaged"]["status"] == "failed"
     assert "cosine_min" in results["onnxruntime-damaged"]["reason"]
     assert results["onnxruntime-int8"] == {
-        "status": "skipped", "reason": f"{tmp_path / 'never-built.onnx'} was not built", "precision": "int8"
+        "status": "skipped",
+        "reason": f"{tmp_path / 'never-built.onnx'} was not built",
+        "precision": "int8",
     }
     assert "onnxruntime-damaged" in misses_table(results)
     for row in results.values():
@@ -78,7 +80,12 @@ def test_nan_logits_fail_even_where_no_verdict_is_given_and_the_json_stays_valid
 def _served_variant(name, served_repo):
     from crossdeploy.layout import SERVED
 
-    options = {**SERVED[name.removesuffix("-again")]._asdict(), "repository": served_repo / "models" / "serving", "model": "tiny", "params_file": served_repo / "params.yaml"}
+    options = {
+        **SERVED[name.removesuffix("-again")]._asdict(),
+        "repository": served_repo / "models" / "serving",
+        "model": "tiny",
+        "params_file": served_repo / "params.yaml",
+    }
     return Variant(name, "fp32", "served", "served", served_repo / "models" / "serving" / "tiny" / "1", options)
 
 
@@ -138,10 +145,11 @@ def test_a_models_served_rows_share_one_server_that_runs_beside_the_in_process_r
     variants = [
         Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
         Variant("onnxruntime-fp32", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
-        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
+        _served_variant("kserve-rest-fp32", served_repo),
+        _served_variant("kserve-rest-bytes", served_repo),
         Variant("onnxruntime-fp32-again", "fp32", "fp32", "onnxruntime", tiny_optimized[0]),
         _served_variant("kserve-rest-fp32-again", served_repo),
-    ]  # fmt: skip
+    ]
     thresholds = {**THRESHOLDS, "served": Thresholds(top1_agreement=0.0, cosine_min=0.99)}
     results = validate_variants(variants, tiny_images[1], thresholds, batch_size=4, threads=ThreadSettings(intra_op=1))
     assert list(results) == [v.name for v in variants]  # the table keeps the variants' order, whichever lane ran them
@@ -179,8 +187,9 @@ def test_an_interrupt_while_validate_waits_for_the_served_lane_stops_it(tiny_sou
     monkeypatch.setattr(ServedRunner, "_infer_impl", interrupted)
     variants = [
         Variant("torch-fp32", "fp32", "fp32", "torch", tiny_source[0]),
-        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
-    ]  # fmt: skip
+        _served_variant("kserve-rest-fp32", served_repo),
+        _served_variant("kserve-rest-bytes", served_repo),
+    ]
     # Python's own Ctrl-C handler: a server run in process by an earlier test (uvicorn) may have left its own
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -210,8 +219,9 @@ def test_a_failed_reference_stops_the_served_lane_and_its_server(tiny_images, se
     monkeypatch.setattr(ServedRunner, "_activate_impl", served)
     variants = [
         Variant("torch-fp32", "fp32", "fp32", "torch", tmp_path / "no-program.pt2"),
-        _served_variant("kserve-rest-fp32", served_repo), _served_variant("kserve-rest-bytes", served_repo),
-    ]  # fmt: skip
+        _served_variant("kserve-rest-fp32", served_repo),
+        _served_variant("kserve-rest-bytes", served_repo),
+    ]
     with pytest.raises(Exception, match="no-program"):
         validate_variants(variants, tiny_images[1], THRESHOLDS, batch_size=4, threads=ThreadSettings(intra_op=1))
     # the reference fails at once and the first row's server takes seconds to start: the second row never begins

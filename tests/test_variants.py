@@ -27,9 +27,16 @@ def test_the_gpu_rows_are_the_ones_on_a_gpu():
     params = compose(["target=a100"], config_dir=ROOT / "conf")
     on_gpu = {v.name for v in benchmark_variants(params) if v.on_gpu}
     assert on_gpu == {
-        "onnxruntime-cuda-fp32", "onnxruntime-cuda-fp16", "onnxruntime-cuda-int8", "onnxruntime-trt-int8", "torch-cuda-fp16", "tensorrt-fp16", "tensorrt-int8",
-        "tfserving-gpu-grpc-fp32", "tfserving-gpu-rest-bytes",
-    }  # fmt: skip
+        "onnxruntime-cuda-fp32",
+        "onnxruntime-cuda-fp16",
+        "onnxruntime-cuda-int8",
+        "onnxruntime-trt-int8",
+        "torch-cuda-fp16",
+        "tensorrt-fp16",
+        "tensorrt-int8",
+        "tfserving-gpu-grpc-fp32",
+        "tfserving-gpu-rest-bytes",
+    }
 
 
 def test_no_gpu_is_certain_only_without_nvidia_smi_and_without_a_gpu_device_node(tmp_path, monkeypatch):

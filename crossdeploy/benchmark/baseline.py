@@ -24,4 +24,6 @@ def load_baseline(rev: str, path: str, repo_root: str = ".") -> tuple[str, dict[
     try:
         return commit, json.loads(scm.get_fs(commit).read_text(path))
     except FileNotFoundError:
-        raise CrossdeployError(f"benchmark.baseline {rev!r} ({commit[:7]}) has no {path}; pick a revision that ran the benchmark.") from None
+        raise CrossdeployError(
+            f"benchmark.baseline {rev!r} ({commit[:7]}) has no {path}; pick a revision that ran the benchmark."
+        ) from None

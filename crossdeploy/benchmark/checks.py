@@ -102,7 +102,12 @@ def _harness(harness: dict[str, Any], targets: Targets) -> dict[str, Any]:
         reason = harness.get("reason") or "the benchmark recorded no harness measurement"
         return not_measured(f"harness {harness['status']}: {reason}" if "status" in harness else reason, **context)
     measured_on = {"variant": harness["variant"], "batch": harness["batch"]}  # benchmark.harness_batch, not a target's batch
-    return {**context, **measured_on, "overhead_pct": harness["overhead_pct"], "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct}
+    return {
+        **context,
+        **measured_on,
+        "overhead_pct": harness["overhead_pct"],
+        "met": harness["overhead_pct"] <= targets.harness_overhead_max_pct,
+    }
 
 
 def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
@@ -153,7 +158,9 @@ def _served(results: dict[str, Any], targets: Targets) -> dict[str, Any]:
             reason = "; ".join(_unmeasured_reason(results, v, cell, [cell]) for v in missing)
             if all(results.get(v, {}).get(cell, {}).get("status") == NOT_MEASURED for v in missing):
                 failed = failures((bytes_variant, targets.in_process_variant))
-                reason += "; and " + ("; ".join(failed) if failed else f"no cell at batch {batch} with at most {wanted} clients was measured on both")
+                reason += "; and " + (
+                    "; ".join(failed) if failed else f"no cell at batch {batch} with at most {wanted} clients was measured on both"
+                )
             out[f"{engine}_bytes_over_in_process"] = not_measured(reason, **context)
             continue
         served, in_process = ips(bytes_variant, used), ips(targets.in_process_variant, used)
@@ -192,11 +199,20 @@ def gpu_checks(results: dict[str, Any], parity: dict[str, Any], gpu: dict[str, A
         out["offline"] = {**offline_target, "met": None, "note": mlperf_note}
     else:
         fraction = row["offline_ips"] / gpu["offline_reference_ips"]
-        out["offline"] = {**offline_target, "ips": row["offline_ips"], "fraction": round(fraction, 3), "met": fraction >= gpu["offline_min_fraction"]}
+        out["offline"] = {
+            **offline_target,
+            "ips": row["offline_ips"],
+            "fraction": round(fraction, 3),
+            "met": fraction >= gpu["offline_min_fraction"],
+        }
 
     bound = gpu.get("singlestream_p90_max_ms")
     if bound is None:
-        out["singlestream_p90"] = {"target_max_ms": None, "met": None, "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null"}
+        out["singlestream_p90"] = {
+            "target_max_ms": None,
+            "met": None,
+            "note": "no target: benchmark.targets.gpu.singlestream_p90_max_ms is null",
+        }
     elif mlperf_note:
         out["singlestream_p90"] = {"target_max_ms": bound, "met": None, "note": mlperf_note}
     else:

@@ -158,4 +158,3 @@ def measure_closed_loop(
         withdraw()
         for thread in threads:
             thread.join()
-

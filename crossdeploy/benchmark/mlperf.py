@@ -109,7 +109,9 @@ def run_scenario(
     import mlperf_loadgen as lg
 
     test = lg.TestSettings()
-    test.scenario = {"singlestream": lg.TestScenario.SingleStream, "offline": lg.TestScenario.Offline, "server": lg.TestScenario.Server}[scenario]
+    test.scenario = {"singlestream": lg.TestScenario.SingleStream, "offline": lg.TestScenario.Offline, "server": lg.TestScenario.Server}[
+        scenario
+    ]
     test.mode = lg.TestMode.PerformanceOnly
     test.min_duration_ms = settings.min_duration_ms
     test.min_query_count = settings.min_query_count[scenario]
@@ -154,13 +156,15 @@ def run_mlperf(
     The sweep's figures seed LoadGen's expectations, so the runs are sized to the hardware.
     """
     single = run_scenario(
-        runners, samples, "singlestream", settings, log_dir / "singlestream",
+        runners,
+        samples,
+        "singlestream",
+        settings,
+        log_dir / "singlestream",
         single_stream_expected_latency_ns=max(1, int(expected_latency_ms * 1e6)),
     )
     p90_ms = single["result_90.00_percentile_latency_ns"] / 1e6
-    offline = run_scenario(
-        runners, samples, "offline", settings, log_dir / "offline", offline_expected_qps=max(1.0, expected_ips)
-    )
+    offline = run_scenario(runners, samples, "offline", settings, log_dir / "offline", offline_expected_qps=max(1.0, expected_ips))
     return {
         "singlestream_p90_ms": round(p90_ms, 4),
         "offline_ips": round(float(offline["result_samples_per_second"]), 3),
@@ -201,8 +205,13 @@ def _server_peak_search(runners, samples, settings: MlperfSettings, log_dir: Pat
 
     for _ in range(_START_RATE_TRIES):
         detail = run_scenario(
-            runners, samples, "server", settings, log_dir,
-            mode=lg.TestMode.FindPeakPerformance, server_target_qps=rate,
+            runners,
+            samples,
+            "server",
+            settings,
+            log_dir,
+            mode=lg.TestMode.FindPeakPerformance,
+            server_target_qps=rate,
             server_find_peak_qps_decimals_of_precision=0,
         )
         if not any(_LOWER_BOUND_ERROR in e for e in detail["errors"]):
@@ -243,7 +252,11 @@ def _server_fixed_rates(runners, samples, settings: MlperfSettings, log_dir: Pat
     runs = f"{settings.server_runs} fixed-rate run{'s' if settings.server_runs > 1 else ''}"
     row["server_note"] = (
         f"{runs}: {met[0]:.1f} queries/s met the {bound} bound, "
-        + (f"{missed[0]:.1f} missed it (p99 {missed[1]['result_99.00_percentile_latency_ns'] / 1e6:.1f} ms)" if missed else "no rate tried missed it")
+        + (
+            f"{missed[0]:.1f} missed it (p99 {missed[1]['result_99.00_percentile_latency_ns'] / 1e6:.1f} ms)"
+            if missed
+            else "no rate tried missed it"
+        )
         + "; the full profile runs LoadGen's peak search"
     )
     return row

@@ -14,9 +14,7 @@ from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loo
 from crossdeploy.runtimes.onnxruntime_runtime import OnnxRuntimeRunner
 
 
-def harness_overhead(
-    runner: OnnxRuntimeRunner, batch: np.ndarray, settings: WindowSettings, rounds: int
-) -> dict[str, Any]:
+def harness_overhead(runner: OnnxRuntimeRunner, batch: np.ndarray, settings: WindowSettings, rounds: int) -> dict[str, Any]:
     session, feed = runner.session, {runner.input_name: batch}
     session.run(None, feed)
     bare, harnessed = [], []

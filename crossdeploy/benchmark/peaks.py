@@ -75,7 +75,12 @@ def _time_gemm(torch, dtype, size: int, device: str, int_mm_skipped: str | None)
     if dtype != torch.float32 or device.startswith("cuda"):
         return _best_rate(lambda: (torch.mm(a, b), sync()), size)
     # FP32 on a CPU: the best of torch's kernels and ONNX Runtime's (MLAS), as for INT8
-    return _best_of({"torch.mm": _best_rate(lambda: torch.mm(a, b), size), "onnxruntime MatMul": _onnxruntime_gemm(size, torch.get_num_threads(), quantized=False)})
+    return _best_of(
+        {
+            "torch.mm": _best_rate(lambda: torch.mm(a, b), size),
+            "onnxruntime MatMul": _onnxruntime_gemm(size, torch.get_num_threads(), quantized=False),
+        }
+    )
 
 
 def _best_of(methods: dict[str, Any]) -> dict[str, Any]:
@@ -83,9 +88,11 @@ def _best_of(methods: dict[str, Any]) -> dict[str, Any]:
     timed = {name: m for name, m in methods.items() if isinstance(m, dict)}
     best = max(timed, key=lambda name: timed[name]["gops"])
     return {
-        "gops": timed[best]["gops"], "by": best, "seconds": round(sum(m["seconds"] for m in timed.values()), 2),
+        "gops": timed[best]["gops"],
+        "by": best,
+        "seconds": round(sum(m["seconds"] for m in timed.values()), 2),
         "methods": {name: m["gops"] if isinstance(m, dict) else m for name, m in methods.items()},
-    }  # fmt: skip
+    }
 
 
 def _best_rate(product, size: int) -> dict[str, Any]:
@@ -150,17 +157,21 @@ def _onnxruntime_gemm(size: int, threads: int, quantized: bool) -> dict[str, Any
         ]
         constants = {
             "w": rng.integers(-64, 64, (size, size), dtype=np.int8),
-            "x_scale": np.array(1 / 255, np.float32), "x_zero": np.array(0, np.uint8),
-            "w_scale": np.array(0.01, np.float32), "w_zero": np.array(0, np.int8),
-        }  # fmt: skip
+            "x_scale": np.array(1 / 255, np.float32),
+            "x_zero": np.array(0, np.uint8),
+            "w_scale": np.array(0.01, np.float32),
+            "w_zero": np.array(0, np.int8),
+        }
     else:
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
         constants = {"w": rng.standard_normal((size, size), dtype=np.float32)}
     graph = helper.make_graph(
-        nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+        nodes,
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
         [numpy_helper.from_array(value, name) for name, value in constants.items()],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

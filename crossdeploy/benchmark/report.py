@@ -6,18 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, cell_name, parse_cell, variant_cells
-from crossdeploy.parity_report import weights_statement
-from crossdeploy.model_card import ModelCard
 from crossdeploy.layout import REFERENCE
+from crossdeploy.model_card import ModelCard
+from crossdeploy.parity_report import weights_statement
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_rows(
-    results: dict[str, Any], parity: dict[str, Any], baseline: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def summary_rows(results: dict[str, Any], parity: dict[str, Any], baseline: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     reference = best_throughput(results.get(REFERENCE, {}))
     sizes_mb = results.get("setup", {}).get("artifact_mb", {})
     rows = []
@@ -26,20 +24,22 @@ def summary_rows(
         best = best_throughput(cells)
         before = best_throughput((baseline or {}).get(variant, {}))
         parity_row = parity.get(variant, {})
-        rows.append({
-            "variant": variant,
-            "precision": parity_row.get("precision", ""),
-            "size_mb": parity_row.get("size_mb", sizes_mb.get(variant)),
-            "parity": parity_row.get("status", "not validated"),
-            "p50_b1_ms": single.get("p50_ms"),
-            "p99_b1_ms": single.get("p99_ms"),
-            "best_ips": best[0] if best else None,
-            "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
-            "peak_pct": cells[best[1]].get("peak_pct") if best else None,
-            "speedup": best[0] / reference[0] if best and reference else None,
-            "vs_baseline": best[0] / before[0] if best and before else None,
-            "reason": _not_measured_note(cells) if best else next((row.get("reason", "") for row in cells.values()), ""),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "precision": parity_row.get("precision", ""),
+                "size_mb": parity_row.get("size_mb", sizes_mb.get(variant)),
+                "parity": parity_row.get("status", "not validated"),
+                "p50_b1_ms": single.get("p50_ms"),
+                "p99_b1_ms": single.get("p99_ms"),
+                "best_ips": best[0] if best else None,
+                "best_at": "batch {}, concurrency {}".format(*parse_cell(best[1])) if best else "",
+                "peak_pct": cells[best[1]].get("peak_pct") if best else None,
+                "speedup": best[0] / reference[0] if best and reference else None,
+                "vs_baseline": best[0] / before[0] if best and before else None,
+                "reason": _not_measured_note(cells) if best else next((row.get("reason", "") for row in cells.values()), ""),
+            }
+        )
     return rows
 
 
@@ -110,14 +110,16 @@ def benchmark_markdown(
         ]
     lines += [
         "| variant | precision | size MB | parity | p50 b1 ms | p99 b1 ms | best img/s | % of peak | reached at | speedup vs torch-fp32 |"
-        + (" vs baseline |" if baseline else "") + " note |",
+        + (" vs baseline |" if baseline else "")
+        + " note |",
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
     ]
     for r in summary_rows(results, parity, compared):
         versus = f" {_fmt(r['vs_baseline'])}{'x' if r['vs_baseline'] else ''} |" if baseline else ""
         lines.append(
             f"| {r['variant']} | {r['precision']} | {_fmt(r['size_mb'], 1)} | {r['parity']} | {_fmt(r['p50_b1_ms'])} | "
-            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {_fmt(r['peak_pct'], 1)} | {r['best_at']} | {_fmt(r['speedup'])}{'x' if r['speedup'] else ''} |"
+            f"{_fmt(r['p99_b1_ms'])} | {_fmt(r['best_ips'], 1)} | {_fmt(r['peak_pct'], 1)} | {r['best_at']} | "
+            f"{_fmt(r['speedup'])}{'x' if r['speedup'] else ''} |"
             f"{versus} {r['reason']} |"
         )
     lines += _int8_lines(results, int(checks.get("int8_over_fp32", {}).get("batch") or max(setup["batch_sizes"])))
@@ -148,13 +150,18 @@ def peak_lines(peaks: dict[str, Any] | None) -> list[str]:
             if entry is None:
                 continue
             unit = "GOP/s" if precision == "int8" else "GFLOP/s"
-            figures.append(f"{precision.upper()} {entry['gops']:,.0f} {unit}" if "gops" in entry else f"{precision.upper()} not measured: {entry['reason']}")
+            figures.append(
+                f"{precision.upper()} {entry['gops']:,.0f} {unit}"
+                if "gops" in entry
+                else f"{precision.upper()} not measured: {entry['reason']}"
+            )
         where = entries.get("name", device.upper())
         lines.append(
             f"GEMM peaks on the {where} ({'torch' if entries.get('name') else 'torch and ONNX Runtime'}, the best of "
             f"{', '.join(map(str, entries['sizes']))}-wide products, "
             f"{entries['threads']} threads): "
-            + "; ".join(figures) + ". `% of peak` is a cell's images/s times the model's FLOPs per image over its precision's peak."
+            + "; ".join(figures)
+            + ". `% of peak` is a cell's images/s times the model's FLOPs per image over its precision's peak."
         )
     return [*lines, ""] if lines else []
 
@@ -169,8 +176,12 @@ def _int8_lines(results: dict[str, Any], batch: int) -> list[str]:
     if not rows:
         return []
     return [
-        "", f"## INT8 over its runtime's float variant, batch {batch}", "",
-        "| runtime | INT8 variant | img/s | float variant | img/s | ratio |", "|---|---|---|---|---|---|", *rows,
+        "",
+        f"## INT8 over its runtime's float variant, batch {batch}",
+        "",
+        "| runtime | INT8 variant | img/s | float variant | img/s | ratio |",
+        "|---|---|---|---|---|---|",
+        *rows,
     ]
 
 
@@ -208,9 +219,7 @@ def _mlperf_lines(mlperf: dict[str, Any], setup: dict[str, Any]) -> list[str]:
         if row["status"] != "ok":
             lines.append(f"| {variant} |  |  |  | {row['status']} | {row['reason']} |")
             continue
-        verdict = ", ".join(
-            f"{s} {'VALID' if row[f'{s}_valid'] else 'INVALID'}" for s in ("singlestream", "offline", "server")
-        )
+        verdict = ", ".join(f"{s} {'VALID' if row[f'{s}_valid'] else 'INVALID'}" for s in ("singlestream", "offline", "server"))
         server = "none within bound" if row["server_ips"] is None else _fmt(row["server_ips"], 1)
         lines.append(
             f"| {variant} | {_fmt(row['singlestream_p90_ms'])} | {_fmt(row['offline_ips'], 1)} | "
@@ -264,7 +273,8 @@ def _check_lines(found: dict[str, Any], harness: dict[str, Any]) -> list[str]:
                 else ""
             )
             lines.append(
-                where + f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: {rest_float}{stand_in}), "
+                where + f"{c['fraction']:.0%} ({c['served_ips']:.1f} against {c['in_process_ips']:.1f} img/s; REST floats: "
+                f"{rest_float}{stand_in}), "
                 f"target >= {c['target']:.0%}: {_verdict(c)}."
             )
         else:

@@ -1,9 +1,9 @@
 """The benchmark's measurement: every variant of the plan swept on its warm runners (the concurrency search
 leaving out what carries no information), its MLPerf scenarios on the same runners and the harness-overhead
 measurement, each variant in a process of its own (benchmark/isolation.py), as one dict for
-metrics/benchmark.json, with a progress bar that weighs each piece by its cost.
-What the figures mean against the performance targets is the report stage's (benchmark/checks.py), which reads that file and never this code, so changing a
-target, a judging rule or the report never re-runs a measurement."""
+metrics/benchmark.json, with a progress bar that weighs each piece by its cost. What the figures mean
+against the performance targets is the report stage's (benchmark/checks.py), which reads that file and
+never this code, so changing a target, a judging rule or the report never re-runs a measurement."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossdeploy.benchmark.cells import NOT_MEASURED, cell_name, skipped
 from crossdeploy.benchmark.isolation import ProcessEnded, run_isolated
 from crossdeploy.benchmark.mlperf import run_mlperf
 from crossdeploy.benchmark.plan import BenchmarkPlan
-from crossdeploy.benchmark.cells import NOT_MEASURED, cell_name, skipped
 from crossdeploy.benchmark.progress import CostModel, Remaining, Work
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
@@ -84,7 +84,11 @@ class _Bar:
         self.started = time.perf_counter()
         self.text = ""
         self.bar = tqdm(
-            total=max(1, round(remaining.seconds())), desc="benchmark", unit="s", file=sys.stderr, dynamic_ncols=True,
+            total=max(1, round(remaining.seconds())),
+            desc="benchmark",
+            unit="s",
+            file=sys.stderr,
+            dynamic_ncols=True,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} spent{postfix}",
         )
 
@@ -108,7 +112,9 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
     mlperf: dict[str, Any] = {}
     resources: dict[str, Any] = {}
     # why the harness is not measured, until it is
-    harness = skipped("benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants")
+    harness = skipped(
+        "benchmark.harness_check is false" if not plan.harness_check else f"{plan.harness_variant} is not in benchmark.variants"
+    )
     cells = [cell_name(b, c) for b in plan.batch_sizes for c in plan.concurrencies]
     # known before anything runs, so the estimate never counts a variant that will not run
     unbuilt = {v.name: v.build_failure() for v in variants}
@@ -139,7 +145,13 @@ def run_benchmark(variants: list[Variant], images: ImageSet, plan: BenchmarkPlan
 
 
 def _measured_rows(
-    variant: Variant, images: ImageSet, plan: BenchmarkPlan, log_dir: Path, cells: list[str], bar: _Bar, remaining: Remaining,
+    variant: Variant,
+    images: ImageSet,
+    plan: BenchmarkPlan,
+    log_dir: Path,
+    cells: list[str],
+    bar: _Bar,
+    remaining: Remaining,
     resources: dict[str, Any],
 ) -> dict[str, Any]:
     """Every row of a variant measured in its own process (measure_variant), the bar and the estimate
@@ -187,9 +199,15 @@ def measure_variant(variant: Variant, images: ImageSet, plan: BenchmarkPlan, log
     try:
         search = ConcurrencySearch(plan.windows.stability_pct, enabled=plan.concurrency_search)
         cells = sweep_variant(
-            pool, images, plan.batch_sizes, plan.concurrencies, plan.windows,
-            lambda label: report(Label(label)), search, lambda batch, concurrency, row: report(CellDone(batch, concurrency, row)),
-        )  # fmt: skip
+            pool,
+            images,
+            plan.batch_sizes,
+            plan.concurrencies,
+            plan.windows,
+            lambda label: report(Label(label)),
+            search,
+            lambda batch, concurrency, row: report(CellDone(batch, concurrency, row)),
+        )
         measured = [row for row in cells.values() if row["status"] == "ok"]
         if _wants_mlperf(plan, variant):
             report(Label(f"{variant.name} MLPerf LoadGen"))
@@ -240,7 +258,10 @@ def _mlperf_row(pool, images, plan, log_dir, cells, measured) -> dict[str, Any]:
     try:
         runners = pool.open(plan.mlperf.workers)
         row = run_mlperf(
-            runners, runners[0].inputs(images), plan.mlperf, log_dir,
+            runners,
+            runners[0].inputs(images),
+            plan.mlperf,
+            log_dir,
             expected_latency_ms=expected_latency_ms,
             expected_ips=max(r["throughput_ips"] for r in measured),
         )

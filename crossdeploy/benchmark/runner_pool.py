@@ -48,9 +48,7 @@ class QueuedRunner:
         with self._turns:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._turns.wait_for(
-                lambda: ticket < self._withdrawn_below or (ticket == self._admitted and self._running < self.slots)
-            )
+            self._turns.wait_for(lambda: ticket < self._withdrawn_below or (ticket == self._admitted and self._running < self.slots))
             if ticket < self._withdrawn_below:
                 raise RequestWithdrawn(f"{self.runner.name}: the measurement ended before this request started")
             self._admitted += 1

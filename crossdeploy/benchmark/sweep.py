@@ -25,10 +25,7 @@ def failed(exc: BaseException) -> dict[str, Any]:
 
 def client_batches(inputs: np.ndarray, batch_size: int, clients: int) -> list[np.ndarray]:
     """A distinct slice of real images per client (wrapping around a small set), contiguous for the runtime."""
-    return [
-        np.ascontiguousarray(np.take(inputs, range(c * batch_size, (c + 1) * batch_size), axis=0, mode="wrap"))
-        for c in range(clients)
-    ]
+    return [np.ascontiguousarray(np.take(inputs, range(c * batch_size, (c + 1) * batch_size), axis=0, mode="wrap")) for c in range(clients)]
 
 
 def sweep_variant(

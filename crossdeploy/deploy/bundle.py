@@ -27,9 +27,14 @@ from crossdeploy.variants import Variant
 
 #: what the bundle holds, by the framework that runs the variant (variants.py's table)
 KINDS = {
-    "tensorflow": "tfserving", "served": "tfserving", "tensorrt": "tensorrt", "openvino": "openvino",
-    "onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch",
-}  # fmt: skip
+    "tensorflow": "tfserving",
+    "served": "tfserving",
+    "tensorrt": "tensorrt",
+    "openvino": "openvino",
+    "onnxruntime": "onnxruntime",
+    "tflite": "tflite",
+    "torch": "torch",
+}
 README = "README.md"
 DECISION = "decision.json"
 PREPROCESSING = "preprocessing.json"
@@ -103,8 +108,11 @@ def _tfserving(dest: Path, choice: dict[str, Any], variant: Variant, serving: Se
     # KServe downloads only the model base path, so its TF Serving finds the batching file there (as in package)
     shutil.copy(dest / BATCHING_PARAMETERS, dest / name / BATCHING_PARAMETERS)
     kserve = serving.kserve
-    _manifest(dest / "kserve", "inferenceservice.yaml",
-              tfserving_service(name, kserve["storage_uri"], str(kserve["tfserving_runtime_version"]), kserve["resources"]))  # fmt: skip
+    _manifest(
+        dest / "kserve",
+        "inferenceservice.yaml",
+        tfserving_service(name, kserve["storage_uri"], str(kserve["tfserving_runtime_version"]), kserve["resources"]),
+    )
     base = serving.tfserving_base_path.rstrip("/")
     engine = variant.options.get("engine")  # served rows: kserve | tfserving; None in process
     image = f"tensorflow/serving:{kserve['tfserving_runtime_version']}"
@@ -127,9 +135,10 @@ def _tfserving(dest: Path, choice: dict[str, Any], variant: Variant, serving: Se
         f"batch_timeout_micros {timeout}: {why}), `{name}/{serving.version}/`. {measured}",
         "",
         "```bash",
-        f"docker run --rm {gpu}-p 8501:8501 -p 8500:8500 --mount type=bind,source=\"$PWD\",target={base},readonly {image} \\",
+        f'docker run --rm {gpu}-p 8501:8501 -p 8500:8500 --mount type=bind,source="$PWD",target={base},readonly {image} \\',
         f"  --model_config_file={base}/{MODELS_CONFIG} --enable_batching=true --batching_parameters_file={base}/{BATCHING_PARAMETERS}",
-        f"crossdeploy serve --repository {serving.paths.get('deploy', '.')}   # from the project root: TF Serving if it runs there, else the embedded server",
+        f"crossdeploy serve --repository {serving.paths.get('deploy', '.')}   # from the project root: TF Serving if it "
+        "runs there, else the embedded server",
         f"kubectl apply -f kserve/inferenceservice.yaml   # after copying {name}/ to package.kserve.storage_uri",
         "```",
     ]
@@ -149,15 +158,18 @@ def _tensorrt(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
         triton_config(serving.model_name, max_batch, choice["batch"], timeout, crop, int(preprocessing["num_classes"]))
     )
     kserve = serving.kserve
-    _manifest(dest / "kserve", "inferenceservice-triton.yaml",
-              triton_service(serving.model_name, kserve["triton_storage_uri"], str(kserve["triton_runtime_version"])))  # fmt: skip
+    _manifest(
+        dest / "kserve",
+        "inferenceservice-triton.yaml",
+        triton_service(serving.model_name, kserve["triton_storage_uri"], str(kserve["triton_runtime_version"])),
+    )
     return [
         f"TensorRT plan `{plan.name}` with its record `{engine_record(plan).name}` (the GPU and TensorRT version it was built for: "
         f"it loads only there), and a Triton model repository `{TRITON}/` (max_batch_size {max_batch}, dynamic batching preferring "
         f"{choice['batch']}, queue delay {timeout} us).",
         "",
         "```bash",
-        f"docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v \"$PWD/{TRITON}:/models\" "
+        f'docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v "$PWD/{TRITON}:/models" '
         f"nvcr.io/nvidia/tritonserver:{kserve['triton_runtime_version']} tritonserver --model-repository=/models",
         "kubectl apply -f kserve/inferenceservice-triton.yaml   # after copying triton/ to package.kserve.triton_storage_uri",
         "```",
@@ -178,10 +190,19 @@ def _openvino(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
     version_dir.mkdir(parents=True)
     ov.save_model(ov.Core().read_model(str(artifact(variant, serving))), version_dir / "model.xml", compress_to_fp16=False)
     plugin = compile_config(variant.precision)
-    config = {"model_config_list": [{"config": {
-        "name": name, "base_path": f"/models/{name}", "target_device": "CPU", "plugin_config": plugin,
-        "nireq": max(1, int(choice["concurrency"])),
-    }}]}  # fmt: skip
+    config = {
+        "model_config_list": [
+            {
+                "config": {
+                    "name": name,
+                    "base_path": f"/models/{name}",
+                    "target_device": "CPU",
+                    "plugin_config": plugin,
+                    "nireq": max(1, int(choice["concurrency"])),
+                }
+            }
+        ]
+    }
     (dest / OVMS_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     clients = choice["concurrency"]
     return [
@@ -195,7 +216,7 @@ def _openvino(dest: Path, choice: dict[str, Any], variant: Variant, serving: Ser
         "or with OpenVINO Model Server:",
         "",
         "```bash",
-        "docker run --rm -p 9000:9000 -p 8000:8000 -v \"$PWD:/models:ro\" openvino/model_server:latest \\",
+        'docker run --rm -p 9000:9000 -p 8000:8000 -v "$PWD:/models:ro" openvino/model_server:latest \\',
         f"  --config_path /models/{OVMS_CONFIG} --port 9000 --rest_port 8000",
         "```",
         "",
@@ -254,7 +275,12 @@ def _file(dest: Path, choice: dict[str, Any], variant: Variant, serving: Serving
 
 
 def write_bundle(
-    dest: Path, decision: dict[str, Any], results: dict[str, Any], serving: Serving, preprocessing: dict[str, Any], table: dict[str, Variant]
+    dest: Path,
+    decision: dict[str, Any],
+    results: dict[str, Any],
+    serving: Serving,
+    preprocessing: dict[str, Any],
+    table: dict[str, Variant],
 ) -> None:
     """Fill the empty folder `dest` (the stage writes it to a temporary path and renames it at the end) for
     the decision's choice, a row of the variant `table` (variants.benchmark_variants by name)."""
@@ -283,7 +309,9 @@ def machine(results: dict[str, Any]) -> str:
     gpus = device.get("gpus") or []
     where = ", ".join(g.get("name", str(g)) if isinstance(g, dict) else str(g) for g in gpus) or "no GPU"
     libraries = ", ".join(f"{k} {v}" for k, v in (device.get("libraries") or {}).items())
-    return f"{device.get('cpu', 'unknown CPU')}, {device.get('usable_cores', '?')} usable cores, {where}" + (f" ({libraries})" if libraries else "")
+    return f"{device.get('cpu', 'unknown CPU')}, {device.get('usable_cores', '?')} usable cores, {where}" + (
+        f" ({libraries})" if libraries else ""
+    )
 
 
 def measured_lines(decision: dict[str, Any], results: dict[str, Any]) -> list[str]:

@@ -12,22 +12,34 @@ from crossdeploy.benchmark.cells import parse_cell, variant_cells
 def plot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per measured cell: what the DVC plot (x throughput_ips, y p99_ms, by variant) renders."""
     return [
-        {"variant": variant, "batch": b, "concurrency": c, "throughput_ips": row["throughput_ips"], "p99_ms": row["p99_ms"],
-         "stable": row.get("stable") is True}
+        {
+            "variant": variant,
+            "batch": b,
+            "concurrency": c,
+            "throughput_ips": row["throughput_ips"],
+            "p99_ms": row["p99_ms"],
+            "stable": row.get("stable") is True,
+        }
         for variant, cells in variant_cells(results).items()
         for name, row in sorted(cells.items(), key=lambda item: parse_cell(item[0]))
         if row.get("status") == "ok"
         for b, c in [parse_cell(name)]
-    ]  # fmt: skip
+    ]
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cells no other cell beats on both counts (at least the throughput at no more p99), by throughput."""
     front = [
-        r for r in rows
-        if not any(o is not r and o["throughput_ips"] >= r["throughput_ips"] and o["p99_ms"] <= r["p99_ms"]
-                   and (o["throughput_ips"], o["p99_ms"]) != (r["throughput_ips"], r["p99_ms"]) for o in rows)
-    ]  # fmt: skip
+        r
+        for r in rows
+        if not any(
+            o is not r
+            and o["throughput_ips"] >= r["throughput_ips"]
+            and o["p99_ms"] <= r["p99_ms"]
+            and (o["throughput_ips"], o["p99_ms"]) != (r["throughput_ips"], r["p99_ms"])
+            for o in rows
+        )
+    ]
     return sorted(front, key=lambda r: r["throughput_ips"])
 
 
@@ -46,20 +58,38 @@ def write_chart(results: dict[str, Any], decision: dict[str, Any], path: Path) -
         for stable in (True, False):
             mine = [r for r in rows if r["variant"] == variant and r["stable"] is stable]
             if mine:
-                ax.scatter([r["throughput_ips"] for r in mine], [r["p99_ms"] for r in mine], s=24, edgecolors=[colour],
-                           facecolors=[colour] if stable else "none", label=label)  # fmt: skip
+                ax.scatter(
+                    [r["throughput_ips"] for r in mine],
+                    [r["p99_ms"] for r in mine],
+                    s=24,
+                    edgecolors=[colour],
+                    facecolors=[colour] if stable else "none",
+                    label=label,
+                )
                 label = None
     front = pareto_front(rows)
     if front:
-        ax.plot([r["throughput_ips"] for r in front], [r["p99_ms"] for r in front], color="black", linewidth=1, drawstyle="steps-post",
-                label="Pareto front")  # fmt: skip
+        ax.plot(
+            [r["throughput_ips"] for r in front],
+            [r["p99_ms"] for r in front],
+            color="black",
+            linewidth=1,
+            drawstyle="steps-post",
+            label="Pareto front",
+        )
     ax.axhline(decision["p99_slo_ms"], color="red", linestyle="--", linewidth=1, label=f"SLO p99 {decision['p99_slo_ms']:g} ms")
     marked = decision["choice"] or decision["closest"]
     if marked:
         label = "choice" if decision["choice"] else "closest (SLO not met)"
-        ax.scatter([marked["throughput_ips"]], [marked["p99_ms"]], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label=label)
-    ax.set(xlabel="throughput (images/s)", ylabel="p99 latency per request (ms)", yscale="log",
-           title="p99 latency vs throughput, every measured cell (batch x clients)")  # fmt: skip
+        ax.scatter(
+            [marked["throughput_ips"]], [marked["p99_ms"]], marker="*", s=260, color="gold", edgecolors="black", zorder=5, label=label
+        )
+    ax.set(
+        xlabel="throughput (images/s)",
+        ylabel="p99 latency per request (ms)",
+        yscale="log",
+        title="p99 latency vs throughput, every measured cell (batch x clients)",
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})

@@ -67,9 +67,14 @@ class Settings:
         """The deploy params section, with the overrides that are set (crossdeploy deploy's flags)."""
         if cfg is not None and not isinstance(cfg, dict):
             raise CrossdeployError(f"the deploy params must be a mapping (p99_ms, variants, ...), got {cfg!r}.")
-        values = {**{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}, **{k: v for k, v in overrides.items() if v is not None}}
+        values = {
+            **{k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__},
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
         if "p99_ms" not in values:
-            raise CrossdeployError("deploy.p99_ms is not set: set it in conf/target/ (then python -m crossdeploy.compose), or pass --p99-ms.")
+            raise CrossdeployError(
+                "deploy.p99_ms is not set: set it in conf/target/ (then python -m crossdeploy.compose), or pass --p99-ms."
+            )
         return cls(**values)
 
     def allows(self, variant: str) -> bool:
@@ -99,17 +104,23 @@ def _unknown_variants(settings: Settings, known: list[str]) -> None:
     if isinstance(settings.variants, list):
         unknown = [v for v in settings.variants if v not in known]
         if unknown:
-            raise CrossdeployError(f"deploy.variants names {', '.join(unknown)}, which benchmark.json does not hold; known: {', '.join(known)}.")
+            raise CrossdeployError(
+                f"deploy.variants names {', '.join(unknown)}, which benchmark.json does not hold; known: {', '.join(known)}."
+            )
 
 
 def _check_results(results: Any, parity: Any) -> None:
     """benchmark.json and parity.json as the pipeline writes them; anything else is one sentence, not a traceback."""
     if not isinstance(results, dict) or not isinstance(parity, dict) or not all(isinstance(r, dict) for r in parity.values()):
-        raise CrossdeployError("benchmark.json and parity.json must be the benchmark and validate stages' JSON objects: re-run `dvc repro`.")
+        raise CrossdeployError(
+            "benchmark.json and parity.json must be the benchmark and validate stages' JSON objects: re-run `dvc repro`."
+        )
     setup = results.get("setup", {})
     pct = setup.get("stability_pct", 0.0) if isinstance(setup, dict) else None
     if not _finite(pct) or not 0 <= pct < 100:
-        raise CrossdeployError(f"benchmark.json's setup.stability_pct must be a percentage below 100, got {pct!r}: re-run `dvc repro benchmark`.")
+        raise CrossdeployError(
+            f"benchmark.json's setup.stability_pct must be a percentage below 100, got {pct!r}: re-run `dvc repro benchmark`."
+        )
     for variant, cells in variant_cells(results).items():
         if not isinstance(cells, dict):
             raise CrossdeployError(f"benchmark.json's {variant} is not a table of cells: re-run `dvc repro benchmark`.")
@@ -144,7 +155,10 @@ def _fidelity(parity: dict[str, Any], variant: str) -> tuple[dict[str, Any] | No
     if status != "unjudged":
         return None, f"parity {status}: {row.get('reason', '')}".rstrip(": ")
     if row.get("floor") != "passed":
-        return None, "unjudged, and its own file was never checked against the floor (its outputs following the input): re-run `dvc repro validate`"
+        return (
+            None,
+            "unjudged, and its own file was never checked against the floor (its outputs following the input): re-run `dvc repro validate`",
+        )
     name = TRAINED_PREFIX + variant
     trained = parity.get(name)
     if trained is None:
@@ -157,12 +171,17 @@ def _fidelity(parity: dict[str, Any], variant: str) -> tuple[dict[str, Any] | No
             f"unjudged here, and the stand-in that judged its conversion is a {standin.get('arch', 'model of unknown architecture')}, "
             f"not the {model.get('arch', 'unknown architecture')} this file holds: set trained.arch to model.arch"
         )
-    judged_by = f"the stand-in {standin.get('model', '')} ({standin['arch']} trained on digits), same conversion; this file passed the floor"
+    judged_by = (
+        f"the stand-in {standin.get('model', '')} ({standin['arch']} trained on digits), same conversion; this file passed the floor"
+    )
     return {"row": name, "judged_by": judged_by, **trained}, None
 
 
 def _floor_miss(judged: dict[str, Any], settings: Settings) -> str | None:
-    for key, floor, param in (("top1_agreement", settings.min_top1_agreement, "min_top1_agreement"), ("cosine_min", settings.min_cosine, "min_cosine")):
+    for key, floor, param in (
+        ("top1_agreement", settings.min_top1_agreement, "min_top1_agreement"),
+        ("cosine_min", settings.min_cosine, "min_cosine"),
+    ):
         if floor is None:
             continue
         value = judged.get(key)
@@ -180,11 +199,18 @@ def _size_miss(size_mb: float | None, cap: float) -> str | None:
 def _cell(variant: str, name: str, row: dict[str, Any], slo: float) -> dict[str, Any]:
     batch, concurrency = parse_cell(name)
     return {
-        "variant": variant, "cell": name, "batch": batch, "concurrency": concurrency, "served": variant in SERVED,
-        "throughput_ips": row["throughput_ips"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
-        "margin_ms": round(slo - row["p99_ms"], 4), "stable": row.get("stable") is True,
+        "variant": variant,
+        "cell": name,
+        "batch": batch,
+        "concurrency": concurrency,
+        "served": variant in SERVED,
+        "throughput_ips": row["throughput_ips"],
+        "p50_ms": row["p50_ms"],
+        "p99_ms": row["p99_ms"],
+        "margin_ms": round(slo - row["p99_ms"], 4),
+        "stable": row.get("stable") is True,
         "peak_pct": row.get("peak_pct"),  # its share of the machine's GEMM peak in its precision (benchmark/peaks.py)
-    }  # fmt: skip
+    }
 
 
 def _not_measured(cells: dict[str, dict[str, Any]]) -> str | None:
@@ -252,8 +278,12 @@ def decide(results: dict[str, Any], parity: dict[str, Any], settings: Settings) 
         return decision
     choice, *rest = rank(meeting, tie_pct)
     best = max(c["throughput_ips"] for c in meeting)
-    decision["choice"] = {**choice, "margin_pct": round(100 * choice["margin_ms"] / slo, 2), "size_mb": sizes.get(choice["variant"]),
-                          "fidelity": judged[choice["variant"]]}  # fmt: skip
+    decision["choice"] = {
+        **choice,
+        "margin_pct": round(100 * choice["margin_ms"] / slo, 2),
+        "size_mb": sizes.get(choice["variant"]),
+        "fidelity": judged[choice["variant"]],
+    }
     if rest:
         decision["runner_up"] = {**rest[0], "fidelity": judged[rest[0]["variant"]], "why_not": why_not(choice, rest[0], tie_pct, best)}
     return decision
@@ -263,7 +293,10 @@ def rank(cells: list[dict[str, Any]], tie_pct: float) -> list[dict[str, Any]]:
     """Best first: the cells tied with the best throughput (within tie_pct) simplest first, then the rest by throughput."""
     best = max(c["throughput_ips"] for c in cells)
     floor = best * (1 - tie_pct / 100)
-    tied = sorted((c for c in cells if c["throughput_ips"] >= floor), key=lambda c: (simplicity(c["variant"], c["batch"], c["concurrency"]), -c["throughput_ips"]))
+    tied = sorted(
+        (c for c in cells if c["throughput_ips"] >= floor),
+        key=lambda c: (simplicity(c["variant"], c["batch"], c["concurrency"]), -c["throughput_ips"]),
+    )
     others = sorted((c for c in cells if c["throughput_ips"] < floor), key=lambda c: -c["throughput_ips"])
     return tied + others
 
@@ -276,12 +309,14 @@ def why_not(choice: dict[str, Any], other: dict[str, Any], tie_pct: float, best:
     theirs = simplicity(other["variant"], other["batch"], other["concurrency"])
     what = ("served rather than in-process", "more clients", "a larger batch")
     because = next((f"the less simple deployment ({what[i]})" for i in range(3) if ours[i] != theirs[i]), "as simple, and fewer img/s")
-    return (f"a tie: {other['throughput_ips']:.4g} against {choice['throughput_ips']:.4g} img/s, within the benchmark's stability "
-            f"({tie_pct:g} %) of the best; {because}")  # fmt: skip
+    return (
+        f"a tie: {other['throughput_ips']:.4g} against {choice['throughput_ips']:.4g} img/s, within the benchmark's stability "
+        f"({tie_pct:g} %) of the best; {because}"
+    )
 
 
 def cell_words(cell: dict[str, Any]) -> str:
-    """"batch 8 x 1 client": a decision's cell as deploy.md, the bundle README and the strict error say it."""
+    """ "batch 8 x 1 client": a decision's cell as deploy.md, the bundle README and the strict error say it."""
     return f"batch {cell['batch']} x {cell['concurrency']} client{'s' if cell['concurrency'] > 1 else ''}"
 
 
@@ -289,5 +324,7 @@ def not_met_sentence(decision: dict[str, Any]) -> str:
     closest = decision["closest"]
     if closest is None:
         return f"no variant was eligible and measured, so nothing meets p99 <= {decision['p99_slo_ms']:g} ms."
-    return (f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at "
-            f"{cell_words(closest)}, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over.")  # fmt: skip
+    return (
+        f"no stable cell meets p99 <= {decision['p99_slo_ms']:g} ms; the closest, {closest['variant']} at "
+        f"{cell_words(closest)}, has p99 {closest['p99_ms']:.4g} ms, {closest['miss_ms']:.4g} ms over."
+    )

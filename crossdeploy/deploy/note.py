@@ -45,11 +45,14 @@ def summary(decision: dict[str, Any]) -> list[str]:
         f"**Deploy {_cell(choice)}**: {choice['throughput_ips']:.4g} img/s"
         + (f" ({choice['peak_pct']:.3g} % of this machine's GEMM peak in its precision)" if choice.get("peak_pct") is not None else "")
         + f", p50 {choice['p50_ms']:.4g} ms, p99 {choice['p99_ms']:.4g} ms "
-        f"against the SLO of {slo:g} ms (margin {choice['margin_ms']:.4g} ms, {choice['margin_pct']:.3g} %); {_fidelity(choice['fidelity'])}."
+        f"against the SLO of {slo:g} ms (margin {choice['margin_ms']:.4g} ms, {choice['margin_pct']:.3g} %); "
+        f"{_fidelity(choice['fidelity'])}."
     ]
     runner = decision["runner_up"]
     if runner:
-        lines.append(f"Runner-up: {_cell(runner)}, {runner['throughput_ips']:.4g} img/s, p99 {runner['p99_ms']:.4g} ms: {runner['why_not']}.")
+        lines.append(
+            f"Runner-up: {_cell(runner)}, {runner['throughput_ips']:.4g} img/s, p99 {runner['p99_ms']:.4g} ms: {runner['why_not']}."
+        )
     return lines
 
 
@@ -72,14 +75,18 @@ def served_lines(decision: dict[str, Any]) -> list[str]:
         return [f"Served: not measured here ({served['reason']})."]
     rows = "; ".join(_served_row(name, row) for name, row in served["protocols"].items())
     verdict = "" if served["met"] else f" **Served, no protocol meets p99 <= {decision['p99_slo_ms']:g} ms.**"
-    return [f"**Served** by `{served['command']}` at {cell_words(served)}, measured after the decision in one run on the same images: {rows}.{verdict}"]
+    return [
+        f"**Served** by `{served['command']}` at {cell_words(served)}, measured after the decision in one run on the "
+        f"same images: {rows}.{verdict}"
+    ]
 
 
 def deploy_markdown(decision: dict[str, Any], chart: str | None = None) -> str:
     params = decision["params"]
     lines = ["# Deploy decision", "", *(line + "\n" for line in headline(decision)), *summary(decision), *served_lines(decision), ""]
     lines.append(
-        f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its own file passed the floor and its `trained/` row, "
+        f"Rules: variants `{params['variants']}` whose parity row is `ok` (an `unjudged` row only when its own file "
+        "passed the floor and its `trained/` row, "
         "a stand-in of the same architecture, is `ok`), "
         f"stable cells with p99 <= {decision['p99_slo_ms']:g} ms, the highest throughput; cells within {decision['tie_pct']:g} % "
         "of it (the benchmark's stability bound) are a tie, won by the simpler deployment: in-process over served, fewer clients, "

@@ -56,11 +56,13 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def _runtime(variant: Variant, artifact: Path, preprocessing: dict[str, Any], params: dict[str, Any]) -> Target:
     if not artifact.exists():
         raise CrossdeployError(f"{artifact} is missing: run `dvc repro` to build {variant.name}.")
-    return Target(runtime=Runtime(
-        dataclasses.replace(variant, artifact=artifact),
-        Preprocessing.from_dict(preprocessing["preprocessing"]),
-        ImageLimits(**params["package"]["image_limits"]),
-    ))  # fmt: skip
+    return Target(
+        runtime=Runtime(
+            dataclasses.replace(variant, artifact=artifact),
+            Preprocessing.from_dict(preprocessing["preprocessing"]),
+            ImageLimits(**params["package"]["image_limits"]),
+        )
+    )
 
 
 def _refuse(variant: Variant) -> None:
@@ -68,7 +70,9 @@ def _refuse(variant: Variant) -> None:
     if kind == "tensorrt":
         raise CrossdeployError(f"{variant.name} is a TensorRT plan, which Triton serves on its GPU: its bundle's README gives the command.")
     if variant.on_gpu:
-        raise CrossdeployError(f"{variant.name} runs on a GPU; the embedded server serves the CPU runtimes (onnxruntime-*, openvino-*, tflite-*, torch-fp32).")
+        raise CrossdeployError(
+            f"{variant.name} runs on a GPU; the embedded server serves the CPU runtimes (onnxruntime-*, openvino-*, tflite-*, torch-fp32)."
+        )
 
 
 def bundle_target(bundle: Path, params: dict[str, Any]) -> Target:
@@ -76,12 +80,16 @@ def bundle_target(bundle: Path, params: dict[str, Any]) -> Target:
     decision = _read_json(bundle / DECISION, "give --bundle the deploy stage's folder (models/deploy), after `dvc repro deploy`.")
     choice = decision.get("choice") if isinstance(decision, dict) else None
     if not choice:
-        raise CrossdeployError(f"{bundle} deploys nothing: no variant met the SLO (its README says which came closest); change deploy.p99_ms or the variants.")
+        raise CrossdeployError(
+            f"{bundle} deploys nothing: no variant met the SLO (its README says which came closest); change deploy.p99_ms or the variants."
+        )
     if not isinstance(choice, dict) or not isinstance(choice.get("variant"), str):
         raise CrossdeployError(f"{bundle / DECISION} names no variant in its choice: re-run `dvc repro deploy`.")
     table = _table(params)
     if choice["variant"] not in table:
-        raise CrossdeployError(f"{bundle} chose {choice['variant']}, which this pipeline's variant table has not: re-run `dvc repro deploy`.")
+        raise CrossdeployError(
+            f"{bundle} chose {choice['variant']}, which this pipeline's variant table has not: re-run `dvc repro deploy`."
+        )
     variant = table[choice["variant"]]
     _refuse(variant)
     kind = KINDS[variant.framework]

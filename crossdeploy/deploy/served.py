@@ -35,8 +35,14 @@ def skip(reason: str) -> dict[str, Any]:
 
 
 def served_deployment(
-    bundle: Path, decision: dict[str, Any], table: dict[str, Variant], params: dict[str, Any], images: ImageSet, settings: WindowSettings,
-    command: str, params_file: str | Path = "params.yaml",
+    bundle: Path,
+    decision: dict[str, Any],
+    table: dict[str, Variant],
+    params: dict[str, Any],
+    images: ImageSet,
+    settings: WindowSettings,
+    command: str,
+    params_file: str | Path = "params.yaml",
 ) -> dict[str, Any] | None:
     """deploy.json's `served` for the bundle just written: measured (served_summary), or skipped with the
     reason (the choice runs on TF Serving, Triton or a GPU; deploy.served_check is false); None with no choice."""
@@ -65,7 +71,12 @@ def served_deployment(
 
 
 def measure_served(
-    variant: Variant, serve_args: tuple[str, ...], cell: tuple[int, int], model: str, images: ImageSet, settings: WindowSettings,
+    variant: Variant,
+    serve_args: tuple[str, ...],
+    cell: tuple[int, int],
+    model: str,
+    images: ImageSet,
+    settings: WindowSettings,
     params_file: str | Path = "params.yaml",
 ) -> dict[str, Any]:
     """The variant's cell (batch, clients) in process, then served by `crossdeploy serve *serve_args` over each
@@ -76,10 +87,21 @@ def measure_served(
     with SharedServers():  # the three protocols call one server, as a deployment's clients would
         for name, (protocol, encoded) in PROTOCOLS.items():
             served = Variant(
-                f"{variant.name} served ({name})", variant.precision, variant.thresholds, "served", variant.artifact,
-                {"engine": "kserve", "protocol": protocol, "encoded": encoded, "repository": None, "model": model,
-                 "serve_args": serve_args, "params_file": params_file},
-            )  # fmt: skip
+                f"{variant.name} served ({name})",
+                variant.precision,
+                variant.thresholds,
+                "served",
+                variant.artifact,
+                {
+                    "engine": "kserve",
+                    "protocol": protocol,
+                    "encoded": encoded,
+                    "repository": None,
+                    "model": model,
+                    "serve_args": serve_args,
+                    "params_file": params_file,
+                },
+            )
             rows[name] = _one_cell(served, images, batch, clients, settings)
     return rows
 
@@ -107,7 +129,14 @@ def served_summary(rows: dict[str, Any], choice: dict[str, Any], slo_ms: float, 
                 row["of_in_process_pct"] = round(100 * row["throughput_ips"] / base, 1)
         judged[name] = row
     met = any(r.get("status") == "ok" and r["meets_slo"] for n, r in judged.items() if n != IN_PROCESS)
-    return {"status": "measured", "command": command, "batch": choice["batch"], "concurrency": choice["concurrency"], "met": met, "protocols": judged}
+    return {
+        "status": "measured",
+        "command": command,
+        "batch": choice["batch"],
+        "concurrency": choice["concurrency"],
+        "met": met,
+        "protocols": judged,
+    }
 
 
 def check_served_met(served: dict[str, Any], slo_ms: float) -> None:
@@ -117,8 +146,10 @@ def check_served_met(served: dict[str, Any], slo_ms: float) -> None:
 
         figures = "; ".join(
             f"{PROTOCOL_WORDS[n]} p99 {r['p99_ms']:.4g} ms" if r.get("status") == "ok" else f"{PROTOCOL_WORDS[n]} {r['status']}"
-            for n, r in served["protocols"].items() if n != IN_PROCESS
-        )  # fmt: skip
-        raise SloNotMet(f"the choice meets p99 <= {slo_ms:g} ms in process but not served by `{served['command']}` ({figures}): "
-                        "serve fewer clients or a smaller batch, or raise deploy.p99_ms.")  # fmt: skip
-
+            for n, r in served["protocols"].items()
+            if n != IN_PROCESS
+        )
+        raise SloNotMet(
+            f"the choice meets p99 <= {slo_ms:g} ms in process but not served by `{served['command']}` ({figures}): "
+            "serve fewer clients or a smaller batch, or raise deploy.p99_ms."
+        )

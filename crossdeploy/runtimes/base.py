@@ -53,7 +53,10 @@ def unavailable_reason(name: str, exc: BaseException) -> str | None:
         return str(exc)
     package = missing_optional_package(exc)
     if package:
-        return f"{name} needs the optional package {package}, which is not installed here (pip install --extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
+        return (
+            f"{name} needs the optional package {package}, which is not installed here (pip install "
+            "--extra-index-url https://pypi.nvidia.com -e '.[gpu]')"
+        )
     return None
 
 

@@ -13,8 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
-from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.device_info import usable_cores
+from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
@@ -143,10 +143,16 @@ def tensorrt_profile_options(model_path: Path, batch: dict[str, int]) -> dict[st
             continue
         dims = value.type.tensor_type.shape.dim[1:]
         if not all(d.HasField("dim_value") for d in dims):
-            raise CrossdeployError(f"{model_path}: input {value.name} has a dynamic dimension besides the batch; the TensorRT profile needs the rest fixed (export with a fixed model.input_size).")
+            raise CrossdeployError(
+                f"{model_path}: input {value.name} has a dynamic dimension besides the batch; the TensorRT profile "
+                "needs the rest fixed (export with a fixed model.input_size)."
+            )
         if any(c in value.name for c in ":,"):
             # the provider splits its profile string on these and silently drops a profile it cannot parse
-            raise CrossdeployError(f"{model_path}: input name {value.name!r} holds ':' or ',', which the TensorRT provider's profile cannot carry; rename the input.")
+            raise CrossdeployError(
+                f"{model_path}: input name {value.name!r} holds ':' or ',', which the TensorRT provider's profile "
+                "cannot carry; rename the input."
+            )
         sample = "x".join(str(d.dim_value) for d in dims)
         for key in shapes:
             shapes[key].append(f"{value.name}:{int(batch[key])}x{sample}")
@@ -161,7 +167,10 @@ def provider_fallback_reason(requested: str, used: list[str], available: list[st
     the CPU, say), and a row measured that way would be a CPU run under a GPU name."""
     said = [line.strip() for line in _ORT_REASON.findall(log) if line.strip()]
     if requested not in available:
-        why = f"this onnxruntime has no {requested} (available: {', '.join(available)}); install onnxruntime-gpu alone (pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu)"
+        why = (
+            f"this onnxruntime has no {requested} (available: {', '.join(available)}); install onnxruntime-gpu alone "
+            "(pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu)"
+        )
     else:
         why = f"ONNX Runtime said: {said[-1][:300]}" if said else "ONNX Runtime gave no reason; run with ORT's verbose log"
     return f"ONNX Runtime could not start {requested} and fell back to {', '.join(used)}: {why}"

@@ -79,6 +79,7 @@ class ServedRunner(Runner):
     def _check_engine(self) -> None:
         if self.engine == "kserve":
             import kserve  # noqa: F401  (an ImportError here says the engine is not installed)
+
             return
         from crossdeploy.serving.tfserving_launch import unavailable_reason
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.layout import SIGNATURE
 from crossdeploy.device_info import usable_cores
+from crossdeploy.layout import SIGNATURE
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -37,7 +37,7 @@ class TensorFlowRunner(Runner):
         self._tf = tf
         self._loaded = tf.saved_model.load(str(self.saved_model_dir))
         self._fn = self._loaded.signatures[self.signature]
-        (self._input_key, spec), = self._fn.structured_input_signature[1].items()
+        ((self._input_key, spec),) = self._fn.structured_input_signature[1].items()
         self._input_shape = tuple(spec.shape[1:])
         (self._output_key,) = self._fn.structured_outputs.keys()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.device_info import usable_cores
+from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 
 
@@ -71,4 +71,7 @@ def cuda_unavailable_reason(torch) -> str:
     if torch.version.cuda is None:
         return f"PyTorch {torch.__version__} is a CPU build; install a CUDA build of torch on this GPU machine"
     major = int(torch.version.cuda.split(".")[0])
-    return driver_too_old(major, f"PyTorch {torch.__version__}") or f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA on this GPU"
+    return (
+        driver_too_old(major, f"PyTorch {torch.__version__}")
+        or f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) cannot start CUDA on this GPU"
+    )

@@ -14,7 +14,6 @@ from crossdeploy.layout import BYTES_SIGNATURE, INPUT_NAME, OUTPUT_NAME, SIGNATU
 from crossdeploy.serving.signatures import BYTES_INPUT
 
 
-
 class ServingError(RuntimeError):
     """The server answered with an error status; the message carries its explanation."""
 

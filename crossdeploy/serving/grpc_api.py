@@ -18,15 +18,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
-)  # fmt: skip
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from crossdeploy.layout import OUTPUT_NAME, SIGNATURE
 from crossdeploy.serving.predictors import ModelLookupError, check_model_spec
@@ -76,7 +81,9 @@ def tensor_to_array(tensor, spec: InputSpec, max_batch: int) -> np.ndarray:
         return np.asarray(list(tensor.string_val), dtype=object)
     if tensor.tensor_content:
         if len(tensor.tensor_content) != 4 * count:
-            raise RequestError(f"{spec.name}: the tensor's shape says {count} floats, its tensor_content holds {len(tensor.tensor_content)} bytes.")
+            raise RequestError(
+                f"{spec.name}: the tensor's shape says {count} floats, its tensor_content holds {len(tensor.tensor_content)} bytes."
+            )
         values = np.frombuffer(tensor.tensor_content, dtype="<f4").reshape(shape)
     else:
         if len(tensor.float_val) != count:
@@ -111,10 +118,15 @@ class GrpcServer:
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=2 * limits.max_in_flight, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=2 * limits.max_in_flight,
-            options=[("grpc.max_receive_message_length", limits.max_body_bytes), ("grpc.max_send_message_length", 64 << 20),
-                     ("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms),
-                     ("grpc.max_connection_idle_ms", age_ms), ("grpc.so_reuseport", 0)],
-        )  # fmt: skip
+            options=[
+                ("grpc.max_receive_message_length", limits.max_body_bytes),
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_connection_age_ms", age_ms),
+                ("grpc.max_connection_age_grace_ms", age_ms),
+                ("grpc.max_connection_idle_ms", age_ms),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self), self._server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -143,7 +155,10 @@ class GrpcServer:
         specs = self.predictor.specs[signature]
         names = {s.name for s in specs}
         if set(request.inputs) != names:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request's inputs {sorted(request.inputs)[:10]} are not the signature's {sorted(names)}.")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request's inputs {sorted(request.inputs)[:10]} are not the signature's {sorted(names)}.",
+            )
         for wanted in request.output_filter:
             if wanted != OUTPUT_NAME:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {wanted[:100]}")
@@ -154,13 +169,19 @@ class GrpcServer:
         # a turn is waited for within the time limit (or the client's own deadline, if sooner), as REST's queue does
         deadline = time.monotonic() + min(self.limits.request_timeout_s, context.time_remaining() or self.limits.request_timeout_s)
         if not self._in_flight.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the call waited longer than {self.limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).")
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the call waited longer than {self.limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).",
+            )
         work = self._work.submit(self.predictor.run, signature, arrays)
         work.add_done_callback(lambda _: self._in_flight.release())
         try:
             outputs = work.result(timeout=max(deadline - time.monotonic(), 0.0))
         except FutureTimeout:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the call took longer than {self.limits.request_timeout_s:g} s (serve.request_timeout_s).")
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the call took longer than {self.limits.request_timeout_s:g} s (serve.request_timeout_s).",
+            )
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception:

@@ -32,16 +32,22 @@ class ImageDecoder:
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         except Image.DecompressionBombError:  # PIL's own bound (twice its MAX_IMAGE_PIXELS), read from the header too
-            raise RequestError(f"image is over {2 * Image.MAX_IMAGE_PIXELS} pixels: it exceeds package.image_limits.max_pixels ({self.limits.max_pixels})") from None
+            raise RequestError(
+                f"image is over {2 * Image.MAX_IMAGE_PIXELS} pixels: it exceeds package.image_limits.max_pixels ({self.limits.max_pixels})"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise RequestError(f"{BYTES_INPUT} holds {len(data)} bytes that are not a JPEG or PNG image (serving_bytes takes JPEG and PNG).") from None
+            raise RequestError(
+                f"{BYTES_INPUT} holds {len(data)} bytes that are not a JPEG or PNG image (serving_bytes takes JPEG and PNG)."
+            ) from None
         width, height = image.size
         size = f"image is {width} x {height} pixels (width x height): "
         if width * height > self.limits.max_pixels:
             raise RequestError(f"{size}{width * height} pixels exceed package.image_limits.max_pixels ({self.limits.max_pixels})")
         ratio = max(width, height) / max(min(width, height), 1)
         if ratio > self.limits.max_aspect_ratio:
-            raise RequestError(f"{size}its aspect ratio {ratio:.1f} exceeds package.image_limits.max_aspect_ratio ({self.limits.max_aspect_ratio})")
+            raise RequestError(
+                f"{size}its aspect ratio {ratio:.1f} exceeds package.image_limits.max_aspect_ratio ({self.limits.max_aspect_ratio})"
+            )
         # PIL reports a JPEG with a multi-picture header (many phone photographs) as MPO: a JPEG all the same
         if image.format in ("JPEG", "MPO") and (scans := data.count(JPEG_START_OF_SCAN)) > MAX_JPEG_SCANS:
             raise RequestError(f"image is a JPEG of {scans} scans; more than {MAX_JPEG_SCANS} would take seconds of CPU each to decode")
@@ -52,7 +58,9 @@ class ImageDecoder:
                 image.load()
                 return self.preprocessing.crop(image)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            raise RequestError("an input was rejected by the model: an encoded image that is not a complete JPEG or PNG file, or a value it cannot take.") from None
+            raise RequestError(
+                "an input was rejected by the model: an encoded image that is not a complete JPEG or PNG file, or a value it cannot take."
+            ) from None
 
     def tensors(self, encoded: np.ndarray, layout: str) -> np.ndarray:
         """A 1-D object array of encoded images -> the normalized float32 batch in `layout`."""

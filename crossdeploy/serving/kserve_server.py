@@ -99,9 +99,9 @@ def model_metadata(predictor: Predictor) -> dict[str, Any]:
     """TF Serving's REST metadata answer: the model spec and the SignatureDefMap, as its http_rest_api_util
     prints them (proto field names, default values included)."""
     from google.protobuf import json_format
+    from tensorflow_serving.apis import model_pb2
 
     from crossdeploy.serving.grpc_api import signature_def_map
-    from tensorflow_serving.apis import model_pb2
 
     spec = model_pb2.ModelSpec(name=predictor.name)
     spec.version.value = predictor.version
@@ -143,7 +143,11 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
     def check_model(model_name: str, version: str | None, label: str | None = None) -> None:
         # TF Serving parses the version as a number: /versions/01 is version 1; one that is no number is no version
         if version is not None and not version.isdigit():
-            raise HttpError(404, f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version {predictor.version}")
+            raise HttpError(
+                404,
+                f"Servable not found for request: Specific({model_name[:100]}, {version[:20]}); this server has version "
+                f"{predictor.version}",
+            )
         try:
             check_model_spec(predictor, model_name, None if version is None else int(version), label, labels)
         except ModelLookupError as exc:
@@ -178,8 +182,9 @@ def add_routes(app, predictor: Predictor, limits: ServerLimits, labels: dict[str
             return error(504, f"the request waited longer than {limits.request_timeout_s:g} s for a turn (serve.request_timeout_s).")
         if not admitted:
             return error(
-                503, f"the server is busy: {limits.max_in_flight} requests are running and {limits.max_queued} waiting "
-                "(serve.max_in_flight, serve.max_queued); retry shortly."
+                503,
+                f"the server is busy: {limits.max_in_flight} requests are running and {limits.max_queued} waiting "
+                "(serve.max_in_flight, serve.max_queued); retry shortly.",
             )
         handed_over = False
         try:
@@ -222,7 +227,12 @@ def _discard_result(work: asyncio.Future) -> None:
 
 
 def serve_kserve(
-    predictor: Predictor, host: str, rest_port: int, serve_cfg: dict[str, Any] | None = None, enable_v2: bool = False, grpc_port: int | None = None
+    predictor: Predictor,
+    host: str,
+    rest_port: int,
+    serve_cfg: dict[str, Any] | None = None,
+    enable_v2: bool = False,
+    grpc_port: int | None = None,
 ) -> None:
     """Block serving REST on host:rest_port (and TF Serving's gRPC API on grpc_port) until SIGINT or SIGTERM;
     serve_cfg: the params' `serve:` limits."""
@@ -263,7 +273,11 @@ def serve_kserve(
 
             # only the documented surface: no OpenAPI schema or docs pages either
             app.openapi_url = app.docs_url = app.redoc_url = None
-            app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")]
+            app.router.routes = [
+                r
+                for r in app.router.routes
+                if getattr(r, "path", None) not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+            ]
             root = APIRouter()
             root.add_api_route("/", self.dataplane.live)
             app.include_router(root)

@@ -97,7 +97,9 @@ def schema_errors(data: Any, type_name: str = "V1beta1InferenceService", where: 
     if not isinstance(data, dict):
         return [f"{where or '.'}: expected an object ({type_name})"]
     errors = [f"{where}.{key}: not a field of {type_name}" for key in data if key not in by_json_key]
-    return errors + [e for key, value in data.items() if key in by_json_key for e in schema_errors(value, by_json_key[key], f"{where}.{key}")]
+    return errors + [
+        e for key, value in data.items() if key in by_json_key for e in schema_errors(value, by_json_key[key], f"{where}.{key}")
+    ]
 
 
 def write_manifests(directory, name: str, cfg: dict[str, Any]) -> None:
@@ -106,7 +108,9 @@ def write_manifests(directory, name: str, cfg: dict[str, Any]) -> None:
     check_service_name(name)
     directory.mkdir(parents=True, exist_ok=True)
     services = {
-        "inferenceservice-tfserving.yaml": tfserving_service(name, cfg["storage_uri"], str(cfg["tfserving_runtime_version"]), cfg["resources"]),
+        "inferenceservice-tfserving.yaml": tfserving_service(
+            name, cfg["storage_uri"], str(cfg["tfserving_runtime_version"]), cfg["resources"]
+        ),
         "inferenceservice-triton.yaml": triton_service(name, cfg["triton_storage_uri"], str(cfg["triton_runtime_version"])),
     }
     for file_name, service in services.items():

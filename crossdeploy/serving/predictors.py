@@ -46,7 +46,9 @@ class Predictor(ABC):
         # signature, row by row. Parsed, each costs tens of bytes of Python objects per byte of body
         # ("[]," is 3 bytes), so a body of empty lists within the size limit could take 30 times its size.
         values = max((max_batch * int(np.prod(spec.sample_shape)) for specs in specs.values() for spec in specs), default=0)
-        rows = max((max_batch * int(np.prod(spec.sample_shape[:-1])) for specs in specs.values() for spec in specs if spec.sample_shape), default=0)
+        rows = max(
+            (max_batch * int(np.prod(spec.sample_shape[:-1])) for specs in specs.values() for spec in specs if spec.sample_shape), default=0
+        )
         self.max_containers, self.max_separators = 2 * rows + 64 * max_batch + 64, values + 2 * rows + 64 * max_batch + 64
 
     @property
@@ -106,9 +108,13 @@ def check_model_spec(predictor: Predictor, name: str, version: int | None, label
     if name != predictor.name:
         raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Latest({name[:100]})")
     if version is not None and label:
-        raise ModelLookupError("INVALID_ARGUMENT", f"Both model version ({version}) and model version label ({label[:100]}) cannot be supplied.")
+        raise ModelLookupError(
+            "INVALID_ARGUMENT", f"Both model version ({version}) and model version label ({label[:100]}) cannot be supplied."
+        )
     if version is not None and version != predictor.version:
-        raise ModelLookupError("NOT_FOUND", f"Servable not found for request: Specific({name[:100]}, {version}); this server has version {predictor.version}")
+        raise ModelLookupError(
+            "NOT_FOUND", f"Servable not found for request: Specific({name[:100]}, {version}); this server has version {predictor.version}"
+        )
     if label and labels.get(label) != predictor.version:
         raise ModelLookupError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label[:100]}")
 

@@ -30,18 +30,32 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 def add_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--engine", choices=("auto", "tfserving", "kserve"), default="auto",
-                       help="auto: TF Serving where its binary or Docker can run, else the embedded KServe server")
+    serve.add_argument(
+        "--engine",
+        choices=("auto", "tfserving", "kserve"),
+        default="auto",
+        help="auto: TF Serving where its binary or Docker can run, else the embedded KServe server",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--rest-port", type=int, default=8501)
     serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--image", help="TF Serving Docker image (-gpu is added to run on the GPU); default: tensorflow/serving at "
-                                       "the params' package.kserve.tfserving_runtime_version")
-    serve.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                       help="TF Serving on the CPU (its binary, else the Docker image) or on the GPU (the -gpu image with "
-                            "--gpus all, Docker only); auto: the binary, else the Docker image, -gpu where an NVIDIA GPU is")
-    serve.add_argument("--enable-v2", action="store_true",
-                       help="also serve KServe's V2 endpoints, whose repository API lets anyone who reaches the port unload the model (embedded engine)")
+    serve.add_argument(
+        "--image",
+        help="TF Serving Docker image (-gpu is added to run on the GPU); default: tensorflow/serving at "
+        "the params' package.kserve.tfserving_runtime_version",
+    )
+    serve.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="TF Serving on the CPU (its binary, else the Docker image) or on the GPU (the -gpu image with "
+        "--gpus all, Docker only); auto: the binary, else the Docker image, -gpu where an NVIDIA GPU is",
+    )
+    serve.add_argument(
+        "--enable-v2",
+        action="store_true",
+        help="also serve KServe's V2 endpoints, whose repository API lets anyone who reaches the port unload the model (embedded engine)",
+    )
     serve.add_argument("--params", default="params.yaml", help="the pipeline's params (model name, repository path)")
     serve.add_argument("--repository", help="the TF Serving repository to serve (default: paths.serving from the params)")
     serve.add_argument("--model", help="the model in the repository to serve (default: model.name from the params)")
@@ -86,7 +100,9 @@ def serve(args: argparse.Namespace, target=None) -> int:
         repository = target.repository
     if runtime is not None:
         if args.engine == "tfserving":
-            raise CrossdeployError(f"TF Serving serves SavedModels only; {runtime.label} is served by the embedded server (--engine kserve or auto).")
+            raise CrossdeployError(
+                f"TF Serving serves SavedModels only; {runtime.label} is served by the embedded server (--engine kserve or auto)."
+            )
         engine, why = "kserve", runtime.label
     else:
         served = model_version_dir(repository, name, version)
@@ -107,7 +123,9 @@ def serve(args: argparse.Namespace, target=None) -> int:
         if runtime is None:
             predictor = SavedModelPredictor(name, model_version_dir(repository, name, version), max_batch)
         else:
-            predictor = RunnerPredictor(name, version, runtime.open_runner, runtime.label, max_batch, runtime.preprocessing, runtime.image_limits)
+            predictor = RunnerPredictor(
+                name, version, runtime.open_runner, runtime.label, max_batch, runtime.preprocessing, runtime.image_limits
+            )
         _announce_when_ready(endpoint, name)
         serve_kserve(predictor, args.host, args.rest_port, params.get("serve"), enable_v2=args.enable_v2, grpc_port=args.grpc_port)
         return 0
@@ -135,7 +153,14 @@ def container_name(model: str) -> str:
 
 
 def tfserving_command(
-    repository: Path, name: str, endpoint: launch.Endpoint, image: str, device: str, scratch: Path, base_path: str, container: str | None = None
+    repository: Path,
+    name: str,
+    endpoint: launch.Endpoint,
+    image: str,
+    device: str,
+    scratch: Path,
+    base_path: str,
+    container: str | None = None,
 ) -> list[str]:
     """The command that starts TF Serving on `device` (cpu | gpu | auto), Docker's container named `container`
     with the repository at `base_path` (package.base_path, which the packaged models.config names).
@@ -184,7 +209,9 @@ def stop_server(process: subprocess.Popen, container: str | None, grace_s: float
     binary, or the docker client) is terminated, and killed if it is still there after `grace_s`."""
     if container:
         try:
-            result = subprocess.run(["docker", "stop", "--time", str(int(grace_s)), container], capture_output=True, text=True, timeout=grace_s + 30)
+            result = subprocess.run(
+                ["docker", "stop", "--time", str(int(grace_s)), container], capture_output=True, text=True, timeout=grace_s + 30
+            )
             # no such container: it had not started yet, or --rm removed it when it exited with its client
             problem = result.stderr.strip() if result.returncode and "No such container" not in result.stderr else None
         except (subprocess.SubprocessError, OSError) as exc:

@@ -74,14 +74,25 @@ class ServerProcess:
         return [
             # -P: `-m` would put the working directory (params.yaml's) first on the path, where a checkout's
             # own crossdeploy/ would win over the one running here
-            sys.executable, "-P", "-m", *self.entry, "--engine", self.engine,
-            "--host", endpoint.host, "--rest-port", str(endpoint.rest_port),
-            "--grpc-port", str(endpoint.grpc_port), "--params", self.params_file.name,
+            sys.executable,
+            "-P",
+            "-m",
+            *self.entry,
+            "--engine",
+            self.engine,
+            "--host",
+            endpoint.host,
+            "--rest-port",
+            str(endpoint.rest_port),
+            "--grpc-port",
+            str(endpoint.grpc_port),
+            "--params",
+            self.params_file.name,
             *(["--repository", str(self.repository)] if self.repository else []),
             *(["--model", self.model] if self.model else []),
             *(["--device", self.device] if self.device else []),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def start(self) -> Endpoint:
         self.endpoint = Endpoint("127.0.0.1", free_port(), free_port())

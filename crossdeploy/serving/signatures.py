@@ -68,7 +68,7 @@ def image_size_checks(tf, encoded, limits: ImageLimits) -> list:
     known = tf.debugging.Assert(
         is_jpeg | is_png,
         [_text(tf, "image_bytes holds ", length, f" bytes that are not a JPEG or PNG image ({BYTES_SIGNATURE} takes JPEG and PNG)")],
-    )  # fmt: skip
+    )
     # unsigned 32-bit PNG dimensions, in int64; anything else is 0 x 0, which passes the limits and fails `known`
     digits = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8), tf.int64)
     png_width = digits[0] * 2**24 + digits[1] * 2**16 + digits[2] * 2**8 + digits[3]
@@ -88,13 +88,11 @@ def image_size_checks(tf, encoded, limits: ImageLimits) -> list:
     too_long = tf.debugging.Assert(
         ratio <= limits.max_aspect_ratio, [_text(tf, size, "its aspect ratio ", tf.strings.as_string(ratio, precision=1), over_ratio)]
     )
-    scans = tf.cond(
-        is_jpeg, lambda: tf.size(tf.strings.split(encoded, sep=JPEG_START_OF_SCAN), out_type=tf.int64) - 1, lambda: zero
-    )  # fmt: skip
+    scans = tf.cond(is_jpeg, lambda: tf.size(tf.strings.split(encoded, sep=JPEG_START_OF_SCAN), out_type=tf.int64) - 1, lambda: zero)
     too_slow = tf.debugging.Assert(
         scans <= MAX_JPEG_SCANS,
         [_text(tf, "image is a JPEG of ", scans, f" scans; more than {MAX_JPEG_SCANS} would take seconds of CPU each to decode")],
-    )  # fmt: skip
+    )
     return [known, too_many, too_long, too_slow]
 
 

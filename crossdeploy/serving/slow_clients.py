@@ -20,9 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 #: the request's state key (request.state in Starlette) holding the event loop's time of its first byte
 FIRST_BYTE = "first_byte"
 
-REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 
 
 class ArrivalDeadlineProtocol(HttpToolsProtocol):
@@ -96,9 +94,7 @@ class ArrivalDeadlineProtocol(HttpToolsProtocol):
         cycle = self.cycle
         # a 408 only where the client would read it as the answer to the late request: no earlier request on
         # this connection is still unanswered or half-answered, and none is queued behind
-        answerable = not self.pipeline and (
-            cycle is None or cycle.response_complete or (self._head_done and not cycle.response_started)
-        )
+        answerable = not self.pipeline and (cycle is None or cycle.response_complete or (self._head_done and not cycle.response_started))
         if why != "idle" and answerable:
             message = (
                 b'{"error": "the request did not arrive in full within %g s of its first byte (serve.request_timeout_s)."}'
@@ -120,5 +116,7 @@ class ArrivalDeadlineProtocol(HttpToolsProtocol):
 def arrival_deadline(arrival_timeout_s: float, idle_timeout_s: float) -> type[ArrivalDeadlineProtocol]:
     """The protocol class for uvicorn's `http=` setting with these limits."""
     return type(
-        "ArrivalDeadline", (ArrivalDeadlineProtocol,), {"arrival_timeout_s": float(arrival_timeout_s), "idle_timeout_s": float(idle_timeout_s)}
+        "ArrivalDeadline",
+        (ArrivalDeadlineProtocol,),
+        {"arrival_timeout_s": float(arrival_timeout_s), "idle_timeout_s": float(idle_timeout_s)},
     )

@@ -100,14 +100,20 @@ def docker_command(repository: Path, endpoint: Endpoint, image: str, gpu: bool, 
     image = gpu_image(image) if gpu else image
     base = PurePosixPath(base_path)
     return [
-        "docker", "run", "--rm", "--init",
+        "docker",
+        "run",
+        "--rm",
+        "--init",
         *(["--name", name] if name else []),
         # TF32 off: cuDNN and cuBLAS would otherwise round fp32 convolutions to 10-bit mantissas on
         # Ampere and later, and the fp32 rows are judged against fp32 thresholds
         *(["--gpus", "all", "-e", "NVIDIA_TF32_OVERRIDE=0"] if gpu else []),
-        "-p", f"{endpoint.host}:{endpoint.rest_port}:{CONTAINER_REST_PORT}",
-        "-p", f"{endpoint.host}:{endpoint.grpc_port}:{CONTAINER_GRPC_PORT}",
-        "--mount", f"type=bind,source={repository.resolve()},target={base},readonly",
+        "-p",
+        f"{endpoint.host}:{endpoint.rest_port}:{CONTAINER_REST_PORT}",
+        "-p",
+        f"{endpoint.host}:{endpoint.grpc_port}:{CONTAINER_GRPC_PORT}",
+        "--mount",
+        f"type=bind,source={repository.resolve()},target={base},readonly",
         image,
         f"--model_config_file={base / MODELS_CONFIG}",
         "--enable_batching=true",

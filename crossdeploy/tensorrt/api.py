@@ -22,23 +22,61 @@ from crossdeploy.errors import CrossdeployError
 ENUMS: dict[int, dict[str, frozenset[str]]] = {
     10: {
         "NetworkDefinitionCreationFlag": frozenset({"EXPLICIT_BATCH", "STRONGLY_TYPED"}),
-        "BuilderFlag": frozenset({
-            "FP16", "BF16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "TF32",
-            "DEBUG", "GPU_FALLBACK", "REFIT", "REFIT_IDENTICAL", "DISABLE_TIMING_CACHE", "SPARSE_WEIGHTS",
-            "SAFETY_SCOPE", "DIRECT_IO", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS",
-            "DISABLE_COMPILATION_CACHE", "STRIP_PLAN", "WEIGHTLESS", "WEIGHT_STREAMING",
-        }),
+        "BuilderFlag": frozenset(
+            {
+                "FP16",
+                "BF16",
+                "INT8",
+                "FP8",
+                "OBEY_PRECISION_CONSTRAINTS",
+                "PREFER_PRECISION_CONSTRAINTS",
+                "TF32",
+                "DEBUG",
+                "GPU_FALLBACK",
+                "REFIT",
+                "REFIT_IDENTICAL",
+                "DISABLE_TIMING_CACHE",
+                "SPARSE_WEIGHTS",
+                "SAFETY_SCOPE",
+                "DIRECT_IO",
+                "VERSION_COMPATIBLE",
+                "EXCLUDE_LEAN_RUNTIME",
+                "ERROR_ON_TIMING_CACHE_MISS",
+                "DISABLE_COMPILATION_CACHE",
+                "STRIP_PLAN",
+                "WEIGHTLESS",
+                "WEIGHT_STREAMING",
+            }
+        ),
     },
     11: {
         "NetworkDefinitionCreationFlag": frozenset({"STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS"}),
-        "BuilderFlag": frozenset({
-            "TF32", "DEBUG", "GPU_FALLBACK", "REFIT", "REFIT_IDENTICAL", "REFIT_INDIVIDUAL", "DISABLE_TIMING_CACHE",
-            "EDITABLE_TIMING_CACHE", "SPARSE_WEIGHTS", "SAFETY_SCOPE", "DIRECT_IO", "VERSION_COMPATIBLE",
-            "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN",
-            "WEIGHT_STREAMING", "STRICT_NANS", "MONITOR_MEMORY", "DISTRIBUTIVE_INDEPENDENCE",
-        }),
+        "BuilderFlag": frozenset(
+            {
+                "TF32",
+                "DEBUG",
+                "GPU_FALLBACK",
+                "REFIT",
+                "REFIT_IDENTICAL",
+                "REFIT_INDIVIDUAL",
+                "DISABLE_TIMING_CACHE",
+                "EDITABLE_TIMING_CACHE",
+                "SPARSE_WEIGHTS",
+                "SAFETY_SCOPE",
+                "DIRECT_IO",
+                "VERSION_COMPATIBLE",
+                "EXCLUDE_LEAN_RUNTIME",
+                "ERROR_ON_TIMING_CACHE_MISS",
+                "DISABLE_COMPILATION_CACHE",
+                "STRIP_PLAN",
+                "WEIGHT_STREAMING",
+                "STRICT_NANS",
+                "MONITOR_MEMORY",
+                "DISTRIBUTIVE_INDEPENDENCE",
+            }
+        ),
     },
-}  # fmt: skip
+}
 #: members a major keeps only so that old code still runs, and ignores
 IGNORED: dict[int, dict[str, frozenset[str]]] = {
     11: {"NetworkDefinitionCreationFlag": frozenset({"STRONGLY_TYPED"})},  # strongly typed is 11's only mode
@@ -60,7 +98,9 @@ class TensorRTApi:
                 if name not in ENUMS[self.major][enum]:
                     raise CrossdeployError(f"TensorRT {self.major} has no {enum}.{name}; take it out of that major's TensorRTApi.")
                 if name in IGNORED.get(self.major, {}).get(enum, ()):
-                    raise CrossdeployError(f"TensorRT {self.major} ignores {enum}.{name} (deprecated); take it out of that major's TensorRTApi.")
+                    raise CrossdeployError(
+                        f"TensorRT {self.major} ignores {enum}.{name} (deprecated); take it out of that major's TensorRTApi."
+                    )
 
 
 APIS = {

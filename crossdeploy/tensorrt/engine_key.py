@@ -159,7 +159,10 @@ class EngineRecord:
     def mismatch(self, onnx_sha256: str, settings: BuildSettings, target: GpuTarget) -> str | None:
         """Why this engine must not be loaded for these inputs on this machine; None if it may."""
         if self.target.compute_capability != target.compute_capability or self.target.gpu != target.gpu:
-            return f"it was built for {self.target.gpu} (sm {self.target.compute_capability}); this machine has {target.gpu} (sm {target.compute_capability})"
+            return (
+                f"it was built for {self.target.gpu} (sm {self.target.compute_capability}); this machine has "
+                f"{target.gpu} (sm {target.compute_capability})"
+            )
         if self.target.tensorrt != target.tensorrt:
             return f"it was built with TensorRT {self.target.tensorrt}; this machine has {target.tensorrt}"
         if self.onnx_sha256 != onnx_sha256:

@@ -78,7 +78,14 @@ def build_record(plan: Path, onnx: Path, settings: BuildSettings, timing_dir: Pa
     except Exception as exc:  # this engine fails, not the stage: the other engine may still build
         log.exception("%s could not be built", plan.stem)
         reason = str(exc) if isinstance(exc, CrossdeployError) else f"{type(exc).__name__}: {exc}"
-        return {"status": "failed", "reason": reason, "onnx": str(onnx), "onnx_sha256": digest, "settings": settings.to_dict(), "target": asdict(target)}
+        return {
+            "status": "failed",
+            "reason": reason,
+            "onnx": str(onnx),
+            "onnx_sha256": digest,
+            "settings": settings.to_dict(),
+            "target": asdict(target),
+        }
     record = EngineRecord(engine_key(digest, settings, target), digest, settings, target)
     return {"status": "ok", "onnx": str(onnx), **record.to_dict(), "plan_sha256": file_sha256(plan)}
 

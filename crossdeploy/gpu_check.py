@@ -1,36 +1,35 @@
 """The GPU path checked in one command on whatever NVIDIA machine runs it (`scripts/gpu-check OUT`):
-the `gpu` tests, the CUDA plumbing the TensorRT runner stands on, and a short benchmark with parity of
-every GPU variant on a random-weight classifier, summarised in OUT/gpu-check.json with the card, the
-driver and the library versions. What the machine lacks (TensorRT, onnxruntime-gpu, cuda-python) is
-listed as skipped with the reason; the rest still runs. It installs nothing.
+the `gpu` tests, the CUDA plumbing the TensorRT runner stands on, and every GPU variant of a random-weight
+classifier built by the pipeline's own stages with the target's composed params, validated by validate's
+rules and measured by the benchmark's sweep, summarised in OUT/gpu-check.json with the card, the driver and
+the library versions. It adds only what a check needs (the machine, the CUDA plumbing, the summary).
+What the machine lacks (TensorRT, onnxruntime-gpu, cuda-python) is listed as skipped with the reason;
+the rest still runs. It installs nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import yaml
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.layout import engine_record, tensorrt_engines
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_TESTS = ("tests/test_cuda.py", "tests/test_tensorrt.py")
 SUMMARY = "gpu-check.json"
-#: the least cosine similarity to PyTorch FP32 a GPU row may show on random weights (which amplify
-#: rounding; the gpu tests use the same bounds): below it the row is wrong, not just imprecise
-COSINE_MIN = {"fp32": 0.9999, "fp16": 0.99, "int8": 0.9}
 GPU_VARIANTS = (
     "torch-cuda-fp16",
     "onnxruntime-cuda-fp32",
@@ -149,138 +148,96 @@ def cuda_plumbing() -> dict[str, Any]:
         check(rt.cudaStreamDestroy(stream))
 
 
-def _settings(target: str) -> dict[str, Any]:
-    config = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
-    hardware = yaml.safe_load((ROOT / "conf" / "target" / f"{target}.yaml").read_text())
-    return {"profile": config["benchmark"]["profiles"]["quick"], "batch_sizes": hardware["benchmark"]["batch_sizes"]}
+#: the pipeline's stages that make the GPU rows' files, in dvc.yaml's order
+STAGES = ("model", "data", "export", "optimize", "fp16", "quantize", "tensorrt")
+
+
+def composed_params(target: str, arch: str) -> dict[str, Any]:
+    """The pipeline's own params for `target` (conf/, composed as `python -m crossdeploy.compose` does), on a
+    random-weight `arch` and short enough to check: quick windows and one client at the target's batch sizes,
+    64 images, no stand-in, the GPU rows only, and a TensorRT profile up to the largest batch built at the
+    default optimization level (the target's level 5 is for the engine it ships, not for a check)."""
+    from crossdeploy.compose import compose
+
+    batch = max(compose([f"target={target}"], config_dir=ROOT / "conf")["benchmark"]["batch_sizes"])
+    return compose(
+        [
+            f"target={target}", f"model.arch={arch}", "model.name=gpu-check", "data.calibration_size=64", "data.evaluation_size=64",
+            "quantize.calibration_size=64", "trained.enabled=false", "benchmark.profile=quick", "benchmark.concurrency=[1]",
+            "benchmark.mlperf.enabled=false", "benchmark.harness_check=false", f"benchmark.variants=[{','.join(GPU_VARIANTS)}]",
+            f"tensorrt.batch.opt={min(32, batch)}", f"tensorrt.batch.max={batch}", "tensorrt.optimization_level=3",
+        ],
+        config_dir=ROOT / "conf",
+    )  # fmt: skip
+
+
+@contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """Run the stages in `folder`, whose params.yaml they read and under which their relative paths land."""
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
-    """Every GPU variant of a random-weight `arch` at the target's batch sizes (quick windows, one client),
-    with parity against the PyTorch FP32 reference on the CPU."""
-    import torch
+    """The pipeline's stages up to the TensorRT engines in `work` (composed_params), then every GPU row validated
+    against the PyTorch FP32 reference by validate's own rules and measured by the benchmark's own sweep."""
+    import importlib
 
-    from crossdeploy.benchmark.closed_loop import WindowSettings
-    from crossdeploy.benchmark.runner_pool import RunnerPool
-    from crossdeploy.benchmark.sweep import sweep_variant
-    from crossdeploy.datasets import DataSettings, default_image_sets
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_fp16 import convert_fp16
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
-    from crossdeploy.parity import compare_logits
-    from crossdeploy.runtimes.torch_runtime import TorchRunner
-    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
-    from crossdeploy.tensorrt.engines import build_record, engine_settings
+    from crossdeploy.benchmark.plan import BenchmarkPlan
+    from crossdeploy.benchmark.run import run_benchmark
+    from crossdeploy.compose import write_params
+    from crossdeploy.datasets import ImageSet
+    from crossdeploy.layout import REFERENCE
+    from crossdeploy.parity import Floor, Thresholds
+    from crossdeploy.validation import judging_rules, validate_variants
     from crossdeploy.variants import pipeline_variants
 
-    settings = _settings(target)
-    batch_sizes = settings["batch_sizes"]
-    profile = {"min": 1, "opt": 32, "max": max(batch_sizes)}
+    params = composed_params(target, arch)
+    if str(ROOT) not in sys.path:  # the stage scripts, from this checkout
+        sys.path.insert(0, str(ROOT))
     steps: dict[str, Any] = {}
-    model, card = build_source_model(SourceSpec("gpu-check", arch, num_classes=1000))
-    size = card.preprocessing.crop_size
-    program = work / "model.pt2"
-    torch.export.save(export_program(model, size), program)
-    calibration, evaluation = default_image_sets(DataSettings(64, 64, card.preprocessing))
-    with TorchRunner(program) as cpu:
-        reference = cpu.infer_all(evaluation.tensors("NCHW"), 16)
-
-    onnx, optimized, fp16, int8 = work / "model.onnx", work / "model.optimized.onnx", work / "model.fp16.onnx", work / "model.int8-trt.onnx"
-    steps["onnx_export"] = _timed(lambda: _done(export_onnx(program, onnx, opset=17, input_size=size)))
-    if steps["onnx_export"]["status"] == "ok":
-        steps["onnx_optimize"] = _timed(lambda: _done(optimize_onnx(onnx, optimized)))
-    if optimized.is_file():
-        steps["onnx_fp16"] = _timed(lambda: _done(convert_fp16(optimized, fp16)))
-        quantize = QuantizeSettings(calibration_size=64, calibration_batch=16)
-        steps["quantize_int8_trt"] = _timed(
-            lambda: _done(quantize_onnx(optimized, int8, calibration.tensors("NCHW"), quantize, "tensorrt"))
-        )
-
-    # the pipeline's own variant table, pointed at this work folder: its GPU rows, as the pipeline runs them
-    paths = {
-        "source": work,
-        "program": program,
-        "onnx_optimized": optimized,
-        "onnx_fp16": fp16,
-        "onnx_int8": int8,
-        "onnx_int8_trt": int8,
-        "tensorrt": work / "tensorrt",
-        "savedmodel": work / "savedmodel",
-        "tflite": work / "tflite",
-        "serving": work / "serving",
-    }
-    params = {
-        "paths": paths,
-        "model": {"name": "gpu-check"},
-        "to_tensorflow": {"version": 1},
-        "tensorrt": {"cuda_graph": True, "batch": profile},
-    }
-    for engine in tensorrt_engines(paths):
-        if not engine.onnx.is_file():
-            continue
-        engine.plan.parent.mkdir(exist_ok=True)
-        build = engine_settings(engine, {"batch": profile, "workspace_mib": 4096, "optimization_level": 3})
-        steps[f"tensorrt_build_{engine.precision}"] = _timed(
-            lambda: _write_record(engine.plan, build_record(engine.plan, engine.onnx, build, work / "timing"))
-        )
-    variants = [v for v in pipeline_variants(params) if v.name in GPU_VARIANTS]
-
-    quick = settings["profile"]
-    windows = WindowSettings(
-        warmup_requests=int(quick["warmup_requests"]),
-        window_s=float(quick["window_s"]),
-        max_windows=int(quick["max_windows"]),
-        stability_pct=float(quick["stability_pct"]),
-        cell_cap_s=float(quick["cell_cap_s"]),
-    )
-    rows = {}
-    for variant in variants:
-        if not (variant.record or variant.artifact).exists():  # the step that should have made it says why
-            rows[variant.name] = {"status": "failed", "reason": f"{variant.artifact.name} was not built (steps above)", "seconds": 0.0}
-            continue
-        pool = RunnerPool(variant, ThreadSettings())
-
-        def measure() -> dict[str, Any]:
-            runner = pool.open(1)[0]
-            logits = runner.infer_all(evaluation.tensors("NCHW"), 16)
-            parity = compare_logits(reference, logits)
-            cells = sweep_variant(pool, evaluation, batch_sizes, [1], windows)
-            wrong = parity_failure(variant.precision, parity)
-            return {"status": "failed" if wrong else "ok", **({"reason": wrong} if wrong else {}), "parity": parity, "cells": cells}
-
-        try:
-            rows[variant.name] = _timed(measure)
-        finally:
-            pool.close()
-    return {
-        "status": "ok",
-        "arch": arch,
-        "input_size": size,
-        "batch_sizes": batch_sizes,
-        "tensorrt_profile": profile,
-        "steps": steps,
-        "variants": rows,
-    }
-
-
-def parity_failure(precision: str, parity: dict[str, Any]) -> str | None:
-    """Why a GPU row's logits are wrong rather than rounded; None where they pass (COSINE_MIN)."""
-    bound = COSINE_MIN[precision]
-    cosine = parity.get("cosine_min")
-    if cosine is None:
-        return f"its logits hold {parity.get('nonfinite_values')} NaN or infinite values"
-    return None if cosine >= bound else f"cosine_min {cosine} against PyTorch FP32 is below {bound} ({precision})"
+    with _inside(work):
+        write_params(params)
+        for stage in STAGES:
+            failed = next((name for name, step in steps.items() if step["status"] == "failed"), None)
+            if failed:  # every later stage reads what it would have written
+                steps[stage] = {"status": "failed", "reason": f"not run: stage {failed} failed", "seconds": 0.0}
+                continue
+            steps[stage] = _timed(lambda: _done(importlib.import_module(f"stages.{stage}").main()))
+        variants = [v for v in pipeline_variants(params) if v.name in (REFERENCE, *GPU_VARIANTS)]
+        gpu_rows = [v for v in variants if v.name != REFERENCE]
+        rows: dict[str, Any] = {}
+        evaluation_file = Path(params["paths"]["evaluation"])
+        if not evaluation_file.is_file():
+            return {"status": "failed", "reason": "the data stage wrote no evaluation images", "steps": steps, "variants": rows}
+        evaluation = ImageSet.load(evaluation_file)
+        cfg = params["validate"]
+        thresholds = {precision: Thresholds(**values) for precision, values in cfg["thresholds"].items()}
+        parity = validate_variants(
+            variants, evaluation, **judging_rules(cfg, thresholds), batch_size=int(cfg["batch_size"]),
+            threads=ThreadSettings(**cfg["threads"]), floor=Floor(**cfg["floor"]),
+        )  # fmt: skip
+        plan = BenchmarkPlan.from_params(params["benchmark"], [v.name for v in variants])
+        measured = run_benchmark(gpu_rows, evaluation, plan, Path(params["paths"]["benchmark"]) / "mlperf")
+        for variant in gpu_rows:
+            row = parity[variant.name]
+            status = "ok" if row["status"] in ("ok", "unjudged") else row["status"]
+            reason = row.get("reason", "")
+            if not (variant.record or variant.artifact).exists():  # a failed step's file: failed, not a missing device
+                status, reason = "failed", f"{variant.artifact.name} was not built (steps above)"
+            rows[variant.name] = {"status": status, **({"reason": reason} if status != "ok" else {}), "parity": row,
+                                  "cells": measured[variant.name]}  # fmt: skip
+    return {"status": "ok", "arch": arch, "batch_sizes": plan.batch_sizes, "tensorrt_profile": params["tensorrt"]["batch"],
+            "steps": steps, "variants": rows}  # fmt: skip
 
 
 def _done(_: object) -> dict[str, Any]:
     """A step that returned: its value is in the files it wrote."""
     return {"status": "ok"}
-
-
-def _write_record(plan: Path, record: dict[str, Any]) -> dict[str, Any]:
-    engine_record(plan).write_text(json.dumps(record, indent=2))
-    return {"status": record["status"], **({"reason": record["reason"]} if record["status"] != "ok" else {})}
 
 
 def _target_for(device: dict[str, Any]) -> str:

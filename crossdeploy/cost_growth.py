@@ -14,7 +14,7 @@ dvc.lock) keeps the record committed with it, and one whose inputs DVC has run b
 whose inputs do not depend on the architecture, or a whole architecture on a second sweep) is restored
 from DVC's run cache with the record of the run that made it. `run --force` re-runs every stage of every
 experiment (`dvc exp run -f`) to measure them all afresh. The table lands in metrics/cost_growth.json and
-.md, and in README.md between the cost-growth markers.
+.md, and in docs/experiments.md between the cost-growth markers.
 
 Growth is the slope of log(cost) against log(size) fitted over the architectures: 1 is linear, and a stage
 above LINEAR_LIMIT is named as worse than linear. Wall time is set against FLOPs (the arithmetic the

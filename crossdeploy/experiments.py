@@ -66,7 +66,7 @@ def finished_at(ref: str) -> int:
 
 
 def publish(output: Path, data: dict[str, Any], table: str, readme: Path, markers: tuple[str, str]) -> None:
-    """`output`.json and .md, and the markdown table in the README between `markers` (when it has them)."""
+    """`output`.json and .md, and the markdown table in the page `readme` between `markers` (when it has them)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     output.with_suffix(".md").write_text(table)
@@ -86,9 +86,9 @@ class Sweep:
     prefix: str
     architectures: tuple[str, ...]
     output: Path  # metrics/<name>: .json and .md
-    markers: tuple[str, str]  # where the table goes in the README
+    markers: tuple[str, str]  # where the table goes in `readme`
     args: tuple[str, ...] = ()
-    readme: Path = Path("README.md")
+    readme: Path = Path("docs/experiments.md")  # the docs page that holds both sweeps' markers
 
     def queue(self, architectures: list[str], force: bool = False) -> None:
         existing = [name for name in exp_refs(self.prefix) if name[len(self.prefix) :] in architectures]

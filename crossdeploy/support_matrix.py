@@ -7,7 +7,7 @@ family, as queued DVC experiments, tabulated from each experiment's parity.json.
 Each experiment is `dvc exp run --queue -n matrix-<arch> -S model.arch=<arch> -S validate.strict=false validate`:
 the default params otherwise, and strict off so that an experiment whose variants fail still records
 its parity table (DVC keeps no results from a failed experiment). The table lands in
-metrics/support_matrix.json and .md, and in README.md between the support-matrix markers.
+metrics/support_matrix.json and .md, and in docs/experiments.md between the support-matrix markers.
 """
 
 from __future__ import annotations

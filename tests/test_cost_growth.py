@@ -1,5 +1,5 @@
 """The cost-growth table on synthetic experiment records (the experiment itself runs the whole pipeline three
-times, so it is run by hand: README, Cost growth), and the model-size figures on a real exported program."""
+times, so it is run by hand: docs/experiments.md, Cost growth), and the model-size figures on a real exported program."""
 
 from __future__ import annotations
 

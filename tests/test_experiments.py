@@ -23,7 +23,8 @@ def _git(repo, *args: str) -> str:
 def repo(tmp_path, monkeypatch):
     _git(tmp_path, "init", "-q")
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / "README.md").write_text("# r\n\n<!-- t:start -->\nold\n<!-- t:end -->\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "experiments.md").write_text("# r\n\n<!-- t:start -->\nold\n<!-- t:end -->\n")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "base")
     for name, parity in (("matrix-resnet18", {"torch-fp32": {"status": "ok"}}), ("matrix-vgg11", None)):
@@ -49,7 +50,7 @@ def test_a_sweep_reads_each_experiments_file_and_says_why_one_has_none(repo):
     assert found["vgg11"] == (None, "experiment not run") and found["alexnet"] == (None, "experiment not run")
 
 
-def test_a_sweep_tabulates_into_its_files_and_the_readme(repo, capsys):
+def test_a_sweep_tabulates_into_its_files_and_the_docs_page(repo, capsys):
     sweep = Sweep("matrix-", ("resnet18",), repo / "metrics" / "table", ("<!-- t:start -->", "<!-- t:end -->"))
 
     def collect(architectures):
@@ -65,7 +66,8 @@ def test_a_sweep_tabulates_into_its_files_and_the_readme(repo, capsys):
     )
     data = json.loads((repo / "metrics" / "table.json").read_text())
     assert data["rows"] == {"resnet18": {"pipeline": "ok"}} and data["extra"] == 1 and "cores" in data["machine"]
-    assert "| resnet18 | ok |" in (repo / "README.md").read_text() and "old" not in (repo / "README.md").read_text()
+    page = (repo / "docs" / "experiments.md").read_text()  # Sweep.readme's default: the page with the markers
+    assert "| resnet18 | ok |" in page and "old" not in page
     assert "| resnet18 | ok |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sweep.main(["tabulate"], collect, str)  # not a command

@@ -1,4 +1,4 @@
-"""The embedded server facing a network: each bad request the README's serving limits cover, sent to a
+"""The embedded server facing a network: each bad request docs/serving.md's limits cover, sent to a
 real `crossdeploy serve --engine kserve` on loopback, gets its 4xx (or 503/504) with a clear message and
 leaks nothing; the server's surface is TF Serving's; and a fuzz test of generated bodies never gets a
 5xx or a reset and keeps the server's memory bounded."""
@@ -486,7 +486,7 @@ def test_any_content_type_is_read_as_json(guarded, content_type):
     assert status == 200 and len(answer["predictions"]) == 1
 
 
-def test_the_readmes_curl_example_works_as_written(guarded, tmp_path):
+def test_the_serving_pages_curl_example_works_as_written(guarded, tmp_path):
     import re
     import shutil
     import subprocess
@@ -496,8 +496,8 @@ def test_the_readmes_curl_example_works_as_written(guarded, tmp_path):
     if not shutil.which("curl"):
         pytest.skip("needs the curl command (apt install curl)")
     _, base = guarded
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Serving", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    page = (ROOT / "docs" / "serving.md").read_text()
+    block = page.split("```bash", 1)[1].split("```", 1)[0]
     commands = [line for line in re.sub(r"\\\n\s*", " ", block).splitlines() if line.startswith("curl")]
     assert len(commands) == 2
     photo().convert("RGB").save(tmp_path / "cat.jpg")

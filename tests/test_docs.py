@@ -202,7 +202,7 @@ def path_problems(text: str, root: Path = ROOT) -> list[str]:
     problems = []
     for snippet in snippets(text):
         for token in snippet.split():
-            token = re.sub(r"'s$", "", token.strip("()[]{},;\"`")).strip("'").split("::")[0].rstrip(".:")
+            token = re.sub(r"'s$", "", token.strip('()[]{},;"`')).strip("'").split("::")[0].rstrip(".:")
             if token.startswith(TOP) and not path_exists(token, root):
                 problems.append(f"`{token}`: no such file in the repository (nor a pipeline output)")
     return problems
@@ -272,10 +272,18 @@ def test_the_docs_are_there_and_the_readme_links_each_page():
 PLANTED = [
     ("a misspelt param", "dvc exp run -S quantize.calibration_methd=entropy", "no param quantize.calibration_methd"),
     ("a misspelt param, quoted", "`dvc exp run -S 'benchmark.batch_size=[1,8]'`", "no param benchmark.batch_size"),
-    ("a misspelt param, no space", "`dvc exp run -Sbenchmark.profiles.default.concurency_search=false`", "no param benchmark.profiles.default.concurency_search"),
+    (
+        "a misspelt param, no space",
+        "`dvc exp run -Sbenchmark.profiles.default.concurency_search=false`",
+        "no param benchmark.profiles.default.concurency_search",
+    ),
     ("a missing target", "`dvc exp run -S target=a10`", "conf/target/ has no a10.yaml"),
     ("a misspelt flag", "`crossdeploy deploy --p99ms 30`", "crossdeploy deploy --p99ms: no such option"),
-    ("a flag of another command", "```bash\ncrossdeploy serve --max-model-mb 10   # the size cap\n```", "crossdeploy serve --max-model-mb: no such option"),
+    (
+        "a flag of another command",
+        "```bash\ncrossdeploy serve --max-model-mb 10   # the size cap\n```",
+        "crossdeploy serve --max-model-mb: no such option",
+    ),
     ("a missing command", "`crossdeploy decide --p99-ms 30`", "crossdeploy decide: no such command"),
     ("a missing module", "`python -m crossdeploy.supportmatrix run`", "python -m crossdeploy.supportmatrix: no such module"),
     ("a missing file", "the quantizer is `crossdeploy/onnx_quantise.py`", "`crossdeploy/onnx_quantise.py`: no such file"),
@@ -388,7 +396,19 @@ def test_the_readmes_short_tree_names_the_top_level():
     readme = (ROOT / "README.md").read_text()
     tree = readme.split("## Repository layout", 1)[1]
     entries = layout_entries(tree)
-    for name in ("dvc.yaml", "params.yaml", "stages/", "models/", "metrics/", "tests/", "pyproject.toml", "README.md", "docs/", "conf/", "crossdeploy/"):
+    for name in (
+        "dvc.yaml",
+        "params.yaml",
+        "stages/",
+        "models/",
+        "metrics/",
+        "tests/",
+        "pyproject.toml",
+        "README.md",
+        "docs/",
+        "conf/",
+        "crossdeploy/",
+    ):
         assert name in entries
     assert sorted(e for e in entries if not (ROOT / e).exists()) == []
 

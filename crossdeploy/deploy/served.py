@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crossdeploy.benchmark.closed_loop import WindowSettings
+from crossdeploy.benchmark.isolation import ProcessEnded, run_isolated
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.sweep import failed, sweep_variant
 from crossdeploy.datasets import ImageSet
@@ -83,7 +84,13 @@ def measure_served(
     protocol (one server for the three), all in this run on these images, so their ratios compare like with
     like; a row that fails says why and the others go on."""
     batch, clients = cell
-    rows: dict[str, Any] = {IN_PROCESS: _one_cell(variant, images, batch, clients, settings)}
+    rows: dict[str, Any] = {}
+    # in a process of its own, as the benchmark measures: the runtime's memory goes with it, a native crash
+    # ends only that process, and a framework imported there (TensorFlow) cannot clash with one imported here
+    try:
+        run_isolated(_in_process_cell, (variant, images, batch, clients, settings), lambda row: rows.__setitem__(IN_PROCESS, row))
+    except ProcessEnded as exc:
+        rows[IN_PROCESS] = {"status": "failed", "reason": f"the process measuring {variant.name} in process failed: {exc}"}
     with SharedServers():  # the three protocols call one server, as a deployment's clients would
         for name, (protocol, encoded) in PROTOCOLS.items():
             served = Variant(
@@ -104,6 +111,10 @@ def measure_served(
             )
             rows[name] = _one_cell(served, images, batch, clients, settings)
     return rows
+
+
+def _in_process_cell(variant: Variant, images: ImageSet, batch: int, clients: int, settings: WindowSettings, report) -> None:
+    report(_one_cell(variant, images, batch, clients, settings))
 
 
 def _one_cell(variant: Variant, images: ImageSet, batch: int, clients: int, settings: WindowSettings) -> dict[str, Any]:

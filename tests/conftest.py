@@ -214,3 +214,51 @@ def module_imports(path: Path, root: Path) -> set[str]:
             names.add(base)
             names |= {f"{base}.{alias.name}" for alias in node.names}
     return names
+
+
+#: the package stage's KServe settings a test bundle is written with
+KSERVE = {
+    "storage_uri": "s3://bucket/serving/tiny",
+    "tfserving_runtime_version": "2.21.0",
+    "resources": {"cpu": "2", "memory": "4Gi"},
+    "triton_storage_uri": "s3://bucket/triton",
+    "triton_runtime_version": "25.10-py3",
+}
+
+
+def bundle_decision(choice: dict | None) -> dict:
+    """A deploy decision (deploy.json's shape) around `choice`, or around none: what write_bundle and the served
+    check read."""
+    return {
+        "met": choice is not None,
+        "p99_slo_ms": 50.0,
+        "tie_pct": 10.0,
+        "choice": choice,
+        "runner_up": None,
+        "closest": None,
+        "unstable": [],
+        "excluded": {},
+        "params": {"p99_ms": 50.0, "variants": "all"},
+    }
+
+
+#: the A100 target's params (conf/target/a100.yaml), its GPU performance targets among them
+A100 = yaml.safe_load((ROOT / "conf" / "target" / "a100.yaml").read_text())
+
+
+def tiny_paths(root: Path, served_repo: Path, tiny_source, tiny_optimized, **overrides: Path) -> dict[str, str]:
+    """params.yaml's paths for a project folder `root` over the tiny model's artifacts: the packaged repository,
+    the program, the optimized ONNX model in every ONNX place (FP16 aside), the rest under `root`."""
+    paths = {
+        "serving": served_repo / "models" / "serving",
+        "program": tiny_source[0],
+        "onnx_optimized": tiny_optimized[0],
+        "onnx_int8": tiny_optimized[0],
+        "onnx_int8_trt": tiny_optimized[0],
+        "onnx_fp16": root / "model.fp16.onnx",
+        "tflite": root / "tflite",
+        "tensorrt": root / "tensorrt",
+        "savedmodel": root / "savedmodel",
+        "preprocessing": root / "preprocessing.json",
+    }
+    return {key: str(value) for key, value in {**paths, **overrides}.items()}

@@ -19,6 +19,7 @@ from crossdeploy.device_info import no_gpu_reason
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.runtimes.base import Runner, ThreadSettings
 from crossdeploy.variants import Variant, benchmark_variants
+from tests.conftest import A100, ROOT
 
 QUICK = WindowSettings(warmup_requests=1, window_s=0.05, max_windows=4, stability_pct=50, cell_cap_s=0.5)
 CELL_KEYS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "requests", "status"}
@@ -309,7 +310,6 @@ def test_report_chart_and_plot_data(benchmark_run, tiny_source, tmp_path):
 
 def test_plan_names_the_param_to_fix():
     from crossdeploy.compose import compose
-    from tests.conftest import ROOT
 
     cfg = compose([], config_dir=ROOT / "conf")["benchmark"]
     with pytest.raises(CrossdeployError, match="benchmark.profile 'fast' is unknown"):
@@ -340,7 +340,6 @@ def test_a_parity_only_row_is_measured_only_where_benchmark_variants_names_it():
     costs the benchmark its cells for no FP16 figure: left out with the reason, unless the user names it."""
     from crossdeploy.compose import compose
     from crossdeploy.variants import benchmark_variants
-    from tests.conftest import ROOT
 
     params = compose([], config_dir=ROOT / "conf")
     known = [v.name for v in benchmark_variants(params)]
@@ -355,7 +354,6 @@ def test_a_parity_only_row_is_measured_only_where_benchmark_variants_names_it():
 
 def test_baseline_names_a_revision_or_says_what_to_pick():
     from crossdeploy.benchmark.baseline import load_baseline
-    from tests.conftest import ROOT
 
     with pytest.raises(CrossdeployError, match="'no-such-exp' is not a commit, tag, branch or experiment"):
         load_baseline("no-such-exp", "metrics/benchmark.json", str(ROOT))
@@ -364,7 +362,6 @@ def test_baseline_names_a_revision_or_says_what_to_pick():
 @pytest.mark.parametrize("target", ["a100", "h100"])
 def test_gpu_targets_set_only_the_hardware_knobs(target):
     from crossdeploy.compose import compose
-    from tests.conftest import ROOT
 
     cpu, gpu = compose([], config_dir=ROOT / "conf"), compose([f"target={target}"], config_dir=ROOT / "conf")
     # the engines take the batches MLPerf Offline sends them
@@ -381,14 +378,7 @@ def test_gpu_targets_set_only_the_hardware_knobs(target):
 
 
 def test_gpu_checks_judge_only_on_the_card_they_are_for():
-    gpu = {
-        "variant": "tensorrt-int8",
-        "card": "A100",
-        "offline_reference_ips": 42379,
-        "offline_min_fraction": 0.9,
-        "singlestream_p90_max_ms": 0.6,
-        "int8_top1_agreement_min": 0.99,
-    }
+    gpu = dict(A100["benchmark"]["targets"]["gpu"])
     results = {"mlperf": {"tensorrt-int8": {"status": "ok", "offline_ips": 40000.0, "singlestream_p90_ms": 0.5}}}
     parity = {"tensorrt-int8": {"top1_agreement": 0.995}}
     checks = gpu_checks(results, parity, gpu, ["NVIDIA A100-SXM4-40GB"])

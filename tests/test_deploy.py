@@ -16,7 +16,7 @@ from crossdeploy.deploy.decision import Settings, SloNotMet, decide
 from crossdeploy.deploy.note import deploy_markdown
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.variants import benchmark_variants
-from tests.conftest import TINY_SIZE
+from tests.conftest import KSERVE, TINY_SIZE, bundle_decision, tiny_paths
 
 STABILITY_PCT = 10.0
 
@@ -272,27 +272,6 @@ def choice_of(variant, batch=8, concurrency=1, margin_ms=10.0):
     }
 
 
-def bundle_decision(choice):
-    return {
-        "met": choice is not None,
-        "p99_slo_ms": 50.0,
-        "tie_pct": 10.0,
-        "choice": choice,
-        "runner_up": None,
-        "closest": None,
-        "unstable": [],
-        "excluded": {},
-        "params": {"p99_ms": 50.0},
-    }
-
-
-KSERVE = {
-    "storage_uri": "s3://bucket/serving/tiny",
-    "tfserving_runtime_version": "2.21.0",
-    "resources": {"cpu": "2", "memory": "4Gi"},
-    "triton_storage_uri": "s3://bucket/triton",
-    "triton_runtime_version": "25.10-py3",
-}
 PREPROCESSING = {"preprocessing": {"resize_size": 73, "crop_size": TINY_SIZE, "mean": [0.5] * 3, "std": [0.2] * 3}, "num_classes": 10}
 
 
@@ -307,17 +286,8 @@ def artifacts(tmp_path, served_repo, tiny_optimized, tiny_source):
     tensorrt.mkdir()
     (tensorrt / "tensorrt-fp16.plan").write_bytes(b"plan bytes")
     (tensorrt / "tensorrt-fp16.json").write_text(json.dumps({"status": "built", "gpu": "NVIDIA H100"}))
-    paths = {
-        "serving": str(served_repo / "models" / "serving"),
-        "program": str(tiny_source[0]),
-        "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]),
-        "onnx_int8_trt": str(tiny_optimized[0]),
-        "onnx_fp16": str(tmp_path / "model.fp16.onnx"),
-        "tflite": str(tflite),
-        "tensorrt": str(tensorrt),
-        "savedmodel": str(tmp_path / "savedmodel"),  # the bundle ships the packaged repository entry instead
-    }
+    # the bundle ships the packaged repository entry, not the SavedModel folder
+    paths = tiny_paths(tmp_path, served_repo, tiny_source, tiny_optimized, tflite=tflite, tensorrt=tensorrt)
     return Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=KSERVE, tensorrt_max_batch=32)
 
 

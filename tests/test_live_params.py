@@ -11,9 +11,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.conftest import ROOT, commit, sh
-
-A100 = yaml.safe_load((ROOT / "conf" / "target" / "a100.yaml").read_text())
+from tests.conftest import A100, ROOT, commit, sh
 
 #: stage -> param -> a new value; re-running the stage with it must change at least one of its outputs
 LIVE = {

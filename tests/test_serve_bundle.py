@@ -22,7 +22,7 @@ from PIL import Image
 from crossdeploy.cli import main as crossdeploy_main
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
-from tests.conftest import SERVED_MAX_BATCH, TINY_SIZE
+from tests.conftest import KSERVE, SERVED_MAX_BATCH, TINY_SIZE, bundle_decision, tiny_paths
 
 #: the CPU runtimes a decision can choose and the file each bundle ships
 RUNTIMES = ["onnxruntime-fp32", "openvino-fp32", "tflite-fp32", "torch-fp32"]
@@ -44,17 +44,7 @@ def _decision(variant: str) -> dict:
         "size_mb": 1.0,
         "fidelity": {"row": variant, "top1_agreement": 1.0, "cosine_min": 1.0},
     }
-    return {
-        "met": True,
-        "p99_slo_ms": 50.0,
-        "tie_pct": 10.0,
-        "choice": choice,
-        "runner_up": None,
-        "closest": None,
-        "unstable": [],
-        "excluded": {},
-        "params": {"p99_ms": 50.0, "variants": "all"},
-    }
+    return bundle_decision(choice)
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +61,7 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
     convert_tflite(tiny_saved_model, tflite / "model.fp32.tflite", "fp32")
     preprocessing = {"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}
     (root / "preprocessing.json").write_text(json.dumps(preprocessing))
-    paths = {
-        "serving": str(served_repo / "models" / "serving"),
-        "program": str(tiny_source[0]),
-        "onnx_optimized": str(tiny_optimized[0]),
-        "onnx_int8": str(tiny_optimized[0]),
-        "onnx_int8_trt": str(tiny_optimized[0]),
-        "onnx_fp16": str(root / "model.fp16.onnx"),
-        "tflite": str(tflite),
-        "tensorrt": str(root / "tensorrt"),
-        "savedmodel": str(tiny_saved_model.parent.parent),
-        "preprocessing": str(root / "preprocessing.json"),
-    }
-    kserve = {
-        "storage_uri": "s3://bucket/tiny",
-        "tfserving_runtime_version": "2.21.0",
-        "resources": {"cpu": "2", "memory": "4Gi"},
-        "triton_storage_uri": "s3://bucket/triton",
-        "triton_runtime_version": "25.10-py3",
-    }
+    paths = tiny_paths(root, served_repo, tiny_source, tiny_optimized, savedmodel=tiny_saved_model.parent.parent)
     params = {
         "model": {"name": "tiny"},
         "to_tensorflow": {"version": 1},
@@ -98,13 +70,13 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
         "package": {
             "base_path": "/models",
             "batching": {"max_batch_size": SERVED_MAX_BATCH},
-            "kserve": kserve,
+            "kserve": KSERVE,
             "image_limits": {"max_pixels": 50_000_000, "max_aspect_ratio": 20},
         },
         "serve": {"max_in_flight": 2, "max_queued": 4, "request_timeout_s": 30},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    serving = Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=kserve, tensorrt_max_batch=32)
+    serving = Serving(paths, "tiny", 1, num_batch_threads=2, max_enqueued_batches=10, kserve=KSERVE, tensorrt_max_batch=32)
     table = {v.name: v for v in benchmark_variants(params)}
     for variant in [*RUNTIMES, "tf-savedmodel-fp32"]:
         (root / "bundles" / variant).mkdir(parents=True)

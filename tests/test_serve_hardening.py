@@ -17,12 +17,12 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import SERVED_MAX_BATCH as MAX_BATCH
-from conftest import TINY_SIZE
 from PIL import Image
 
 from crossdeploy.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
+from tests.conftest import SERVED_MAX_BATCH as MAX_BATCH
+from tests.conftest import TINY_SIZE, tiny_paths
 
 BODY_LIMIT_MIB = 1.0
 LEAKS = ("Traceback", "{{node", ".py", 'File "', "site-packages", "/tmp/")
@@ -47,19 +47,7 @@ def guarded(request, served_repo, tiny_source, tiny_optimized, tmp_path_factory)
         root = tmp_path_factory.mktemp("guarded-runner")
         params = yaml.safe_load((served_repo / "params.yaml").read_text())
         (root / "preprocessing.json").write_text(json.dumps({"preprocessing": tiny_source[1].preprocessing.to_dict(), "num_classes": 10}))
-        params["paths"] = {
-            **params["paths"],
-            "serving": str(served_repo / "models" / "serving"),
-            "program": str(tiny_source[0]),
-            "onnx_optimized": str(tiny_optimized[0]),
-            "onnx_int8": str(tiny_optimized[0]),
-            "onnx_int8_trt": str(tiny_optimized[0]),
-            "onnx_fp16": str(root / "model.fp16.onnx"),
-            "tflite": str(root / "tflite"),
-            "tensorrt": str(root / "tensorrt"),
-            "savedmodel": str(root / "savedmodel"),
-            "preprocessing": str(root / "preprocessing.json"),
-        }
+        params["paths"] = {**params["paths"], **tiny_paths(root, served_repo, tiny_source, tiny_optimized)}
         params["package"]["image_limits"] = {"max_pixels": 50_000_000, "max_aspect_ratio": 20}
         params["tensorrt"] = {"cuda_graph": False, "batch": {"min": 1, "opt": 8, "max": 32}}
         (root / "params.yaml").write_text(yaml.safe_dump({**params, "serve": limits}))

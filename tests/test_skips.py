@@ -28,7 +28,7 @@ from crossdeploy.parity import Thresholds
 from crossdeploy.runtimes.base import Runner, ThreadSettings, unavailable_reason
 from crossdeploy.validation import required_variants, unmet_requirements, validate_variants
 from crossdeploy.variants import Variant, pipeline_variants
-from tests.conftest import ROOT
+from tests.conftest import A100, ROOT
 
 
 def _import_crossdeploy_module():
@@ -198,14 +198,7 @@ def test_a_target_whose_variant_was_skipped_is_not_measured():
         "mlperf": {},
         "device": {"gpus": []},
     }
-    gpu = {
-        "variant": "tensorrt-int8",
-        "card": "A100",
-        "offline_reference_ips": 42379,
-        "offline_min_fraction": 0.9,
-        "singlestream_p90_max_ms": 0.6,
-        "int8_top1_agreement_min": 0.99,
-    }
+    gpu = dict(A100["benchmark"]["targets"]["gpu"])
     parity = {"tensorrt-int8": {"status": "skipped", "reason": "no NVIDIA GPU here (nvidia-smi finds none)"}}
     checks = check_targets(results, parity, Targets(gpu=gpu))
     assert checks["int8_over_fp32"] == {

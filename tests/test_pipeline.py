@@ -333,12 +333,12 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(tiny_repo, tmp_pa
     sh(clone, "dvc", "pull")
     assert stages_run(sh(clone, "dvc", "repro")) == set()
     paths = yaml.safe_load((clone / "params.yaml").read_text())["paths"]
-    for variant, _, onnx, plan in tensorrt_engines(paths, clone / paths["tensorrt"]):
-        record = json.loads(engine_record(plan).read_text())
-        assert not Path(record["onnx"]).is_absolute() and record["onnx"] == str(onnx), record
-        assert (clone / onnx).is_file(), onnx
+    for engine in tensorrt_engines(paths, clone / paths["tensorrt"]):
+        record = json.loads(engine_record(engine.plan).read_text())
+        assert not Path(record["onnx"]).is_absolute() and record["onnx"] == str(engine.onnx), record
+        assert (clone / engine.onnx).is_file(), engine.onnx
         if record["status"] == "ok":
-            assert plan_mismatch(plan, record) is None, variant
+            assert plan_mismatch(engine.plan, record) is None, engine.variant
 
 
 def test_a_code_change_reaches_every_stage_that_runs_that_code(tiny_repo):

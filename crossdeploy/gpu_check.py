@@ -159,16 +159,19 @@ def composed_params(target: str, arch: str) -> dict[str, Any]:
     default optimization level (the target's level 5 is for the engine it ships, not for a check)."""
     from crossdeploy.compose import compose
 
-    batch = max(compose([f"target={target}"], config_dir=ROOT / "conf")["benchmark"]["batch_sizes"])
-    return compose(
+    params = compose(
         [
             f"target={target}", f"model.arch={arch}", "model.name=gpu-check", "data.calibration_size=64", "data.evaluation_size=64",
             "quantize.calibration_size=64", "trained.enabled=false", "benchmark.profile=quick", "benchmark.concurrency=[1]",
             "benchmark.mlperf.enabled=false", "benchmark.harness_check=false", f"benchmark.variants=[{','.join(GPU_VARIANTS)}]",
-            f"tensorrt.batch.opt={min(32, batch)}", f"tensorrt.batch.max={batch}", "tensorrt.optimization_level=3",
+            "tensorrt.optimization_level=3",
         ],
         config_dir=ROOT / "conf",
     )  # fmt: skip
+    # the profile follows the target's batch sizes, which only the composed params know (no param refers to it)
+    batch = max(params["benchmark"]["batch_sizes"])
+    params["tensorrt"]["batch"].update(opt=min(32, batch), max=batch)
+    return params
 
 
 @contextmanager

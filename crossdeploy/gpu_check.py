@@ -193,10 +193,10 @@ def benchmark(target: str, arch: str, work: Path) -> dict[str, Any]:
     from crossdeploy.benchmark.plan import BenchmarkPlan
     from crossdeploy.benchmark.run import run_benchmark
     from crossdeploy.compose import write_params
-    from crossdeploy.datasets import ImageSet
+    from crossdeploy.data.datasets import ImageSet
     from crossdeploy.layout import REFERENCE
-    from crossdeploy.parity import Floor, Thresholds
-    from crossdeploy.validation import judging_rules, validate_variants
+    from crossdeploy.validation.parity import Floor, Thresholds
+    from crossdeploy.validation.run import judging_rules, validate_variants
     from crossdeploy.variants import pipeline_variants
 
     params = composed_params(target, arch)

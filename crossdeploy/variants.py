@@ -168,7 +168,7 @@ def pipeline_variants(params: dict[str, Any]) -> list[Variant]:
         # on the CPU: the reference and every conversion of it
         Variant(REFERENCE,               "fp32",   "fp32",    "torch",       source),
         Variant("onnxruntime-fp32",      "fp32",   "fp32",    "onnxruntime", onnx_fp32),
-        # the FP16 model's file judged on the CPU, which computes it in FP32 between its FP16 weights (onnx_fp16.py):
+        # the FP16 model's file judged on the CPU, which computes it in FP32 between its FP16 weights (onnx/fp16.py):
         # a check, not a deployment, so the benchmark leaves it out (PARITY_ONLY)
         Variant("onnxruntime-fp16",      "fp16",   "fp16",    "onnxruntime", onnx_fp16),
         Variant("onnxruntime-int8",      "int8",   "int8",    "onnxruntime", onnx_int8),

@@ -9,10 +9,10 @@ from crossdeploy.atomic import atomic_path
 from crossdeploy.benchmark.peaks import annotate_cells, machine_peaks
 from crossdeploy.benchmark.plan import BenchmarkPlan, select_variants
 from crossdeploy.benchmark.run import run_benchmark
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.device_info import describe_device
-from crossdeploy.model_card import ModelCard
-from crossdeploy.onnx_graph import size_mb
+from crossdeploy.model.card import ModelCard
+from crossdeploy.onnx.graph import size_mb
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage, write_json
 from crossdeploy.variants import benchmark_variants

@@ -1,9 +1,9 @@
 """Stage data: disjoint calibration and evaluation image sets, preprocessed once for every runtime."""
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.datasets import DataSettings, make_image_sets
+from crossdeploy.data.datasets import DataSettings, make_image_sets
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.params import check_input_dep, load_params
-from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.stage import read_json, run_stage
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.benchmark.plan import BenchmarkPlan
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.deploy.bundle import Serving, write_bundle
 from crossdeploy.deploy.chart import plot_rows, write_chart
 from crossdeploy.deploy.decision import Settings, decide, load_metrics

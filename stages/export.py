@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.onnx_export import export_onnx
+from crossdeploy.onnx.export import export_onnx
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage
 

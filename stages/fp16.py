@@ -4,7 +4,7 @@ TensorRT engine's and the FP16 ONNX Runtime rows' model)."""
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.onnx_fp16 import Fp16Settings, convert_fp16
+from crossdeploy.onnx.fp16 import Fp16Settings, convert_fp16
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage
 

@@ -1,9 +1,9 @@
 """Stage model: resolve the configured classifier into an exported program plus its model card."""
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.model_size import model_size
+from crossdeploy.model.size import model_size
+from crossdeploy.model.source import SourceSpec, build_source_model, export_program
 from crossdeploy.params import check_input_dep, load_params
-from crossdeploy.source_model import SourceSpec, build_source_model, export_program
 from crossdeploy.stage import run_stage, write_json
 
 

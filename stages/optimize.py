@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.onnx_optimize import optimize_onnx
+from crossdeploy.onnx.optimize import optimize_onnx
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage, write_json
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.build_failures import FAILURES_FILE, recorded_failure, write_failures
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.layout import SAVEDMODEL_VARIANT, SERVED, model_version_dir, saved_model_version_dir
 from crossdeploy.params import load_params
-from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.serving.manifests import write_manifests
 from crossdeploy.serving.repository import BATCHING_PARAMETERS, BatchingParameters, write_repository_files
 from crossdeploy.serving.signatures import ImageLimits, export_with_bytes_signature

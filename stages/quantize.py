@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.datasets import ImageSet
-from crossdeploy.onnx_quantize import QuantizeSettings, quantize_flavours
+from crossdeploy.data.datasets import ImageSet
+from crossdeploy.onnx.quantize import QuantizeSettings, quantize_flavours
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage
 

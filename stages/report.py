@@ -12,7 +12,7 @@ from crossdeploy.benchmark.baseline import load_baseline
 from crossdeploy.benchmark.charts import plot_data, write_chart
 from crossdeploy.benchmark.checks import Targets, check_targets
 from crossdeploy.benchmark.report import benchmark_markdown, key_figures
-from crossdeploy.model_card import ModelCard
+from crossdeploy.model.card import ModelCard
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage, write_json
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.build_failures import write_failures
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.layout import SAVEDMODEL_VARIANT, model_version_dir, saved_model_version_dir
 from crossdeploy.params import load_params
 from crossdeploy.stage import read_json, run_stage
-from crossdeploy.tensorflow_convert import convert_to_tensorflow_isolated
+from crossdeploy.tensorflow.convert import convert_to_tensorflow_isolated
 
 
 def main() -> None:

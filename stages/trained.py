@@ -6,11 +6,11 @@ from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
 from crossdeploy.layout import trained_paths
-from crossdeploy.onnx_fp16 import Fp16Settings
-from crossdeploy.onnx_quantize import QuantizeSettings
+from crossdeploy.onnx.fp16 import Fp16Settings
+from crossdeploy.onnx.quantize import QuantizeSettings
 from crossdeploy.params import load_params
 from crossdeploy.stage import run_stage
-from crossdeploy.trained_reference import TrainingSettings, convert_every_cpu_variant, train_classifier
+from crossdeploy.standin.trained import TrainingSettings, convert_every_cpu_variant, train_classifier
 
 
 def main() -> None:

@@ -3,17 +3,17 @@
 from pathlib import Path
 
 from crossdeploy.atomic import atomic_path
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.device_info import int8_kernels_saturate
 from crossdeploy.errors import ParityError
 from crossdeploy.layout import TRAINED_PREFIX, trained_paths
-from crossdeploy.model_card import ModelCard
+from crossdeploy.model.card import ModelCard
 from crossdeploy.params import load_params
-from crossdeploy.parity import Floor, Thresholds
-from crossdeploy.parity_report import misses_table, parity_markdown
 from crossdeploy.runtimes.base import ThreadSettings
 from crossdeploy.stage import read_json, run_stage, write_json
-from crossdeploy.validation import (
+from crossdeploy.validation.parity import Floor, Thresholds
+from crossdeploy.validation.report import misses_table, parity_markdown
+from crossdeploy.validation.run import (
     describe_reference,
     judging_rules,
     required_variants,

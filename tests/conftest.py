@@ -38,7 +38,7 @@ def tiny_source(tmp_path_factory):
     """(program path, ModelCard) for a seeded random resnet18 at 64 px."""
     import torch
 
-    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
+    from crossdeploy.model.source import SourceSpec, build_source_model, export_program
 
     model, card = build_source_model(SourceSpec("tiny", TINY_ARCH, num_classes=10, input_size=TINY_SIZE))
     path = tmp_path_factory.mktemp("source") / "model.pt2"
@@ -48,14 +48,14 @@ def tiny_source(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_images(tiny_source):
-    from crossdeploy.datasets import DataSettings, default_image_sets
+    from crossdeploy.data.datasets import DataSettings, default_image_sets
 
     return default_image_sets(DataSettings(12, 10, tiny_source[1].preprocessing))
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_source, tmp_path_factory):
-    from crossdeploy.onnx_export import export_onnx
+    from crossdeploy.onnx.export import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(tiny_source[0], path, opset=17, input_size=TINY_SIZE)
@@ -64,7 +64,7 @@ def tiny_onnx(tiny_source, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_optimized(tiny_onnx):
-    from crossdeploy.onnx_optimize import optimize_onnx
+    from crossdeploy.onnx.optimize import optimize_onnx
 
     path = tiny_onnx.with_name("model.optimized.onnx")
     counts = optimize_onnx(tiny_onnx, path)
@@ -74,7 +74,7 @@ def tiny_optimized(tiny_onnx):
 @pytest.fixture(scope="session")
 def tiny_saved_model(tiny_optimized, tmp_path_factory):
     """The tiny model as a SavedModel in TF Serving's layout (<base>/tiny/1)."""
-    from crossdeploy.tensorflow_convert import onnx_to_keras, save_serving_model
+    from crossdeploy.tensorflow.convert import onnx_to_keras, save_serving_model
 
     export_dir = tmp_path_factory.mktemp("tf") / "tiny" / "1"
     save_serving_model(onnx_to_keras(tiny_optimized[0]), export_dir, TINY_SIZE)
@@ -133,11 +133,11 @@ def random_model_files(arch: str, root: Path, size: int):
     12 evaluation images: (paths, calibration set, evaluation set)."""
     import torch
 
-    from crossdeploy.datasets import DataSettings, default_image_sets
+    from crossdeploy.data.datasets import DataSettings, default_image_sets
     from crossdeploy.layout import trained_paths
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.source_model import SourceSpec, build_source_model, export_program
+    from crossdeploy.model.source import SourceSpec, build_source_model, export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.optimize import optimize_onnx
 
     paths = trained_paths(root)
     model, card = build_source_model(SourceSpec(arch, arch, num_classes=10, input_size=size))

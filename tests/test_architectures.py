@@ -54,12 +54,12 @@ def _variants(root: Path, name: str):
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_each_family_converts_and_validates(arch, tmp_path):
     from crossdeploy.layout import saved_model_version_dir
-    from crossdeploy.onnx_fp16 import convert_fp16
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
-    from crossdeploy.parity import Thresholds
+    from crossdeploy.onnx.fp16 import convert_fp16
+    from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx
     from crossdeploy.runtimes.base import ThreadSettings
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow
-    from crossdeploy.validation import judging_rules, validate_variants
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow
+    from crossdeploy.validation.parity import Thresholds
+    from crossdeploy.validation.run import judging_rules, validate_variants
     from tests.conftest import random_model_files
 
     paths, calibration, evaluation = random_model_files(arch, tmp_path, SIZE)
@@ -137,9 +137,9 @@ def test_a_batch_sized_range_converts_at_a_fixed_batch_and_serves_any(tiny_optim
     batch (one image at a time), and the TFLite models say they take batches of 1."""
     import tensorflow as tf
 
-    from crossdeploy.parity import compare_logits
     from crossdeploy.runtimes.tflite_runtime import TFLiteRunner
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow
+    from crossdeploy.validation.parity import compare_logits
     from tests.conftest import TINY_SIZE, run_onnx
 
     path = tmp_path / "range.onnx"
@@ -256,7 +256,7 @@ class _CrashOnUnpickle:
 def test_a_converter_crash_fails_the_variants_it_was_building(tmp_path):
     """onnx2tf crashed the whole stage on MaxViT (SIGSEGV); the conversion runs in its own process, so a
     crash there fails the SavedModel and TFLite variants with what happened, and the stage goes on."""
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow_isolated
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow_isolated
 
     failures = convert_to_tensorflow_isolated(tmp_path / "model.onnx", tmp_path / "sm" / "1", tmp_path / "tflite", 64, _CrashOnUnpickle())
     assert set(failures) == {SAVEDMODEL_VARIANT, *TFLITE_VARIANTS.values()}
@@ -267,7 +267,7 @@ def test_a_converter_crash_fails_the_variants_it_was_building(tmp_path):
 def test_an_error_in_the_converting_process_is_not_mistaken_for_a_converter_limit(tmp_path):
     """A Python error there (here: no ONNX file) is a bug or a broken input, not an architecture the
     converter cannot handle: the stage fails instead of recording it."""
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow_isolated
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow_isolated
 
     with pytest.raises(RuntimeError, match=r"conversion process failed \(exit code 1\)"):
         convert_to_tensorflow_isolated(

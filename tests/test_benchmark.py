@@ -48,7 +48,7 @@ def test_closed_loop_reports_a_client_error():
 
 @pytest.fixture(scope="module")
 def tiny_tflite(tiny_saved_model, tiny_images, tmp_path_factory):
-    from crossdeploy.tensorflow_convert import convert_tflite
+    from crossdeploy.tensorflow.convert import convert_tflite
 
     path = tmp_path_factory.mktemp("tflite") / "model.fp32.tflite"
     convert_tflite(tiny_saved_model, path, "fp32", tiny_images[0].tensors("NHWC"))

@@ -16,9 +16,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from crossdeploy import onnx_quantize
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.onnx_quantize import CALIBRATION_METHODS, FLAVOURS, QuantizeSettings, quantize_flavours, quantize_onnx
+from crossdeploy.onnx import quantize as onnx_quantize
+from crossdeploy.onnx.quantize import CALIBRATION_METHODS, FLAVOURS, QuantizeSettings, quantize_flavours, quantize_onnx
 from tests.conftest import ROOT, run_onnx
 
 CALIBRATION = dict(calibration_size=8, calibration_batch=4)
@@ -80,7 +80,7 @@ def test_entropy_gives_the_same_bytes_in_a_fresh_process(quantized, tiny_optimiz
     again = tmp_path / "again.onnx"
     script = (
         "import sys, numpy as np; from pathlib import Path; "
-        "from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx; "
+        "from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx; "
         "quantize_onnx(Path(sys.argv[1]), Path(sys.argv[2]), np.load(sys.argv[3]), "
         f"QuantizeSettings(calibration_method='entropy', **{CALIBRATION!r}), 'tensorrt')"
     )

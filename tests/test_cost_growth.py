@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossdeploy.cost_growth import LINEAR_LIMIT, growth, markdown, table
+from crossdeploy.experiments.cost_growth import LINEAR_LIMIT, growth, markdown, table
 
 #: torchvision's ResNets as the model stage measures them (parameters, GFLOPs per 224 px image)
 SIZES = {"resnet18": (11_689_512, 3.63), "resnet50": (25_557_032, 8.18), "resnet101": (44_549_160, 15.6)}
@@ -58,7 +58,7 @@ def test_the_markdown_lists_every_stage_and_what_was_not_measured():
 def test_model_size_counts_parameters_and_flops_of_the_exported_program():
     import torch
 
-    from crossdeploy.model_size import model_size
+    from crossdeploy.model.size import model_size
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.Flatten(), torch.nn.Linear(8 * 16 * 16, 10))
     program = torch.export.export(model.eval(), (torch.zeros(1, 3, 16, 16),))
@@ -69,7 +69,7 @@ def test_model_size_counts_parameters_and_flops_of_the_exported_program():
 
 
 def test_publish_replaces_only_what_lies_between_the_markers(tmp_path):
-    from crossdeploy.experiments import publish
+    from crossdeploy.experiments.sweep import publish
 
     readme = tmp_path / "README.md"
     markers = ("<!-- t:start -->", "<!-- t:end -->")

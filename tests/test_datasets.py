@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.datasets import DataSettings, ImageSet, class_index_map, decode_image, default_image_sets, make_image_sets
+from crossdeploy.data.datasets import DataSettings, ImageSet, class_index_map, decode_image, default_image_sets, make_image_sets
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.preprocessing import Preprocessing
 
 P = Preprocessing.resolve(input_size=32)
 

@@ -414,7 +414,7 @@ def test_the_readmes_short_tree_names_the_top_level():
 
 
 def test_the_sweeps_publish_into_the_page_that_holds_their_markers():
-    from crossdeploy import cost_growth, support_matrix
+    from crossdeploy.experiments import cost_growth, support_matrix
 
     for sweep in (support_matrix.SWEEP, cost_growth.SWEEP):
         page = (ROOT / sweep.readme).read_text()

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from crossdeploy.experiments import Sweep
+from crossdeploy.experiments.sweep import Sweep
 
 
 def _git(repo, *args: str) -> str:

@@ -34,9 +34,9 @@ def validate_cfg():
 
 def _rows(root: Path, name: str, evaluation, cfg) -> dict:
     from crossdeploy.layout import trained_paths
-    from crossdeploy.parity import Floor, Thresholds
     from crossdeploy.runtimes.base import ThreadSettings
-    from crossdeploy.validation import judging_rules, validate_variants
+    from crossdeploy.validation.parity import Floor, Thresholds
+    from crossdeploy.validation.run import judging_rules, validate_variants
     from crossdeploy.variants import pipeline_variants
 
     params = {
@@ -56,7 +56,7 @@ def _rows(root: Path, name: str, evaluation, cfg) -> dict:
 def random_family(request, tmp_path_factory):
     """A seeded random model of the family (made input-sensitive, as the model stage does), its ONNX and
     calibrated INT8 files in the pipeline's layout, and its evaluation images."""
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
+    from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx
     from tests.conftest import random_model_files
 
     arch = request.param
@@ -98,7 +98,7 @@ def test_a_planted_int8_file_fails_the_floor_on_random_weights(random_family, va
 
 def test_the_floor_bound_is_checked():
     from crossdeploy.errors import CrossdeployError
-    from crossdeploy.parity import Floor
+    from crossdeploy.validation.parity import Floor
 
     for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(CrossdeployError, match="validate.floor.input_spread_min"):
@@ -107,7 +107,7 @@ def test_the_floor_bound_is_checked():
 
 def test_a_reference_that_ignores_its_input_is_one_sentence():
     from crossdeploy.errors import CrossdeployError
-    from crossdeploy.parity import compare_logits
+    from crossdeploy.validation.parity import compare_logits
 
     same = np.ones((4, 10), np.float32)
     with pytest.raises(CrossdeployError, match="same logits for all 4 evaluation images"):

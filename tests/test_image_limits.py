@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.data.datasets import sample_photograph_paths
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import BYTES_SIGNATURE
 from crossdeploy.serving.signatures import BYTES_INPUT, ImageLimits, export_with_bytes_signature

@@ -1,7 +1,7 @@
 """The INT8 files compute on ONNX Runtime's CPU kernels what their own QDQ arithmetic says, on every x86 CPU.
 
 Without VNNI (AVX2, AVX-512F) those kernels add pairs of 8-bit products in 16 bits, which saturate when an
-image's full 8-bit range meets large weights (quantize.reduce_range, crossdeploy/onnx_quantize.py). The plant:
+image's full 8-bit range meets large weights (quantize.reduce_range, crossdeploy/onnx/quantize.py). The plant:
 a convolution whose every weight is large and positive, fed bright images, which is where saturation bites.
 The file's own arithmetic is ONNX Runtime with graph optimizations off: every DequantizeLinear then runs,
 and the convolution computes in float on the dequantized values.
@@ -18,8 +18,8 @@ from onnx import helper, numpy_helper
 
 from crossdeploy.device_info import int8_kernels_saturate
 from crossdeploy.layout import INPUT_NAME
-from crossdeploy.onnx_quantize import FLAVOURS, QuantizeSettings, quantize_flavours
-from crossdeploy.validation import saturation_hint
+from crossdeploy.onnx.quantize import FLAVOURS, QuantizeSettings, quantize_flavours
+from crossdeploy.validation.run import saturation_hint
 
 CHANNELS = 16
 

@@ -17,46 +17,14 @@ from tests.conftest import ROOT, module_imports
 #: other freely), or a top-level folder of scripts; "crossdeploy" is the package's own __init__.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the exceptions every layer raises or catches
-    (
-        "crossdeploy",
-        "atomic",
-        "layout",
-        "params",
-        "compose",
-        "experiments",
-        "resources",
-        "stage",
-        "build_failures",
-        "device_info",
-        "tensorflow_env",
-        "saved_model",
-    ),
+    ("crossdeploy", "atomic", "layout", "params", "compose", "resources", "stage", "build_failures", "device_info"),
     # data, conversions and comparisons: each works on files and arrays, not on runtimes
-    (
-        "preprocessing",
-        "model_card",
-        "datasets",
-        "architectures",
-        "checkpoints",
-        "source_model",
-        "parity",
-        "parity_report",
-        "support_matrix",
-        "cost_growth",
-        "model_size",
-        "onnx_graph",
-        "onnx_rewrite",
-        "onnx_export",
-        "onnx_optimize",
-        "onnx_fp16",
-        "onnx_quantize",
-        "tensorflow_convert",
-    ),
+    ("data", "model", "onnx", "tensorflow", "experiments"),
     ("tensorrt", "serving"),  # engines and servers: runtimes/ drives them
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime
-    ("validation", "benchmark", "trained_reference", "deploy"),  # what the stages run
-    ("cli", "gpu_check", "standin_verdicts", "stages", "hydra_plugins"),  # entry points: nothing imports them
+    ("validation", "benchmark", "standin", "deploy"),  # what the stages run
+    ("cli", "gpu_check", "stages", "hydra_plugins"),  # entry points: nothing imports them
 )
 
 _LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from crossdeploy.parity import Floor, Thresholds, compare_logits
+from crossdeploy.validation.parity import Floor, Thresholds, compare_logits
 from tests.conftest import ROOT, run_onnx
 from tests.planted import damage_weights, noise_20pct, shuffled
 
@@ -35,11 +35,11 @@ def trained(tmp_path_factory):
     """(model, evaluation set, FP32 logits, the ONNX Runtime INT8 logits of a correctly quantized copy)."""
     import torch
 
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
-    from crossdeploy.source_model import export_program
-    from crossdeploy.trained_reference import TrainingSettings, train_classifier
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.optimize import optimize_onnx
+    from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx
+    from crossdeploy.standin.trained import TrainingSettings, train_classifier
 
     settings = TrainingSettings(epochs=2, input_size=32, evaluation_size=200, calibration_size=64)
     model, card, calibration, evaluation, figures = train_classifier(settings)
@@ -99,7 +99,7 @@ def test_damaged_logits_fail_naming_the_figure(trained, thresholds, name):
 
 def test_perturbed_weights_fail(trained, thresholds):
     """A model whose weights were damaged (noise of 25 % of the mean weight magnitude on every conv weight), run for real."""
-    from crossdeploy.standin_verdicts import damaged_logits
+    from crossdeploy.standin.verdicts import damaged_logits
 
     model, evaluation, *_ = trained
     logits = damaged_logits(model, evaluation.tensors("NCHW"), fraction=0.25, seed=0)
@@ -127,7 +127,7 @@ def test_damaged_int8_weights_fail(trained, thresholds, tmp_path):
 def test_the_fp16_model_passes_at_the_fp16_thresholds_and_fails_with_damaged_weights(trained, thresholds, tmp_path):
     """What judges trained/onnxruntime-fp16: the stand-in's FP16 model (the fp16 stage's conversion) at
     validate.thresholds.fp16, accuracy included; the same file with its FP16 weights damaged fails them."""
-    from crossdeploy.onnx_fp16 import convert_fp16
+    from crossdeploy.onnx.fp16 import convert_fp16
 
     *_, evaluation, reference, _, folder = trained
     fp16 = Thresholds(**yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["validate"]["thresholds"]["fp16"])

@@ -10,10 +10,10 @@ from onnx import TensorProto, numpy_helper
 
 from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.onnx_fp16 import Fp16Settings, check_fp16_file, convert_fp16
-from crossdeploy.parity import Thresholds, compare_logits
+from crossdeploy.onnx.fp16 import Fp16Settings, check_fp16_file, convert_fp16
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.validation import judging_rules, validate_variants
+from crossdeploy.validation.parity import Thresholds, compare_logits
+from crossdeploy.validation.run import judging_rules, validate_variants
 from crossdeploy.variants import REFERENCE, pipeline_variants
 from tests.conftest import ROOT, run_onnx
 

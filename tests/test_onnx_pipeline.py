@@ -6,8 +6,8 @@ import pytest
 from onnx import numpy_helper
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.onnx_export import export_onnx
-from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
+from crossdeploy.onnx.export import export_onnx
+from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx
 from tests.conftest import TINY_SIZE, run_onnx
 
 
@@ -24,7 +24,7 @@ def test_export_produces_requested_opset_with_dynamic_batch(tiny_source, tmp_pat
 def test_exported_onnx_matches_torch_at_any_batch(tiny_onnx, tiny_source):
     import torch
 
-    from crossdeploy.source_model import load_program
+    from crossdeploy.model.source import load_program
 
     module = load_program(tiny_source[0])
     for batch in (1, 5):
@@ -92,7 +92,7 @@ def test_quantized_models_stay_close_to_fp32(quantized, tiny_optimized, tiny_ima
     """What random weights allow: both flavours meet validate's floor and their noise stays below the signal. The
     worst image's cosine is no bound here: it moved from 0.97 to 0.88 between two of this project's CPUs.
     tests/test_negative_controls judges INT8 at the real thresholds on a trained model."""
-    from crossdeploy.parity import Floor, compare_logits
+    from crossdeploy.validation.parity import Floor, compare_logits
 
     x = tiny_images[1].tensors("NCHW")
     reference = run_onnx(tiny_optimized[0], x)
@@ -112,7 +112,7 @@ def test_bad_quantize_params(tiny_optimized, tiny_images, tmp_path):
 
 
 def test_histogram_calibration_with_uneven_count(tiny_optimized, tiny_images, tmp_path):
-    from crossdeploy.onnx_quantize import even_batch_size
+    from crossdeploy.onnx.quantize import even_batch_size
 
     assert (even_batch_size(12, 8), even_batch_size(128, 8), even_batch_size(13, 8)) == (6, 8, 1)
     path = tmp_path / "entropy.onnx"

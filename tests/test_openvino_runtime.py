@@ -6,7 +6,7 @@ import openvino as ov
 import pytest
 
 from crossdeploy.errors import RuntimeUnavailable
-from crossdeploy.onnx_quantize import FLAVOURS, QuantizeSettings, quantize_flavours
+from crossdeploy.onnx.quantize import FLAVOURS, QuantizeSettings, quantize_flavours
 from crossdeploy.runtimes.openvino_runtime import OpenVinoRunner, check_inference_precision, missing_capability
 
 

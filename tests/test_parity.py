@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from crossdeploy.parity import Thresholds, compare_logits
+from crossdeploy.validation.parity import Thresholds, compare_logits
 
 
 def test_identical_logits_are_perfect():

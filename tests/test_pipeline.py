@@ -180,7 +180,7 @@ def test_a_planted_file_where_the_bundle_comes_from_is_never_deployed(tiny_repo,
     file fail its row, and the main INT8 file, unjudged on random weights, is then not eligible either."""
     import onnxruntime as ort
 
-    from crossdeploy.datasets import ImageSet
+    from crossdeploy.data.datasets import ImageSet
     from tests.planted import answer_regardless, damage_weights
 
     sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.preprocessing import IMAGENET_MEAN, Preprocessing, normalize
+from crossdeploy.data.preprocessing import IMAGENET_MEAN, Preprocessing, normalize
 
 
 def test_weights_metadata_gives_torchvisions_preset():

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.data.datasets import sample_photograph_paths
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.clients import RestClient, predict_request
 from crossdeploy.serving.serve_command import choose_engine

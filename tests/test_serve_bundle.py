@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from crossdeploy.cli import main as crossdeploy_main
-from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.data.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
 from tests.conftest import KSERVE, SERVED_MAX_BATCH, TINY_SIZE, bundle_decision, tiny_paths
 
@@ -52,7 +52,7 @@ def project(tmp_path_factory, served_repo, tiny_source, tiny_optimized, tiny_sav
     """A project folder with params.yaml over the tiny model's real artifacts (ONNX, TFLite, program, the
     packaged SavedModel), and a deploy bundle per runtime written by the deploy stage's own write_bundle."""
     from crossdeploy.deploy.bundle import Serving, write_bundle
-    from crossdeploy.tensorflow_convert import convert_tflite
+    from crossdeploy.tensorflow.convert import convert_tflite
     from crossdeploy.variants import benchmark_variants
 
     root = tmp_path_factory.mktemp("project")
@@ -112,7 +112,7 @@ def test_each_runtime_serves_its_bundle_with_the_in_process_logits(project, vari
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from crossdeploy.preprocessing import normalize
+    from crossdeploy.data.preprocessing import normalize
     from crossdeploy.runtimes.base import ThreadSettings
     from crossdeploy.serving.image_input import ImageDecoder
     from crossdeploy.serving.signatures import ImageLimits
@@ -195,7 +195,7 @@ async def _kserve_client(base: str, x: np.ndarray):
 
 
 def _prep(root):
-    from crossdeploy.preprocessing import Preprocessing
+    from crossdeploy.data.preprocessing import Preprocessing
 
     return Preprocessing.from_dict(json.loads((root / "preprocessing.json").read_text())["preprocessing"])
 

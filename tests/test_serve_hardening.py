@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.data.datasets import sample_photograph_paths
 from crossdeploy.serving.server_process import ServerProcess
 from tests.conftest import SERVED_MAX_BATCH as MAX_BATCH
 from tests.conftest import TINY_SIZE, tiny_paths

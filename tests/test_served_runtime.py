@@ -8,12 +8,12 @@ from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
 from crossdeploy.errors import RuntimeUnavailable
 from crossdeploy.layout import SERVED
-from crossdeploy.parity import compare_logits
 from crossdeploy.runtimes.base import ThreadSettings, unavailable_reason
 from crossdeploy.runtimes.served_runtime import ServedRunner
 from crossdeploy.runtimes.tensorflow_runtime import TensorFlowRunner
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.serving.shared_servers import SharedServers
+from crossdeploy.validation.parity import compare_logits
 from crossdeploy.variants import pipeline_variants
 from tests.conftest import ROOT
 

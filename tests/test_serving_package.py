@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossdeploy.datasets import sample_photograph_paths
+from crossdeploy.data.datasets import sample_photograph_paths
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import BYTES_SIGNATURE
-from crossdeploy.parity import compare_logits
 from crossdeploy.serving.repository import BatchingParameters, models_config, write_repository_files
 from crossdeploy.serving.signatures import BYTES_INPUT, export_with_bytes_signature
+from crossdeploy.validation.parity import compare_logits
 
 BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=100)
 
@@ -35,7 +35,7 @@ def encoded(path, fmt):
 def test_bytes_signature_preprocesses_like_the_pipeline(packaged, tiny_source, fmt, min_cosine):
     import tensorflow as tf
 
-    from crossdeploy.preprocessing import normalize
+    from crossdeploy.data.preprocessing import normalize
 
     prep = tiny_source[1].preprocessing
     # landscape, portrait and square photographs exercise the shorter-side resize and the crop

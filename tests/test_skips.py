@@ -24,9 +24,9 @@ from crossdeploy.benchmark.plan import BenchmarkPlan
 from crossdeploy.benchmark.run import run_benchmark
 from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.parity import Thresholds
 from crossdeploy.runtimes.base import Runner, ThreadSettings, unavailable_reason
-from crossdeploy.validation import required_variants, unmet_requirements, validate_variants
+from crossdeploy.validation.parity import Thresholds
+from crossdeploy.validation.run import required_variants, unmet_requirements, validate_variants
 from crossdeploy.variants import Variant, pipeline_variants
 from tests.conftest import A100, ROOT
 

@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.source_model import SourceSpec, build_source_model, export_program, load_program
+from crossdeploy.model.source import SourceSpec, build_source_model, export_program, load_program
 
 BASE = dict(name="m", arch="resnet18", num_classes=10, input_size=64)
 
@@ -208,7 +208,7 @@ def test_random_weights_are_made_input_sensitive(tiny_source, tiny_images):
 
 def test_a_zero_initialised_head_is_given_random_weights(tiny_images):
     """torchvision's ViT starts its classifier at zero: every image got the bias alone (one class for all)."""
-    from crossdeploy.source_model import make_random_model_input_sensitive
+    from crossdeploy.model.source import make_random_model_input_sensitive
 
     torch.manual_seed(0)
     vit = torchvision.models.VisionTransformer(

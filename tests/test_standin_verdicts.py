@@ -3,8 +3,8 @@ that differs between stand-ins is reported as a flip."""
 
 from __future__ import annotations
 
-from crossdeploy.parity import Thresholds
-from crossdeploy.standin_verdicts import flips, margins, markdown
+from crossdeploy.standin.verdicts import flips, margins, markdown
+from crossdeploy.validation.parity import Thresholds
 
 
 def run(seed: int, minmax_noise: float, verdict: str = "ok") -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crossdeploy.support_matrix import markdown
+from crossdeploy.experiments.support_matrix import markdown
 
 
 def test_the_support_matrix_gives_each_family_its_standin_and_int8_verdicts():

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from crossdeploy.onnx_rewrite import pad_maxpools_over_nonnegative, spatial_means_to_global_pools
-from crossdeploy.parity import compare_logits
-from crossdeploy.tensorflow_convert import convert_tflite
+from crossdeploy.onnx.rewrite import pad_maxpools_over_nonnegative, spatial_means_to_global_pools
+from crossdeploy.tensorflow.convert import convert_tflite
+from crossdeploy.validation.parity import compare_logits
 from tests.conftest import TINY_SIZE, run_onnx
 
 
@@ -29,8 +29,8 @@ def test_ceil_mode_pools_over_concatenated_relus_are_padded_exactly(tmp_path, si
     rewritten, as ONNX Runtime's INT8). The rewrite must be exact at every input size, odd ones included."""
     import torch
 
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.source_model import export_program
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
 
     class Branches(torch.nn.Module):
         def __init__(self):
@@ -61,10 +61,10 @@ def test_a_1x1_final_map_keeps_the_batch(tmp_path):
     import torch
     import torchvision
 
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.source_model import export_program
-    from crossdeploy.tensorflow_convert import onnx_to_keras
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.optimize import optimize_onnx
+    from crossdeploy.tensorflow.convert import onnx_to_keras
 
     torch.manual_seed(0)
     torch.export.save(export_program(torchvision.models.resnet18(num_classes=10).eval(), 32), tmp_path / "model.pt2")
@@ -134,11 +134,11 @@ def test_exact_gelu_reaches_tflite_as_one_op_and_runs_in_int8(tmp_path):
     emits TFLite's GELU: every precision converts and runs, FP32 equal to ONNX Runtime."""
     import torch
 
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_rewrite import gelus_in_onnx2tf_order
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.rewrite import gelus_in_onnx2tf_order
     from crossdeploy.runtimes.tflite_runtime import TFLiteRunner
-    from crossdeploy.source_model import export_program
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -173,7 +173,7 @@ def test_tensorflow_is_imported_without_keras_3():
     import sys
 
     probe = "import sys; {}; print(sorted(m for m in ('keras', 'sklearn', 'IPython') if m in sys.modules))"
-    ours = "from crossdeploy.tensorflow_env import import_tensorflow; import_tensorflow()"
+    ours = "from crossdeploy.tensorflow.env import import_tensorflow; import_tensorflow()"
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     loaded = {
         first: subprocess.run([sys.executable, "-c", probe.format(first)], capture_output=True, text=True, env=env, check=True).stdout
@@ -189,9 +189,9 @@ def _files(folder):
 _SAVE_BOTH = """
 import json, sys
 from pathlib import Path
-from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.serving.signatures import export_with_bytes_signature
-from crossdeploy.tensorflow_convert import onnx_to_keras, save_serving_model
+from crossdeploy.tensorflow.convert import onnx_to_keras, save_serving_model
 onnx_path, out, prep = Path(sys.argv[1]), Path(sys.argv[2]), Preprocessing(**json.loads(sys.argv[3]))
 save_serving_model(onnx_to_keras(onnx_path), out / "float", prep.crop_size)
 export_with_bytes_signature(out / "float", out / "bytes", prep)
@@ -207,8 +207,8 @@ def test_the_same_model_saved_twice_gives_the_same_files(tiny_optimized, tiny_sa
     import subprocess
     import sys
 
-    from crossdeploy.saved_model import FINGERPRINT
-    from crossdeploy.tensorflow_env import import_tensorflow
+    from crossdeploy.tensorflow.env import import_tensorflow
+    from crossdeploy.tensorflow.saved_model import FINGERPRINT
 
     prep = json.dumps(dataclasses.asdict(tiny_source[1].preprocessing))
     for run in ("a", "b"):

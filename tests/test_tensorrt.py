@@ -16,10 +16,10 @@ from crossdeploy.atomic import atomic_path
 from crossdeploy.compose import compose
 from crossdeploy.errors import CrossdeployError, RuntimeUnavailable
 from crossdeploy.layout import engine_record, tensorrt_engines
-from crossdeploy.parity import compare_logits
 from crossdeploy.tensorrt.api import APIS, ENUMS, IGNORED, BuildFlags, TensorRTApi, build_flags, tensorrt_api
 from crossdeploy.tensorrt.engine_key import BatchProfile, BuildSettings, EngineRecord, GpuTarget, current_target, engine_key
 from crossdeploy.tensorrt.engines import build_record, engine_settings, usable_engine
+from crossdeploy.validation.parity import compare_logits
 from crossdeploy.variants import Variant
 
 A100 = GpuTarget("NVIDIA A100-SXM4-40GB", "8.0", "10.13.0")
@@ -348,7 +348,7 @@ def needs_provider(provider: str):
 
 @pytest.fixture(scope="module")
 def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_onnx
+    from crossdeploy.onnx.quantize import QuantizeSettings, quantize_onnx
 
     path = tmp_path_factory.mktemp("qdq") / "tensorrt.onnx"
     quantize_onnx(
@@ -359,7 +359,7 @@ def trt_int8_onnx(tiny_optimized, tiny_images, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_onnx(tiny_optimized, tmp_path_factory):
-    from crossdeploy.onnx_fp16 import convert_fp16
+    from crossdeploy.onnx.fp16 import convert_fp16
 
     path = tmp_path_factory.mktemp("fp16") / "model.fp16.onnx"
     convert_fp16(tiny_optimized[0], path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.trained_reference import TrainingSettings, train_classifier
+from crossdeploy.standin.trained import TrainingSettings, train_classifier
 
 # one epoch on a small evaluation split: seconds, and enough to tell models apart
 FAST = TrainingSettings(epochs=1, input_size=32, calibration_size=32, evaluation_size=100)
@@ -75,7 +75,7 @@ def test_bad_settings_name_the_param(change, message):
 
 
 def test_the_standin_takes_each_familys_smallest_input():
-    from crossdeploy.trained_reference import build_standin
+    from crossdeploy.standin.trained import build_standin
 
     assert TrainingSettings(arch="resnet50").size == 48 and TrainingSettings(arch="resnet50", input_size=32).size == 32
     assert TrainingSettings(arch="inception_v3").size == 75 and TrainingSettings(arch="maxvit_t").size == 224
@@ -90,7 +90,7 @@ def test_the_standin_takes_each_familys_smallest_input():
 
 
 def test_a_weak_standin_keeps_its_int8_rows_unjudged_and_its_floor_verdicts():
-    from crossdeploy.validation import standin_verdicts
+    from crossdeploy.validation.run import standin_verdicts
 
     rows = {
         "torch-fp32": {"status": "ok", "precision": "fp32", "accuracy_top1": 0.62},

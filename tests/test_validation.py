@@ -2,10 +2,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from crossdeploy.parity import Thresholds
-from crossdeploy.parity_report import misses_table
 from crossdeploy.runtimes.base import ThreadSettings
-from crossdeploy.validation import validate_variants
+from crossdeploy.validation.parity import Thresholds
+from crossdeploy.validation.report import misses_table
+from crossdeploy.validation.run import validate_variants
 from crossdeploy.variants import Variant
 
 THRESHOLDS = {
@@ -233,7 +233,7 @@ def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monke
     import gc
     import weakref
 
-    from crossdeploy.validation import GarbageBetweenRunners
+    from crossdeploy.validation.run import GarbageBetweenRunners
 
     class Node:
         pass
@@ -273,7 +273,7 @@ def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monke
 def test_garbage_between_runners_keeps_a_callers_own_freeze():
     import gc
 
-    from crossdeploy.validation import GarbageBetweenRunners
+    from crossdeploy.validation.run import GarbageBetweenRunners
 
     gc.freeze()
     try:
@@ -292,7 +292,7 @@ def test_random_weights_unjudged_keys_are_checked_and_every_precision_has_its_re
 
     from crossdeploy.compose import compose
     from crossdeploy.errors import CrossdeployError
-    from crossdeploy.validation import judging_rules
+    from crossdeploy.validation.run import judging_rules
 
     cfg = compose([])["validate"]
     thresholds = {key: Thresholds(**values) for key, values in cfg["thresholds"].items()}

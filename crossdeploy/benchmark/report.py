@@ -7,8 +7,8 @@ from typing import Any
 
 from crossdeploy.benchmark.cells import NOT_MEASURED, best_throughput, cell_name, parse_cell, variant_cells
 from crossdeploy.layout import REFERENCE
-from crossdeploy.model_card import ModelCard
-from crossdeploy.parity_report import weights_statement
+from crossdeploy.model.card import ModelCard
+from crossdeploy.validation.report import weights_statement
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -22,7 +22,7 @@ from crossdeploy.benchmark.progress import CostModel, Remaining, Work
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
 from crossdeploy.benchmark.sweep import client_batches, failed, sweep_variant
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.resources import TreePeak, stage_resources
 from crossdeploy.runtimes.base import unavailable_reason
 from crossdeploy.variants import Variant

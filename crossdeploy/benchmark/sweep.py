@@ -13,7 +13,7 @@ from crossdeploy.benchmark.cells import cell_name, not_measured, skipped
 from crossdeploy.benchmark.closed_loop import WindowSettings, measure_closed_loop, warmup_repeats_the_first_window
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.search import ConcurrencySearch
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.runtimes.base import error_text, unavailable_reason
 
 log = logging.getLogger(__name__)

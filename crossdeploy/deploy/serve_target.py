@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.deploy.bundle import DECISION, KINDS, PREPROCESSING
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.preprocessing import Preprocessing
 from crossdeploy.serving.signatures import ImageLimits
 from crossdeploy.variants import Variant, benchmark_variants
 

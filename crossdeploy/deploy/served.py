@@ -16,7 +16,7 @@ from crossdeploy.benchmark.closed_loop import WindowSettings
 from crossdeploy.benchmark.isolation import ProcessEnded, run_isolated
 from crossdeploy.benchmark.runner_pool import RunnerPool
 from crossdeploy.benchmark.sweep import failed, sweep_variant
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import SAVEDMODEL_VARIANT
 from crossdeploy.runtimes.base import ThreadSettings

@@ -49,7 +49,7 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         if self.precision == "fp16":
-            from crossdeploy.onnx_fp16 import check_fp16_file
+            from crossdeploy.onnx.fp16 import check_fp16_file
 
             check_fp16_file(self.model_path, self.name)
         options = ort.SessionOptions()

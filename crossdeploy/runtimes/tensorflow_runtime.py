@@ -31,7 +31,7 @@ class TensorFlowRunner(Runner):
         return None if self.is_active and self._tf.config.list_physical_devices("GPU") else usable_cores()
 
     def _activate_impl(self) -> None:
-        from crossdeploy.tensorflow_env import import_tensorflow
+        from crossdeploy.tensorflow.env import import_tensorflow
 
         tf = import_tensorflow(self.threads)
         self._tf = tf

@@ -14,7 +14,7 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # older stacks ship the interpreter inside TensorFlow only
-        from crossdeploy.tensorflow_env import import_tensorflow
+        from crossdeploy.tensorflow.env import import_tensorflow
 
         tf = import_tensorflow()
 

@@ -37,7 +37,7 @@ class TorchRunner(Runner):
     def _activate_impl(self) -> None:
         import torch
 
-        from crossdeploy.source_model import load_program
+        from crossdeploy.model.source import load_program
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeUnavailable(cuda_unavailable_reason(torch))

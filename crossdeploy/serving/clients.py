@@ -55,7 +55,7 @@ class RestClient:
 
 def predict_request(model: str, images_nhwc: np.ndarray | None = None, encoded_images: list[bytes] | None = None):
     """A PredictRequest for serving_default (floats) or serving_bytes (encoded images)."""
-    from crossdeploy.tensorflow_env import import_tensorflow
+    from crossdeploy.tensorflow.env import import_tensorflow
 
     tf = import_tensorflow()
     from tensorflow_serving.apis import predict_pb2
@@ -88,7 +88,7 @@ class GrpcClient:
         return predict_request(self.model, images_nhwc=images_nhwc, encoded_images=encoded_images)
 
     def send(self, request) -> np.ndarray:
-        from crossdeploy.tensorflow_env import import_tensorflow
+        from crossdeploy.tensorflow.env import import_tensorflow
 
         tf = import_tensorflow()
         return tf.make_ndarray(self._stub.Predict(request, timeout=self.timeout_s).outputs[OUTPUT_NAME])

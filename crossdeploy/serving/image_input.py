@@ -1,7 +1,7 @@
 """JPEG/PNG files to the model's input for a runtime that cannot run the SavedModel's graph: the same
 limits as serving_bytes (package.image_limits and the JPEG scan bound, read from the header before
 anything is decoded, with the same sentences) and the data stage's own preprocessing (PIL's decode,
-torchvision's resize and crop: preprocessing.py), so the served logits match the validated ones."""
+torchvision's resize and crop: data/preprocessing.py), so the served logits match the validated ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from crossdeploy.preprocessing import Preprocessing, normalize
+from crossdeploy.data.preprocessing import Preprocessing, normalize
 from crossdeploy.serving.rest_payload import RequestError
 from crossdeploy.serving.signatures import BYTES_INPUT, JPEG_START_OF_SCAN, MAX_JPEG_SCANS, ImageLimits
 

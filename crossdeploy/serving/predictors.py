@@ -150,7 +150,7 @@ class SavedModelPredictor(Predictor):
     runtime = "TensorFlow SavedModel"
 
     def __init__(self, name: str, version_dir: Path, max_batch: int):
-        from crossdeploy.tensorflow_env import import_tensorflow
+        from crossdeploy.tensorflow.env import import_tensorflow
 
         self._tf = tf = import_tensorflow()
         self._loaded = tf.saved_model.load(str(version_dir))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
 
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import BYTES_SIGNATURE, INPUT_NAME, SIGNATURE
-from crossdeploy.preprocessing import Preprocessing
 
 # TF Serving's REST API base64-decodes {"b64": ...} values for inputs whose name ends in "_bytes".
 BYTES_INPUT = "image_bytes"
@@ -135,8 +135,8 @@ def export_with_bytes_signature(
     """The pipeline's SavedModel saved again at `export_dir` with the bytes signature added. The float
     signature is the loaded model's own (not wrapped again); the bytes one preprocesses in the graph,
     refusing images over `limits` (package.image_limits) before decoding them, then calls it."""
-    from crossdeploy.saved_model import save_saved_model
-    from crossdeploy.tensorflow_env import import_tensorflow
+    from crossdeploy.tensorflow.env import import_tensorflow
+    from crossdeploy.tensorflow.saved_model import save_saved_model
 
     tf = import_tensorflow()
     model = tf.saved_model.load(str(saved_model_dir))

@@ -2,8 +2,8 @@
 
 Every later step (ONNX export, the PyTorch reference in validate and benchmark) starts from the
 `torch.export` program written here, so they all see exactly the same weights and the same graph.
-Which architecture and weights exist is architectures.py's; reading and diagnosing the user's
-checkpoint is checkpoints.py's; the card written beside the program is model_card.py's.
+Which architecture and weights exist is model/architectures.py's; reading and diagnosing the user's
+checkpoint is model/checkpoints.py's; the card written beside the program is model/card.py's.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.architectures import check_architecture, load_torchvision_weights, published_weights
-from crossdeploy.checkpoints import read_checkpoint, state_dict_mismatch, whole_model_mismatch
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import MAX_BATCH
-from crossdeploy.model_card import ModelCard
-from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.model.architectures import check_architecture, load_torchvision_weights, published_weights
+from crossdeploy.model.card import ModelCard
+from crossdeploy.model.checkpoints import read_checkpoint, state_dict_mismatch, whole_model_mismatch
 
 #: photographs the random default's BatchNorm statistics are re-estimated on
 RANDOM_INIT_IMAGES = 64
@@ -108,7 +108,7 @@ def build_source_model(spec: SourceSpec):
     model.eval()
 
     if source == "random":
-        from crossdeploy.datasets import DataSettings, default_image_sets
+        from crossdeploy.data.datasets import DataSettings, default_image_sets
 
         photographs = default_image_sets(DataSettings(RANDOM_INIT_IMAGES, 1, preprocessing, seed))[0]
         make_random_model_input_sensitive(model, photographs.tensors("NCHW"), num_classes)

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
+from crossdeploy.data.preprocessing import Preprocessing
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.model_card import ModelCard
-from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.model.card import ModelCard
 
 NUM_CLASSES = 10
 # digits are single-channel strokes on black; centring on 0.5 keeps the inputs symmetric around zero
@@ -90,7 +90,7 @@ def digit_images(size: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from crossdeploy.datasets import decode_image
+    from crossdeploy.data.datasets import decode_image
 
     digits = load_digits()
     preprocessing = _preprocessing(size)
@@ -126,8 +126,8 @@ def train_classifier(settings: TrainingSettings) -> tuple[Any, ModelCard, ImageS
     """
     import torch
 
-    from crossdeploy.architectures import check_architecture
-    from crossdeploy.source_model import reestimate_batchnorm
+    from crossdeploy.model.architectures import check_architecture
+    from crossdeploy.model.source import reestimate_batchnorm
 
     check_architecture(settings.arch, "trained.arch")
     pixels, labels, files = digit_images(settings.size)
@@ -208,15 +208,15 @@ def convert_every_cpu_variant(
     import torch
 
     from crossdeploy.layout import model_version_dir, saved_model_version_dir
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_fp16 import convert_fp16
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.onnx_quantize import quantize_flavours
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.fp16 import convert_fp16
+    from crossdeploy.onnx.optimize import optimize_onnx
+    from crossdeploy.onnx.quantize import quantize_flavours
     from crossdeploy.serving.repository import BatchingParameters, write_repository_files
     from crossdeploy.serving.signatures import ImageLimits, export_with_bytes_signature
-    from crossdeploy.source_model import export_program
     from crossdeploy.stage import write_json
-    from crossdeploy.tensorflow_convert import convert_to_tensorflow
+    from crossdeploy.tensorflow.convert import convert_to_tensorflow
 
     size = card.preprocessing.crop_size
     program = Path(paths["program"])

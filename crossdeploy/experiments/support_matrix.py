@@ -1,8 +1,8 @@
 """The architecture support matrix: the pipeline up to validate for one classifier of each torchvision
 family, as queued DVC experiments, tabulated from each experiment's parity.json.
 
-    python -m crossdeploy.support_matrix run [ARCH ...]    queue one experiment per arch, run them with one worker, tabulate
-    python -m crossdeploy.support_matrix table             tabulate the experiments already run
+    python -m crossdeploy.experiments.support_matrix run [ARCH ...]    queue one experiment per arch, run them with one worker, tabulate
+    python -m crossdeploy.experiments.support_matrix table             tabulate the experiments already run
 
 Each experiment is `dvc exp run --queue -n matrix-<arch> -S model.arch=<arch> -S validate.strict=false validate`:
 the default params otherwise, and strict off so that an experiment whose variants fail still records
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.experiments import Sweep, exp_refs, finished_at, git_show
+from crossdeploy.experiments.sweep import Sweep, exp_refs, finished_at, git_show
 from crossdeploy.layout import REFERENCE, TRAINED_PREFIX
 from crossdeploy.params import load_params
 

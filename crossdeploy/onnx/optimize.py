@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from crossdeploy.onnx_graph import node_count
+from crossdeploy.onnx.graph import node_count
 
 
 def optimize_onnx(source: Path, output: Path) -> dict[str, int]:

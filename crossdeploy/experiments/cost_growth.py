@@ -3,8 +3,10 @@ queued DVC experiments, and per stage its wall time and peak RSS (metrics/resour
 run_stage) against the model's parameters and FLOPs (metrics/model_size.json, the model stage's), so `dvc
 exp show` lists them side by side and the table says which stage grows faster than the model.
 
-    python -m crossdeploy.cost_growth run [--force] [ARCH ...]   queue one experiment per arch, run them with one worker, tabulate
-    python -m crossdeploy.cost_growth table [ARCH ...]  tabulate the experiments already run
+    python -m crossdeploy.experiments.cost_growth run [--force] [ARCH ...]
+        queue one experiment per arch, run them with one worker, tabulate
+    python -m crossdeploy.experiments.cost_growth table [ARCH ...]
+        tabulate the experiments already run
 
 Each experiment is `dvc exp run --queue -n growth-<arch> -S model.arch=<arch> -S validate.strict=false`:
 strict off so that a variant whose parity fails on another architecture still lets the benchmark run (DVC
@@ -31,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.experiments import Sweep, git_show
+from crossdeploy.experiments.sweep import Sweep, git_show
 from crossdeploy.params import load_params
 
 SWEEP = Sweep(

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from crossdeploy.datasets import ImageSet
+from crossdeploy.data.datasets import ImageSet
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import trained_paths
-from crossdeploy.model_card import ModelCard
-from crossdeploy.onnx_graph import size_mb
-from crossdeploy.parity import Floor, Thresholds, compare_logits
+from crossdeploy.model.card import ModelCard
+from crossdeploy.onnx.graph import size_mb
 from crossdeploy.runtimes.base import ThreadSettings, error_text, unavailable_reason
 from crossdeploy.serving.shared_servers import SharedServers
+from crossdeploy.validation.parity import Floor, Thresholds, compare_logits
 from crossdeploy.variants import REFERENCE, Variant
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 user's machine trains its own), each calibration method's ONNX Runtime INT8 flavours judged by validate's own
 floor and thresholds (composed from conf/), beside planted defects that must fail on every stand-in.
 
-    python -m crossdeploy.standin_verdicts [--arch resnet50] [--seeds 0 1 2 3 4] [--threads 2 1] [--methods minmax entropy percentile]
+    python -m crossdeploy.standin.verdicts [--arch resnet50] [--seeds 0 1 2 3 4] [--threads 2 1] [--methods minmax entropy percentile]
                                            [--output metrics/standin_verdicts.json]
 
 Prints one JSON line per stand-in as it is judged, then the margins: the worst figure of the variants that
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from crossdeploy.compose import compose
-from crossdeploy.parity import COSINE_LOW, Floor, Thresholds, compare_logits
+from crossdeploy.validation.parity import COSINE_LOW, Floor, Thresholds, compare_logits
 
 OUTPUT = Path("metrics/standin_verdicts.json")
 #: the bounds whose margins are reported: (figure, threshold field, higher is better)
@@ -74,11 +74,11 @@ def judge_standin(arch: str, seed: int, threads: int, methods: list[str], params
     INT8 flavours and the planted defects with validate's floor and INT8 thresholds."""
     import torch
 
-    from crossdeploy.onnx_export import export_onnx
-    from crossdeploy.onnx_optimize import optimize_onnx
-    from crossdeploy.onnx_quantize import QuantizeSettings, quantize_flavours
-    from crossdeploy.source_model import export_program
-    from crossdeploy.trained_reference import TrainingSettings, train_classifier
+    from crossdeploy.model.source import export_program
+    from crossdeploy.onnx.export import export_onnx
+    from crossdeploy.onnx.optimize import optimize_onnx
+    from crossdeploy.onnx.quantize import QuantizeSettings, quantize_flavours
+    from crossdeploy.standin.trained import TrainingSettings, train_classifier
 
     torch.set_num_threads(threads)
     cfg = params["validate"]

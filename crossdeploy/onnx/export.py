@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crossdeploy.errors import CrossdeployError
 from crossdeploy.layout import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
-from crossdeploy.onnx_graph import inferred_shapes
+from crossdeploy.onnx.graph import inferred_shapes
 
 BATCH_DIM = "batch"
 # The oldest opset whose Conv/BatchNorm/Gemm/Resize semantics every target here (onnx2tf, TensorRT 10) accepts.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from crossdeploy.preprocessing import Preprocessing
+from crossdeploy.data.preprocessing import Preprocessing
 
 RANDOM_WEIGHTS_NOTE = "random weights: fidelity figures only, no accuracy"
 SWITCH_TO_REAL_WEIGHTS = (

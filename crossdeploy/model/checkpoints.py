@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from crossdeploy.architectures import architectures_matching, empty_model, layers_of
 from crossdeploy.errors import CrossdeployError
+from crossdeploy.model.architectures import architectures_matching, empty_model, layers_of
 
 
 def _is_torchscript(path: Path) -> bool:

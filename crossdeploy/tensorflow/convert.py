@@ -20,9 +20,9 @@ import numpy as np
 
 from crossdeploy.build_failures import ConversionFailed, captured_output, error_summary, onnx2tf_failure
 from crossdeploy.layout import INPUT_NAME, OUTPUT_NAME, SAVEDMODEL_VARIANT, SIGNATURE, TFLITE_VARIANTS
-from crossdeploy.onnx_rewrite import gelus_in_onnx2tf_order, pad_maxpools_over_nonnegative, spatial_means_to_global_pools
-from crossdeploy.saved_model import save_saved_model
-from crossdeploy.tensorflow_env import import_tensorflow
+from crossdeploy.onnx.rewrite import gelus_in_onnx2tf_order, pad_maxpools_over_nonnegative, spatial_means_to_global_pools
+from crossdeploy.tensorflow.env import import_tensorflow
+from crossdeploy.tensorflow.saved_model import save_saved_model
 
 ONNX2TF_HINT = (
     "the ONNX Runtime variants are unaffected; try another export.opset, or convert with onnx2tf's "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdeploy.onnx_graph import inferred_shapes
+from crossdeploy.onnx.graph import inferred_shapes
 
 #: ops whose output is >= 0 whatever their input
 NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}

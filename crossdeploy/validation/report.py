@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossdeploy.layout import REFERENCE, TRAINED_PREFIX
-from crossdeploy.model_card import RANDOM_WEIGHTS_NOTE, SWITCH_TO_REAL_WEIGHTS, ModelCard
+from crossdeploy.model.card import RANDOM_WEIGHTS_NOTE, SWITCH_TO_REAL_WEIGHTS, ModelCard
 
 COLUMNS = (
     ("status", "status", "{}"),

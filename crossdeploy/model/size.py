@@ -1,4 +1,4 @@
-"""How big the model is, for the cost-growth experiment (crossdeploy/cost_growth.py): its parameter count
+"""How big the model is, for the cost-growth experiment (crossdeploy/experiments/cost_growth.py): its parameter count
 and FLOPs per image, counted by PyTorch's own FlopCounterMode on the exported program itself, so the
 figure is of what every conversion starts from."""
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crossdeploy.data.preprocessing import Preprocessing, normalize
 from crossdeploy.errors import CrossdeployError
-from crossdeploy.preprocessing import Preprocessing, normalize
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 

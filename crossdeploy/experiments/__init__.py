@@ -1,0 +1,1 @@
+"""Queued DVC experiments across architectures: the support matrix and the cost growth."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -179,13 +180,14 @@ def commit(repo, message):
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty")
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    """A throwaway copy of the repository (code and config, no artifacts) on the tiny params, committed: its
-    tests run the real `dvc repro` in it; one per test module."""
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The pipeline run once on the tiny params with the real `dvc repro`, in a throwaway copy of the repository
+    (code and config, no artifacts), committed: (its folder, what that first `dvc repro` printed). Every module
+    that runs the pipeline starts from a copy of it (tiny_repo), so the tiny run is paid for once a session."""
     from crossdeploy.compose import compose
 
-    root = tmp_path_factory.mktemp("repo")
+    root = tmp_path_factory.mktemp("tiny-run")
     tracked = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").split()
     for name in tracked:
         if (ROOT / name).is_file() and not name.startswith(("metrics/", "models/")) and name != "dvc.lock":
@@ -194,7 +196,27 @@ def tiny_repo(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(compose(TINY, config_dir=ROOT / "conf"), sort_keys=False))
     sh(root, "git", "init", "-q")
     commit(root, "tiny")
+    output = sh(root, "dvc", "repro")
+    commit(root, "tiny run")
+    return root, output
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tiny_run, tmp_path_factory):
+    """A copy of the tiny run (Git history, workspace and DVC cache), one per test module: its tests change it
+    freely and go back to the run with back_to_the_run."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(tiny_run[0], root, symlinks=True, dirs_exist_ok=True)
     return root
+
+
+def back_to_the_run(repo: Path) -> None:
+    """The committed run back in `repo`'s workspace, from Git (params, dvc.lock, metrics) and DVC's cache (the
+    artifacts), without re-running a stage an earlier test's change or experiment re-ran."""
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    sh(repo, "dvc", "checkout", "-q", "--force")
+    status = sh(repo, "dvc", "status", "--json")
+    assert json.loads(status) == {}, f"the tiny run did not come back from Git and the DVC cache: {status}"
 
 
 def module_imports(path: Path, root: Path) -> set[str]:

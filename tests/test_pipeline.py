@@ -13,7 +13,7 @@ from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.variants import PARITY_ONLY, TRAINED_VARIANTS
-from tests.conftest import TINY, commit, sh
+from tests.conftest import TINY, back_to_the_run, commit, sh
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +86,10 @@ def stages_run(output):
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def test_repro_builds_every_variant_and_is_then_up_to_date(tiny_repo):
-    first = sh(tiny_repo, "dvc", "repro")
-    assert stages_run(first) == STAGES
+def test_repro_builds_every_variant_and_is_then_up_to_date(tiny_run, tiny_repo):
+    """The tiny run's first `dvc repro` ran every stage and built every variant; in a copy of the folder (the
+    cache beside it) a second one runs none."""
+    assert stages_run(tiny_run[1]) == STAGES
     parity = json.loads((tiny_repo / "metrics" / "parity.json").read_text())
     assert set(parity) == VARIANTS | BF16 | TFSERVING | GPU | TRAINED
     expected = {name: "unjudged" if name in UNJUDGED else "ok" for name in VARIANTS} | {name: "ok" for name in TRAINED}
@@ -183,8 +184,7 @@ def test_a_planted_file_where_the_bundle_comes_from_is_never_deployed(tiny_repo,
     from crossdeploy.data.datasets import ImageSet
     from tests.planted import answer_regardless, damage_weights
 
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
+    back_to_the_run(tiny_repo)
     main_int8, standin_int8 = (
         tiny_repo / "models" / "onnx" / "model.int8.onnx",
         tiny_repo / "models" / "trained" / "onnx" / "model.int8.onnx",
@@ -217,13 +217,11 @@ def test_a_planted_file_where_the_bundle_comes_from_is_never_deployed(tiny_repo,
     finally:
         for path, copy in kept.items():
             shutil.copy(copy, path)
-    sh(tiny_repo, "dvc", "repro")
+    back_to_the_run(tiny_repo)
 
 
 def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(tiny_repo):
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    commit(tiny_repo, "baseline")
+    back_to_the_run(tiny_repo)
     # Hydra composes conf/ (with crossdeploy's resolvers) and the override; the tiny sizes ride along too
     output = sh(tiny_repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Squantize.calibration_method=percentile")
     # the TensorRT INT8 engine is built from the re-quantized model, so its stage follows
@@ -233,9 +231,7 @@ def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(ti
 
 
 def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(tiny_repo):
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    commit(tiny_repo, "benchmark baseline")
+    back_to_the_run(tiny_repo)
     output = sh(tiny_repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.batch_sizes=[1,2]")
     assert stages_run(output) == {"benchmark", "report", "deploy"}
     diff = json.loads(sh(tiny_repo, "dvc", "metrics", "diff", "--json"))["metrics/benchmark.json"]
@@ -275,9 +271,7 @@ SECTION_CHANGES = [
 
 
 def test_each_params_section_reaches_only_its_stages(tiny_repo):
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    commit(tiny_repo, "section baseline")
+    back_to_the_run(tiny_repo)
     assert status_stages(tiny_repo) == set()
     for key, value, expected in SECTION_CHANGES:
         params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
@@ -292,9 +286,7 @@ def test_each_params_section_reaches_only_its_stages(tiny_repo):
 
 
 def test_report_params_rerun_only_the_report_which_compares_and_judges(tiny_repo):
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    commit(tiny_repo, "report baseline")
+    back_to_the_run(tiny_repo)
     overrides = ["-Sbenchmark.baseline=HEAD", "-Sbenchmark.targets.int8_speedup_min=100.0"]
     output = sh(tiny_repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], *overrides)
     assert stages_run(output) == {"report"}
@@ -304,9 +296,7 @@ def test_report_params_rerun_only_the_report_which_compares_and_judges(tiny_repo
 
 
 def test_the_deploy_slo_reruns_only_the_deploy_stage_which_moves_the_decision(tiny_repo):
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    commit(tiny_repo, "deploy baseline")
+    back_to_the_run(tiny_repo)
     assert (tiny_repo / "models" / "deploy" / "README.md").is_file() and (tiny_repo / "metrics" / "deploy.png").is_file()
     output = sh(tiny_repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sdeploy.p99_ms=0.001")
     assert stages_run(output) == {"deploy"}
@@ -323,8 +313,7 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(tiny_repo, tmp_pa
     from crossdeploy.layout import engine_record, tensorrt_engines
     from crossdeploy.tensorrt.engines import plan_mismatch
 
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
+    back_to_the_run(tiny_repo)
     sh(tiny_repo, "dvc", "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote"))
     commit(tiny_repo, "shared remote")
     sh(tiny_repo, "dvc", "push")
@@ -343,9 +332,8 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(tiny_repo, tmp_pa
 
 def test_a_code_change_reaches_every_stage_that_runs_that_code(tiny_repo):
     """`dvc status` sees only stages whose own deps changed; `dvc repro --dry` shows the cascade."""
-    sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
-    sh(tiny_repo, "dvc", "repro")
-    preprocessing = tiny_repo / "crossdeploy" / "preprocessing.py"
+    back_to_the_run(tiny_repo)
+    preprocessing = tiny_repo / "crossdeploy" / "data" / "preprocessing.py"
     original = preprocessing.read_text()
     try:
         preprocessing.write_text(original + "\n# a fix to normalize() would go here\n")

@@ -37,14 +37,23 @@ _ONNX2TF_SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"
 FIXED_BATCH = 1
 
 
+#: a parameter replacement file that replaces nothing: given any file, onnx2tf skips its own automatic search
+#: for one after a conversion error (an exhaustive search of transpositions that took ShuffleNet's dynamic
+#: batch 3.5 minutes on two cores and still failed); our answer to that error is the fixed-batch attempt
+_NO_REPLACEMENTS = "no_replacements.json"
+
+
 def _onnx2tf(prepared: Path, op_types: set[str]):
     import onnx2tf
 
+    replacements = prepared.parent / _NO_REPLACEMENTS
+    replacements.write_text('{"format_version": 1, "operations": []}\n')
     return onnx2tf.convert(
         input_onnx_file_path=str(prepared),
         output_folder_path=str(prepared.parent / "onnx2tf"),
         disable_model_save=True,
         non_verbose=True,
+        param_replacement_file=str(replacements),
         # TFLite has no builtin Erf: an Erf outside a GELU is built from builtin ops by onnx2tf's pseudo-Erf
         # (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7; its sign division cannot run in INT8)
         replace_to_pseudo_operators=["erf"] if "Erf" in op_types else [],  # onnx2tf matches them lowercased
@@ -65,7 +74,7 @@ def _at_fixed_batch(model, batch: int):
 def onnx_to_keras(onnx_path: Path):
     """Convert with onnx2tf in a scratch directory, so nothing lands outside our declared outputs.
 
-    MaxPool padding over non-negative tensors is made explicit first (see onnx_rewrite) so INT8 TFLite
+    MaxPool padding over non-negative tensors is made explicit first (see onnx/rewrite.py) so INT8 TFLite
     calibrates, spatial means become GlobalAveragePool, which onnx2tf converts right when the last map
     is 1x1, and exact GELUs are put in the order onnx2tf turns into one GELU op. onnx2tf first converts
     the model with its dynamic batch axis; where it cannot (ConvNeXt and ViT compute shapes from the

@@ -13,7 +13,7 @@ from crossdeploy.compose import compose
 from crossdeploy.device_info import gpus
 from crossdeploy.serving import tfserving_launch
 from crossdeploy.variants import PARITY_ONLY, TRAINED_VARIANTS
-from tests.conftest import TINY, back_to_the_run, commit, sh
+from tests.conftest import TINY, back_to_the_run, sh
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,7 @@ def stages_run(output):
 def test_repro_builds_every_variant_and_is_then_up_to_date(tiny_run, tiny_repo):
     """The tiny run's first `dvc repro` ran every stage and built every variant; in a copy of the folder (the
     cache beside it) a second one runs none."""
+    back_to_the_run(tiny_repo)
     assert stages_run(tiny_run[1]) == STAGES
     parity = json.loads((tiny_repo / "metrics" / "parity.json").read_text())
     assert set(parity) == VARIANTS | BF16 | TFSERVING | GPU | TRAINED
@@ -230,7 +231,7 @@ def test_a_quantize_param_through_hydra_reruns_only_quantize_and_what_follows(ti
     assert parity["trained/onnxruntime-int8"]["status"] == "ok"
 
 
-def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(tiny_repo):
+def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(tiny_repo, tmp_path):
     back_to_the_run(tiny_repo)
     output = sh(tiny_repo, "dvc", "exp", "run", *[f"-S{o}" for o in TINY], "-Sbenchmark.batch_sizes=[1,2]")
     assert stages_run(output) == {"benchmark", "report", "deploy"}
@@ -239,8 +240,8 @@ def test_benchmark_batch_sizes_rerun_only_the_benchmark_and_diff_per_cell(tiny_r
     assert diff["onnxruntime-fp32.b2_c1.throughput_ips"]["new"] > 0
     assert diff["onnxruntime-fp32.b4_c1.throughput_ips"]["new"] is None
 
-    sh(tiny_repo, "dvc", "plots", "show", "-o", "rendered")
-    html = (tiny_repo / "rendered" / "index.html").read_text()
+    sh(tiny_repo, "dvc", "plots", "show", "-o", str(tmp_path / "rendered"))
+    html = (tmp_path / "rendered" / "index.html").read_text()
     for plot in ("latency_vs_batch.json", "throughput_vs_concurrency.json", "benchmark.png"):
         assert plot in html
 
@@ -314,11 +315,12 @@ def test_a_pushed_pipeline_pulls_into_a_fresh_clone_up_to_date(tiny_repo, tmp_pa
     from crossdeploy.tensorrt.engines import plan_mismatch
 
     back_to_the_run(tiny_repo)
-    sh(tiny_repo, "dvc", "remote", "add", "-f", "-d", "shared", str(tmp_path / "remote"))
-    commit(tiny_repo, "shared remote")
+    # each checkout's own remote (config.local), so the run's commit stays the baseline of the tests that follow
+    sh(tiny_repo, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(tmp_path / "remote"))
     sh(tiny_repo, "dvc", "push")
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(tiny_repo), str(clone))
+    sh(clone, "dvc", "remote", "add", "--local", "-f", "-d", "shared", str(tmp_path / "remote"))
     sh(clone, "dvc", "pull")
     assert stages_run(sh(clone, "dvc", "repro")) == set()
     paths = yaml.safe_load((clone / "params.yaml").read_text())["paths"]
@@ -345,11 +347,23 @@ def test_a_code_change_reaches_every_stage_that_runs_that_code(tiny_repo):
     assert stages_run(sh(tiny_repo, "dvc", "repro", "--dry")) == set()
 
 
+def test_bytecode_written_beside_the_code_reruns_no_stage(tiny_repo):
+    """Stages depend on whole folders of code (crossdeploy/runtimes/, ...); the bytecode any import writes there
+    (without PYTHONDONTWRITEBYTECODE, in another Python) is no change to them (.dvcignore)."""
+    back_to_the_run(tiny_repo)
+    for folder in ("runtimes", "serving", "benchmark"):
+        cache = tiny_repo / "crossdeploy" / folder / "__pycache__"
+        cache.mkdir(exist_ok=True)
+        (cache / "base.cpython-399.pyc").write_bytes(b"planted bytecode")
+    assert status_stages(tiny_repo) == set()
+
+
 def test_overwriting_the_users_checkpoint_or_adding_an_image_reruns_their_stage(tiny_repo):
     import torch
     import torchvision
     from PIL import Image
 
+    back_to_the_run(tiny_repo)
     torch.manual_seed(1)
     torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), tiny_repo / "user.pt")
     images = tiny_repo / "user_images"
@@ -369,4 +383,4 @@ def test_overwriting_the_users_checkpoint_or_adding_an_image_reruns_their_stage(
         Image.new("RGB", (80, 72), (1, 2, 3)).save(images / "class0" / "extra.png")
         assert {"model", "data"} <= status_stages(tiny_repo)
     finally:
-        sh(tiny_repo, "git", "checkout", "-q", "--", "params.yaml")
+        back_to_the_run(tiny_repo)

@@ -13,18 +13,33 @@ from pathlib import Path
 from tests.conftest import ROOT, module_imports
 
 #: The layers, lowest first. A module may import from its own layer and the layers below it, never from
-#: one above. A name is a module of crossdeploy/ or one of its subpackages (whose modules import each
-#: other freely), or a top-level folder of scripts; "crossdeploy" is the package's own __init__.
+#: one above. A name is a module of crossdeploy/, one of its subpackages (whose modules import each other
+#: freely), a module of a subpackage placed on its own ("validation.parity": the most specific name wins),
+#: or a top-level folder of scripts; "crossdeploy" is the package's own __init__.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the exceptions every layer raises or catches
-    ("crossdeploy", "atomic", "layout", "params", "compose", "resources", "stage", "build_failures", "device_info"),
+    (
+        "crossdeploy",
+        "atomic",
+        "layout",
+        "params",
+        "compose",
+        "resources",
+        "stage",
+        "build_failures",
+        "device_info",
+        "tensorflow.env",
+        "tensorflow.saved_model",
+        "experiments.sweep",
+    ),
     # data, conversions and comparisons: each works on files and arrays, not on runtimes
-    ("data", "model", "onnx", "tensorflow", "experiments"),
+    ("data", "model", "onnx", "tensorflow", "validation.parity", "validation.report"),
     ("tensorrt", "serving"),  # engines and servers: runtimes/ drives them
     ("runtimes",),  # one Runner per framework
     ("variants",),  # the table of what runs on which runtime
     ("validation", "benchmark", "standin", "deploy"),  # what the stages run
-    ("cli", "gpu_check", "stages", "hydra_plugins"),  # entry points: nothing imports them
+    # entry points: nothing imports them
+    ("cli", "gpu_check", "standin.verdicts", "experiments", "stages", "hydra_plugins"),
 )
 
 _LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
@@ -34,9 +49,12 @@ _SOURCE_FOLDERS = ("crossdeploy", "stages", "hydra_plugins")
 def _unit(module: str) -> str | None:
     """The LAYERS name a dotted module name belongs to; None for a module outside the project."""
     parts = module.split(".")
-    if parts[0] == "crossdeploy":
-        return parts[1] if len(parts) > 1 else "crossdeploy"
-    return parts[0] if parts[0] in _SOURCE_FOLDERS else None
+    if parts[0] != "crossdeploy":
+        return parts[0] if parts[0] in _SOURCE_FOLDERS else None
+    if len(parts) == 1:
+        return "crossdeploy"
+    dotted = ".".join(parts[1:3])  # a subpackage's module placed on its own
+    return dotted if dotted in _LAYER else parts[1]
 
 
 def _sources(root: Path) -> dict[Path, str]:
@@ -105,3 +123,16 @@ def test_a_module_without_a_layer_is_caught(tmp_path):
     _write(tmp_path, "crossdeploy/__init__.py", "")
     _write(tmp_path, "crossdeploy/helpers.py", "")
     assert unplaced(tmp_path) == ["helpers (crossdeploy/helpers.py)"]
+
+
+def test_a_subpackage_module_placed_on_its_own_keeps_its_layer(tmp_path):
+    """validation.parity sits below the runtimes, though validation/ (its package) sits above them."""
+    _write(tmp_path, "crossdeploy/__init__.py", "")
+    _write(tmp_path, "crossdeploy/variants.py", "")
+    _write(tmp_path, "crossdeploy/validation/__init__.py", "")
+    _write(tmp_path, "crossdeploy/validation/run.py", "from crossdeploy.variants import Variant\n")
+    _write(tmp_path, "crossdeploy/validation/parity.py", "from crossdeploy.variants import Variant\n")
+    assert upward_imports(tmp_path) == [
+        "crossdeploy/validation/parity.py (validation.parity, layer 2) imports crossdeploy.variants (variants, layer 5)",
+        "crossdeploy/validation/parity.py (validation.parity, layer 2) imports crossdeploy.variants.Variant (variants, layer 5)",
+    ]

@@ -186,8 +186,9 @@ TINY_RUN_TAG = "tiny-run"
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The pipeline run once on the tiny params with the real `dvc repro`, in a throwaway copy of the repository
-    (code and config, no artifacts), committed and tagged TINY_RUN_TAG: (its folder, what that first `dvc repro` printed). Every module
-    that runs the pipeline starts from a copy of it (tiny_repo), so the tiny run is paid for once a session."""
+    (code and config, no artifacts), committed and tagged TINY_RUN_TAG: (its folder, what that first `dvc repro`
+    printed). Every module that runs the pipeline starts from a copy of it (tiny_repo), so the tiny run is paid
+    for once a session."""
     from crossdeploy.compose import compose
 
     root = tmp_path_factory.mktemp("tiny-run")
@@ -243,7 +244,7 @@ def module_imports(path: Path, root: Path) -> set[str]:
     return names
 
 
-#: the package stage's KServe settings a test bundle is written with
+#: the package stage's KServe settings a test bundle and the manifests tests are written with
 KSERVE = {
     "storage_uri": "s3://bucket/serving/tiny",
     "tfserving_runtime_version": "2.21.0",

@@ -3,23 +3,16 @@
 import yaml
 
 from crossdeploy.serving.manifests import schema_errors, write_manifests
-
-CFG = {
-    "storage_uri": "s3://bucket/serving/resnet50",
-    "tfserving_runtime_version": "2.21.0",
-    "resources": {"cpu": "2", "memory": "4Gi"},
-    "triton_storage_uri": "s3://bucket/triton",
-    "triton_runtime_version": "25.10-py3",
-}
+from tests.conftest import KSERVE
 
 
 def test_manifests_follow_the_inference_service_schema(tmp_path):
-    write_manifests(tmp_path, "resnet50", CFG)
+    write_manifests(tmp_path, "resnet50", KSERVE)
     tfserving = yaml.safe_load((tmp_path / "inferenceservice-tfserving.yaml").read_text())
     assert schema_errors(tfserving) == []
     assert (tfserving["apiVersion"], tfserving["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     predictor = tfserving["spec"]["predictor"]["tensorflow"]
-    assert tfserving["metadata"]["name"] == "resnet50" and predictor["storageUri"] == CFG["storage_uri"]
+    assert tfserving["metadata"]["name"] == "resnet50" and predictor["storageUri"] == KSERVE["storage_uri"]
     assert "--batching_parameters_file=/mnt/models/batching_parameters.txt" in predictor["args"]
     assert predictor["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
 
@@ -30,7 +23,7 @@ def test_manifests_follow_the_inference_service_schema(tmp_path):
 
 
 def test_fields_outside_the_schema_are_named(tmp_path):
-    write_manifests(tmp_path, "resnet50", CFG)
+    write_manifests(tmp_path, "resnet50", KSERVE)
     manifest = yaml.safe_load((tmp_path / "inferenceservice-tfserving.yaml").read_text())
     manifest["spec"]["predictor"]["tensorflow"]["storageURI"] = "typo"
     manifest["spec"]["predictor"]["tensorflow"]["resources"]["limit"] = {}
@@ -47,9 +40,9 @@ def test_a_name_kserve_cannot_take_is_refused_with_the_name_to_set(tmp_path):
 
     for bad, fix in (("Mobilenet_V3", "mobilenet-v3"), ("3d-net", "model-3d-net"), ("x" * 60, "x" * 54)):
         with pytest.raises(CrossdeployError, match=f"model.name '{bad}'.*set model.name: {fix}\\.$"):
-            write_manifests(tmp_path / bad[:8], bad, CFG)
+            write_manifests(tmp_path / bad[:8], bad, KSERVE)
         assert not (tmp_path / bad[:8]).exists()
-    write_manifests(tmp_path / "ok", "mobilenet-v3-large", CFG)
+    write_manifests(tmp_path / "ok", "mobilenet-v3-large", KSERVE)
 
 
 def test_the_default_name_follows_the_model_and_fits_kserve():

@@ -270,21 +270,44 @@ def test_garbage_between_runners_collects_cycles_and_leaves_nothing_frozen(monke
         gc.unfreeze()
 
 
+def keeps_a_callers_freeze(scope_type) -> bool:
+    """Whether `scope_type` neither freezes more than the caller froze nor unfreezes it.
+
+    The frozen count is only ever checked from above: a frozen object can still die by reference
+    counting (anything of the test runner's that was alive at the caller's freeze), so the count may
+    fall by a few between two readings, but never rise unless the scope froze more.
+    """
+    import gc
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with scope_type() as garbage:
+            made_since = [[] for _ in range(1000)]  # tracked objects made after the caller's freeze
+            garbage.release()
+            kept_during = 0 < gc.get_freeze_count() <= frozen
+        kept_after = 0 < gc.get_freeze_count() <= frozen
+        del made_since
+        return kept_during and kept_after
+    finally:
+        gc.unfreeze()
+
+
 def test_garbage_between_runners_keeps_a_callers_own_freeze():
     import gc
 
     from crossdeploy.validation.run import GarbageBetweenRunners
 
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        with GarbageBetweenRunners() as garbage:
-            [object() for _ in range(10)]
-            garbage.release()
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()
+    assert keeps_a_callers_freeze(GarbageBetweenRunners)
+
+    class FreezesRegardless(GarbageBetweenRunners):  # the planted defect: blind to the caller's freeze
+        def __enter__(self):
+            super().__enter__()
+            self._freezes = True
+            return self
+
+    assert not keeps_a_callers_freeze(FreezesRegardless)
+    assert gc.get_freeze_count() == 0
 
 
 def test_random_weights_unjudged_keys_are_checked_and_every_precision_has_its_reason():
